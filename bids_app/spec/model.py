@@ -1,0 +1,217 @@
+"""Plain data objects for a parsed BIDS Stats Model.
+
+These are built from a dict that already passed :func:`bids_app.spec.validate`;
+they do not re-check the schema. Every later stage (graph, design, estimation)
+consumes these objects instead of the raw JSON.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+LEVELS = ("Run", "Session", "Subject", "Dataset")
+
+
+def parse_weight(value) -> float:
+    """Return a weight as float; strings such as ``"-1/3"`` are fractions."""
+    if isinstance(value, str):
+        return float(Fraction(value.strip()))
+    return float(value)
+
+
+def parse_weights(weights) -> np.ndarray:
+    """Weights as a float array: shape (n_conditions,) or (n_rows, n_conditions)."""
+    if weights and isinstance(weights[0], list):
+        return np.array([[parse_weight(w) for w in row] for row in weights], dtype=float)
+    return np.array([parse_weight(w) for w in weights], dtype=float)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One contrast of a node.
+
+    Attributes
+    ----------
+    name : str
+    conditions : tuple of str
+        The ConditionList: design-matrix column names.
+    weights : ndarray
+        Shape (n_conditions,) for ``t``/``pass``, (n_rows, n_conditions) for ``F``.
+    test : {"t", "F", "pass"}
+    """
+
+    name: str
+    conditions: tuple[str, ...]
+    weights: np.ndarray = field(compare=False)
+    test: str
+
+    @property
+    def flows(self) -> bool:
+        """Whether the contrast is passed to child nodes (F tests are terminal)."""
+        return self.test != "F"
+
+
+@dataclass(frozen=True)
+class HRF:
+    """Model.HRF: which variables to convolve and with which kernel."""
+
+    variables: tuple[str, ...]
+    model: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The ``Model`` block of a node.
+
+    ``x`` holds ``1`` for the intercept and column names or glob patterns.
+    ``software`` is ``Model.Software`` keyed by software name.
+    """
+
+    type: str
+    x: tuple[Any, ...]
+    formula: str | None = None
+    hrf: HRF | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    software: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ours(self) -> dict[str, Any]:
+        """Settings addressed to us in ``Model.Software["bids-stats"]``."""
+        return dict(self.software.get("bids-stats") or {})
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the model graph."""
+
+    name: str
+    level: str
+    group_by: tuple[str, ...]
+    model: ModelSpec
+    contrasts: tuple[Contrast, ...] = ()
+    dummy_contrasts: tuple[str, ...] | None = None
+    dummy_test: str = "t"
+    transformations: dict[str, Any] | None = None
+
+    @property
+    def has_dummy_contrasts(self) -> bool:
+        return self.dummy_contrasts is not None
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A directed edge; ``filter`` maps an entity or metadata key to allowed values."""
+
+    source: str
+    destination: str
+    filter: dict[str, tuple] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatsModel:
+    """A whole BIDS Stats Model: nodes in file order plus explicit edges.
+
+    When the JSON has no ``Edges``, nodes are chained in list order, as the
+    specification says.
+    """
+
+    name: str
+    description: str
+    input: dict[str, tuple]
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    raw: dict = field(compare=False, repr=False)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def root(self) -> Node:
+        targets = {e.destination for e in self.edges}
+        roots = [n for n in self.nodes if n.name not in targets]
+        return roots[0]
+
+    def incoming(self, name: str) -> list[Edge]:
+        return [e for e in self.edges if e.destination == name]
+
+    def outgoing(self, name: str) -> list[Edge]:
+        return [e for e in self.edges if e.source == name]
+
+    def topological_order(self) -> list[Node]:
+        """Nodes so that every parent precedes its children (stable by file order)."""
+        done: list[str] = []
+        pending = [n.name for n in self.nodes]
+        while pending:
+            for name in pending:
+                if all(e.source in done for e in self.incoming(name)):
+                    done.append(name)
+                    pending.remove(name)
+                    break
+            else:  # pragma: no cover - validation rejects cycles
+                raise ValueError("cycle in model graph")
+        return [self.node(n) for n in done]
+
+
+def _as_tuple_filter(filt: dict | None) -> dict[str, tuple]:
+    return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in (filt or {}).items()}
+
+
+def _parse_node(d: dict) -> Node:
+    m = d["Model"]
+    hrf = m.get("HRF")
+    model = ModelSpec(
+        type=m["Type"],
+        x=tuple(m["X"]),
+        formula=m.get("Formula"),
+        hrf=HRF(tuple(hrf["Variables"]), hrf["Model"], dict(hrf.get("Parameters") or {}))
+        if hrf else None,
+        options=dict(m.get("Options") or {}),
+        software=dict(m.get("Software") or {}),
+    )
+    contrasts = tuple(
+        Contrast(c["Name"], tuple(c["ConditionList"]), parse_weights(c["Weights"]), c["Test"])
+        for c in d.get("Contrasts") or []
+    )
+    dummy = d.get("DummyContrasts")
+    dummy_conditions = None
+    dummy_test = "t"
+    if dummy:
+        dummy_test = dummy.get("Test", "t")
+        dummy_conditions = tuple(dummy.get("Contrasts") or ())
+    return Node(
+        name=d["Name"],
+        level=d["Level"],
+        group_by=tuple(d["GroupBy"]),
+        model=model,
+        contrasts=contrasts,
+        dummy_contrasts=dummy_conditions,
+        dummy_test=dummy_test,
+        transformations=d.get("Transformations"),
+    )
+
+
+def model_from_dict(d: dict) -> StatsModel:
+    """Build a :class:`StatsModel` from a validated model dict."""
+    nodes = tuple(_parse_node(n) for n in d["Nodes"])
+    if d.get("Edges"):
+        edges = tuple(
+            Edge(e["Source"], e["Destination"], _as_tuple_filter(e.get("Filter")))
+            for e in d["Edges"]
+        )
+    else:
+        edges = tuple(Edge(a.name, b.name) for a, b in zip(nodes, nodes[1:]))
+    return StatsModel(
+        name=d["Name"],
+        description=d.get("Description", ""),
+        input=_as_tuple_filter(d.get("Input")),
+        nodes=nodes,
+        edges=edges,
+        raw=d,
+    )
