@@ -1,8 +1,9 @@
 """Plain data objects for a parsed BIDS Stats Model.
 
-These are built from a dict that already passed :func:`bids_app.spec.validate`;
-they do not re-check the schema. Every later stage (graph, design, estimation)
-consumes these objects instead of the raw JSON.
+These are built from a dict that already passed
+:func:`bids_app.spec.validate.validate_model`; they do not re-check it.
+Every later stage (graph, design, estimation) consumes these objects instead
+of the raw JSON.
 """
 from __future__ import annotations
 
@@ -16,17 +17,31 @@ LEVELS = ("Run", "Session", "Subject", "Dataset")
 
 
 def parse_weight(value) -> float:
-    """Return a weight as float; strings such as ``"-1/3"`` are fractions."""
+    """Return a weight as float; strings such as ``"-1/3"`` or ``"0.5"`` are exact fractions.
+
+    Raises
+    ------
+    ValueError
+        A string that is not a number or fraction.
+    ZeroDivisionError
+        A fraction such as ``"1/0"``.
+    TypeError
+        Neither a number nor a string (booleans included).
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"a weight cannot be a boolean: {value!r}")
     if isinstance(value, str):
         return float(Fraction(value.strip()))
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"a weight must be a number or a string, got {value!r}")
     return float(value)
 
 
 def parse_weights(weights) -> np.ndarray:
-    """Weights as a float array: shape (n_conditions,) or (n_rows, n_conditions)."""
+    """Weights as a float64 array: shape (n_conditions,) or (n_rows, n_conditions)."""
     if weights and isinstance(weights[0], list):
-        return np.array([[parse_weight(w) for w in row] for row in weights], dtype=float)
-    return np.array([parse_weight(w) for w in weights], dtype=float)
+        return np.array([[parse_weight(w) for w in row] for row in weights], dtype=np.float64)
+    return np.array([parse_weight(w) for w in weights], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -37,9 +52,12 @@ class Contrast:
     ----------
     name : str
     conditions : tuple of str
-        The ConditionList: design-matrix column names.
-    weights : ndarray
-        Shape (n_conditions,) for ``t``/``pass``, (n_rows, n_conditions) for ``F``.
+        The ConditionList: design-matrix column names, as written. The
+        intercept may appear as the integer ``1`` or an alias such as
+        ``"intercept"`` (see :func:`bids_app.spec.validate.resolve_condition`).
+    weights : ndarray, float64
+        Shape (n_conditions,) for ``t``/``pass``, (n_rows, n_conditions) for
+        ``F``; a flat F list in the JSON (allowed by the spec) is one row.
     test : {"t", "F", "pass"}
     """
 
@@ -86,7 +104,27 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Node:
-    """One node of the model graph."""
+    """One node of the model graph.
+
+    Attributes
+    ----------
+    name, level : str
+    group_by : tuple of str
+    model : ModelSpec
+    contrasts : tuple of Contrast
+        ``Contrasts`` in file order.
+    dummy_contrasts : tuple or None
+        ``DummyContrasts`` in three states:
+
+        * ``None``: no dummy contrasts (key absent, or its ``Contrasts`` is ``[]``);
+        * ``()``: ``DummyContrasts`` without ``Contrasts``, which the spec
+          defines as one dummy contrast per design column of ``X``
+          (:attr:`dummy_all_columns`);
+        * a non-empty tuple: one dummy contrast per listed condition.
+    dummy_test : {"t", "F", "pass"}
+    transformations : dict or None
+        ``Transformations`` as written (``Transformer`` and ``Instructions``).
+    """
 
     name: str
     level: str
@@ -100,6 +138,11 @@ class Node:
     @property
     def has_dummy_contrasts(self) -> bool:
         return self.dummy_contrasts is not None
+
+    @property
+    def dummy_all_columns(self) -> bool:
+        """Whether DummyContrasts covers every X column (no ``Contrasts`` list)."""
+        return self.dummy_contrasts == ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +206,13 @@ def _as_tuple_filter(filt: dict | None) -> dict[str, tuple]:
     return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in (filt or {}).items()}
 
 
+def _parse_contrast(c: dict) -> Contrast:
+    weights = parse_weights(c["Weights"])
+    if c["Test"] == "F" and weights.ndim == 1:
+        weights = weights[np.newaxis, :]
+    return Contrast(c["Name"], tuple(c["ConditionList"]), weights, c["Test"])
+
+
 def _parse_node(d: dict) -> Node:
     m = d["Model"]
     hrf = m.get("HRF")
@@ -175,16 +225,15 @@ def _parse_node(d: dict) -> Node:
         options=dict(m.get("Options") or {}),
         software=dict(m.get("Software") or {}),
     )
-    contrasts = tuple(
-        Contrast(c["Name"], tuple(c["ConditionList"]), parse_weights(c["Weights"]), c["Test"])
-        for c in d.get("Contrasts") or []
-    )
+    contrasts = tuple(_parse_contrast(c) for c in d.get("Contrasts") or [])
     dummy = d.get("DummyContrasts")
     dummy_conditions = None
     dummy_test = "t"
     if dummy:
         dummy_test = dummy.get("Test", "t")
-        dummy_conditions = tuple(dummy.get("Contrasts") or ())
+        listed = dummy.get("Contrasts")
+        # Absent (or null) means every X column; an explicit [] means none.
+        dummy_conditions = () if listed is None else (tuple(listed) or None)
     return Node(
         name=d["Name"],
         level=d["Level"],
@@ -198,9 +247,14 @@ def _parse_node(d: dict) -> Node:
 
 
 def model_from_dict(d: dict) -> StatsModel:
-    """Build a :class:`StatsModel` from a validated model dict."""
+    """Build a :class:`StatsModel` from a validated model dict.
+
+    Filter values (``Input``, ``Edge.Filter``) become tuples; a scalar value
+    is a one-element tuple. Without ``Edges`` the nodes are chained in list
+    order.
+    """
     nodes = tuple(_parse_node(n) for n in d["Nodes"])
-    if d.get("Edges"):
+    if d.get("Edges") is not None:
         edges = tuple(
             Edge(e["Source"], e["Destination"], _as_tuple_filter(e.get("Filter")))
             for e in d["Edges"]

@@ -1,0 +1,146 @@
+"""Command line: the BIDS-App entry point and the ``validate``, ``design`` and ``demo`` tools.
+
+Exit codes (also in README.md): 0 success, 1 unexpected error, 2 bad arguments,
+3 invalid model, 16 invalid/missing dataset, 17 unknown analysis level,
+18 filters selected no files, 19 unreadable or inconsistent input data,
+20 design not estimable.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bids_app import __version__
+from bids_app.errors import BidsStatsError, UsageError
+
+LEVELS = ("run", "session", "subject", "dataset")
+EXIT_UNKNOWN_LEVEL = 17
+_TOOLS = ("validate", "design", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() owns every exit code."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def app_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bids-stats", description=(
+        "Run a BIDS Stats Model on a BIDS dataset and write BIDS derivatives. "
+        f"Tools: bids-stats {{{','.join(_TOOLS)}}} --help."))
+    p.add_argument("bids_dir", type=Path, help="BIDS dataset (raw, or a derivatives folder of statistical maps)")
+    p.add_argument("output_dir", type=Path, help="where derivatives are written")
+    p.add_argument("analysis_level", help="run the graph up to this level: run, session, subject or dataset")
+    p.add_argument("--model", type=Path, required=True, help="BIDS Stats Model JSON")
+    p.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                   help="subjects to include (with or without 'sub-')")
+    p.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="fMRIPrep outputs or folders of existing first-level statistical maps")
+    p.add_argument("--space", help="template space of the preprocessed BOLD / maps, e.g. MNI152NLin2009cAsym")
+    p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
+    p.add_argument("--work-dir", type=Path, help="scratch folder (default: a temporary folder)")
+    p.add_argument("--n-procs", type=int, default=1, help="parallel processes for run-level fits")
+    p.add_argument("--seed", type=int, default=0, help="random seed (permutations); recorded in provenance")
+    p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
+                   help="default group estimator; Model.Software['bids-stats'].Estimator wins")
+    p.add_argument("--noise-model", choices=("ar1", "ols"), default="ar1", help="run-level noise model")
+    p.add_argument("--smoothing", type=float, metavar="FWHM", help="Gaussian smoothing (mm) before run-level fits")
+    p.add_argument("--missing-confounds", choices=("drop", "error"), default="drop",
+                   help="a confound absent in one run: drop it there with a warning, or stop")
+    p.add_argument("--qc-policy", choices=("exclude", "fail"), default="exclude",
+                   help="bad input maps (all-NaN, constant, bad variance): exclude with a warning, or stop")
+    p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def _run_app(argv: list[str]) -> int:
+    args = app_parser().parse_args(argv)
+    _logging(args.verbose)
+    if args.analysis_level not in LEVELS:
+        print(f"bids-stats: unknown analysis level {args.analysis_level!r}; choose one of {', '.join(LEVELS)}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN_LEVEL
+    if not args.model.is_file():
+        raise UsageError(f"model file not found: {args.model}")
+    from bids_app.graph.pipeline import run_app
+    from bids_app.graph.units import Settings
+
+    labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
+    settings = Settings(
+        participant_label=labels, space=args.space, desc_label=args.desc_label,
+        analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs, seed=args.seed,
+        estimator=args.estimator, noise_model=args.noise_model, smoothing_fwhm=args.smoothing,
+        missing_confounds=args.missing_confounds, qc_policy=args.qc_policy,
+    )
+    result = run_app(args.bids_dir, args.output_dir, args.model, settings, derivatives=args.derivatives,
+                     argv=["bids-stats", *argv])
+    n = sum(len(v) for v in result["outputs"].values())
+    print(f"bids-stats: done; {n} map(s) flowed between nodes; outputs in {args.output_dir}")
+    return 0
+
+
+def _validate(argv: list[str]) -> int:
+    p = _Parser(prog="bids-stats validate", description="Check a BIDS Stats Model JSON; all problems at once.")
+    p.add_argument("model", type=Path)
+    args = p.parse_args(argv)
+    from bids_app.spec import load_model
+
+    model = load_model(args.model)
+    print(f"{args.model}: valid ({len(model.nodes)} node(s): {', '.join(n.name for n in model.nodes)})")
+    return 0
+
+
+def _design(argv: list[str]) -> int:
+    p = _Parser(prog="bids-stats design",
+                description="Events + model -> run-level design matrix TSV (and PNG): the design synthesizer.")
+    p.add_argument("--events-tsv", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--tr", type=float, required=True, help="repetition time (s)")
+    p.add_argument("--nvol", type=int, required=True, help="number of volumes")
+    p.add_argument("--confounds", type=Path, help="fMRIPrep confounds TSV")
+    p.add_argument("--node", help="Run-level node to use (default: the first)")
+    p.add_argument("--output-tsv", type=Path, required=True)
+    p.add_argument("--no-png", action="store_true", help="do not write a PNG of the matrix")
+    args = p.parse_args(argv)
+    from bids_app.design.synthesizer import synthesize
+
+    out = synthesize(args.events_tsv, args.model, args.tr, args.nvol, args.output_tsv,
+                     confounds_tsv=args.confounds, node_name=args.node, png=not args.no_png)
+    print(f"design matrix written to {out}")
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    p = _Parser(prog="bids-stats demo",
+                description="Simulate a small BIDS dataset with a known activation and run models/demo.json on it.")
+    p.add_argument("output_dir", type=Path, help="folder for the simulated dataset (bids/) and results (out/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subjects", type=int, default=6)
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    _logging(args.verbose)
+    from bids_app.graph.demo import run_demo
+
+    summary = run_demo(args.output_dir, seed=args.seed, n_subjects=args.subjects)
+    for line in summary["lines"]:
+        print(line)
+    return 0
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tool = {"validate": _validate, "design": _design, "demo": _demo}.get(argv[0] if argv else "")
+    try:
+        return tool(argv[1:]) if tool else _run_app(argv)
+    except BidsStatsError as exc:
+        print(f"bids-stats: error: {exc}", file=sys.stderr)
+        return exc.exit_code

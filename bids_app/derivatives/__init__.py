@@ -1,0 +1,1 @@
+"""Writing BIDS derivatives: file names, atomic writes, dataset description, provenance."""

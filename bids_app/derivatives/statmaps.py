@@ -1,0 +1,66 @@
+"""Write one contrast's maps (effect, variance, t|F, z, p) with JSON sidecars."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bids_app.derivatives.atomic import write_json, write_nifti
+from bids_app.derivatives.naming import build_name, output_dir
+
+
+def unmask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Vector(s) over in-mask voxels -> volume(s); NaN outside the analysed voxels.
+
+    ``values`` (n_voxels,) -> (x, y, z); (k, n_voxels) -> (x, y, z, k).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        vol = np.full(mask.shape, np.nan)
+        vol[mask] = values
+        return vol
+    vol = np.full(mask.shape + (values.shape[0],), np.nan)
+    vol[mask] = values.T
+    return vol
+
+
+def write_contrast(root: Path, node_name: str, entities: dict, result, mask: np.ndarray,
+                   affine: np.ndarray, sidecar: dict) -> dict[str, Path]:
+    """Write the maps of one evaluated contrast.
+
+    Parameters
+    ----------
+    root : Path
+        Output directory.
+    entities : dict
+        Output entities including ``contrast``.
+    result : ContrastResult
+    mask : ndarray of bool, (x, y, z)
+    sidecar : dict
+        Shared JSON fields; each map adds its own ``Statistic``.
+
+    Returns
+    -------
+    dict mapping stat name (``effect``, ``variance``, ``t``/``F``, ``z``, ``p``) to path.
+    """
+    folder = output_dir(root, node_name, entities)
+    maps = {
+        "effect": result.effect,
+        "variance": result.variance,
+        result.test: result.stat,
+        "z": result.z,
+        "p": result.p,
+    }
+    dof = result.dof
+    dof_json = float(dof) if np.ndim(dof) == 0 else "per-voxel"
+    paths = {}
+    for stat, values in maps.items():
+        name = build_name({**entities, "stat": stat}, "statmap", ".nii.gz")
+        path = folder / name
+        write_nifti(path, unmask(values, mask), affine)
+        meta = {**sidecar, "Statistic": stat, "Test": result.test, "DegreesOfFreedom": dof_json}
+        if result.test == "F":
+            meta["NumeratorDegreesOfFreedom"] = int(result.dof_num)
+        write_json(path.with_name(name.replace(".nii.gz", ".json")), meta)
+        paths[stat] = path
+    return paths

@@ -1,0 +1,377 @@
+"""Build one run's design matrix from its events, confounds and a Run node.
+
+Steps: validate events -> apply the confound missing-value policy ->
+pybids variables -> ``Transformations`` -> resolve ``Model.X`` -> sample every
+column at the frame times (convolving ``Model.HRF.Variables``) -> append
+cosine drifts for the high-pass filter.
+
+Column order: ``Model.X`` expanded in X order; a convolved column is
+followed by its HRF derivative columns (``<name>_derivative``,
+``<name>_dispersion``) or replaced by its FIR columns (``<name>_delay_<d>``),
+as nilearn lays them out; cosine drifts (``drift_1`` ...) come last.
+
+Sampling at the frame times ``tr * (arange(n_vols) + slice_time_ref)``:
+
+* sparse variables in ``Model.HRF.Variables``: nilearn ``compute_regressor``;
+* other sparse variables: their boxcar sampled without convolution (with a
+  warning: usually a forgotten HRF entry);
+* dense variables at one sample per volume (confounds, ``Convolve``
+  outputs): taken row by row;
+* other dense variables (``ToDense``/``Resample`` outputs): linearly
+  interpolated at the frame times.
+"""
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from bids.layout import parse_file_entities
+from bids.variables import SparseRunVariable
+from nilearn.signal import create_cosine_drift
+
+from bids_app.design.columns import INTERCEPT, close_hint, match_entry
+from bids_app.design.confounds import NAN_POLICY, prepare_confounds
+from bids_app.design.events import REQUIRED, validate_events
+from bids_app.design.hrf import convolve, frame_times, parse_hrf_model, variable_events
+from bids_app.design.transforms import apply_transformations, make_collection
+from bids_app.errors import DesignError
+from bids_app.spec.model import Node
+
+#: High-pass cutoff when the model sets none: SPM's and FSL's usual 128 s.
+DEFAULT_HIGH_PASS_HZ = 1.0 / 128.0
+EVENTS_NAN_POLICY = "events with n/a in a column are left out of that column's variable (pybids)"
+MISSING_CONFOUNDS_POLICIES = ("drop", "error")
+
+
+@dataclass
+class RunDesign:
+    """A run's design matrix and how it was built.
+
+    Attributes
+    ----------
+    matrix : DataFrame, shape (n_vols, n_regressors)
+        float64; index = frame times in seconds.
+    info : dict
+        JSON-able record: ``columns`` (all), ``x_columns`` (the columns
+        standing for Model.X entries: no HRF derivatives, no drifts; FIR
+        delay columns replace their variable), ``hrf``, ``convolved``,
+        ``not_convolved``, ``high_pass`` (cutoff in Hz, ``source`` "model" or
+        "default", drift columns), ``low_pass``, ``nan_policy`` (with filled
+        confound gaps), ``dropped`` (X entries absent from this run),
+        ``slice_time_ref``, ``transformations``, ``warnings``.
+    """
+
+    matrix: pd.DataFrame
+    info: dict
+
+
+def _entities(source: str) -> dict:
+    if not source:
+        return {}
+    ents = parse_file_entities(source)
+    return {k: str(v) for k, v in ents.items() if k not in ("suffix", "extension", "datatype")}
+
+
+def _strings(value):
+    """Every string inside a JSON value (dict values, list items)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def _referenced(columns, node: Node) -> list[str]:
+    """Confound columns the node can reach: named or globbed by X, HRF or a transformation.
+
+    Only these become pybids variables; building one per column of a
+    several-hundred-column fMRIPrep table costs about 1 ms each.
+    """
+    patterns = {*_strings(list(node.model.x)), *_strings(node.transformations or {})}
+    if node.model.hrf is not None:
+        patterns.update(node.model.hrf.variables)
+    return [c for c in columns
+            if c in patterns or any(fnmatch.fnmatchcase(str(c), p) for p in patterns)]
+
+
+def _is_event_entry(entry, event_columns, hrf_variables) -> bool:
+    """Whether a missing X entry names an event variable (vs a confound).
+
+    Event variables are the events columns, their ``Factor`` levels
+    (``column.level``) and anything listed in ``Model.HRF.Variables``.
+    """
+    if not isinstance(entry, str):
+        return False
+    return entry in hrf_variables or any(
+        entry == c or entry.startswith(f"{c}.") for c in event_columns
+    )
+
+
+def _high_pass(options: dict, times: np.ndarray, info: dict) -> tuple[np.ndarray, list[str]]:
+    cutoff = options.get("HighPassFilterCutoffHz")
+    source = "model"
+    if cutoff is None:
+        cutoff, source = DEFAULT_HIGH_PASS_HZ, "default"
+        info["warnings"].append(
+            "Model.Options.HighPassFilterCutoffHz is not set: using the default "
+            f"{DEFAULT_HIGH_PASS_HZ} Hz (1/128 s) cosine drift"
+        )
+    cutoff = float(cutoff)
+    if cutoff < 0:
+        raise DesignError(f"Model.Options.HighPassFilterCutoffHz must be >= 0, got {cutoff}")
+    drift, names = np.empty((times.size, 0)), []
+    if cutoff > 0:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            drift = create_cosine_drift(cutoff, times)[:, :-1]  # last column is a constant
+        info["warnings"] += [f"high-pass: {w.message}" for w in caught]
+        names = [f"drift_{k}" for k in range(1, drift.shape[1] + 1)]
+    info["high_pass"] = {"cutoff_hz": cutoff, "source": source, "applied": cutoff > 0,
+                         "drift_columns": names}
+    return drift, names
+
+
+def _sample_dense(var, times: np.ndarray, tr: float) -> np.ndarray:
+    values = np.asarray(var.values, dtype=np.float64).reshape(-1)
+    if np.isclose(var.sampling_rate * tr, 1.0) and values.size == times.size:
+        return values
+    return np.interp(times, np.arange(values.size) / var.sampling_rate, values)
+
+
+def _prepare(confounds, node: Node, events: pd.DataFrame, n_vols: int, info: dict):
+    """Referenced confound columns after the missing-value policy, or None."""
+    if confounds is None:
+        return None
+    prepared = prepare_confounds(confounds[_referenced(confounds.columns, node)], n_vols,
+                                 source=confounds.attrs.get("source") or "confounds")
+    clash = [c for c in prepared.table.columns if c in events.columns]
+    if clash:
+        info["warnings"].append(
+            f"{prepared.source}: confound column(s) {', '.join(clash)} have the name of an "
+            "events column; the events column is used")
+        prepared.table = prepared.table.drop(columns=clash)
+    info["nan_policy"]["filled"] = prepared.filled
+    for col, n in prepared.filled.items():
+        if n["other"]:
+            info["warnings"].append(
+                f"{prepared.source}: {n['other']} non-leading n/a in {col!r} filled with the "
+                "previous value")
+    return prepared
+
+
+def _hrf(node: Node, available: list[str], info: dict):
+    """The node's HRF model (or None) and the available columns it convolves."""
+    hrf = node.model.hrf
+    if hrf is None:
+        info["hrf"] = None
+        return None, []
+    model, notes = parse_hrf_model(hrf.model, hrf.parameters)
+    info["warnings"] += notes
+    columns: list[str] = []
+    for entry in hrf.variables:
+        columns += [c for c in match_entry(entry, available) if c not in columns]
+    info["hrf"] = {"model": model.name, "fir_delays": list(model.fir_delays),
+                   "variables": columns}
+    return model, columns
+
+
+def _select(node: Node, available: list[str], *, event_columns: list[str], prepared,
+            all_confounds: list[str], events_source: str, missing_confounds: str,
+            info: dict) -> list[str]:
+    """Expand Model.X over the available columns, applying the missing-column policies."""
+    hrf_names = set(node.model.hrf.variables) if node.model.hrf is not None else set()
+    selected: list[str] = []
+    for entry in node.model.x:
+        matched = match_entry(entry, available)
+        if matched:
+            selected += [c for c in matched if c not in selected]
+            continue
+        hint = close_hint(entry, [*available, *all_confounds])
+        if _is_event_entry(entry, event_columns, hrf_names):
+            info["dropped"].append({"entry": str(entry), "kind": "event",
+                                    "reason": "no such event variable in this run"})
+            info["warnings"].append(
+                f"{events_source}: Model.X entry {entry!r} matches no event variable in this "
+                f"run (condition absent?){hint}; dropped")
+            continue
+        if prepared is None:
+            reason = "the run has no confounds file"
+        elif isinstance(entry, str) and entry in prepared.unusable:
+            reason = f"the confound column is {prepared.unusable[entry]}"
+        else:
+            reason = "no such confound column"
+        where = prepared.source if prepared else events_source
+        message = f"{where}: Model.X entry {entry!r} matches no column ({reason}){hint}"
+        if missing_confounds == "error":
+            raise DesignError(message)
+        info["dropped"].append({"entry": str(entry), "kind": "confound", "reason": reason})
+        info["warnings"].append(f"{message}; dropped")
+    if not selected:
+        raise DesignError(f"{info['source']}: Model.X resolves to no column in this run")
+    return selected
+
+
+def _sample(selected: list[str], variables: dict, *, hrf_model, hrf_columns: list[str],
+            pre_convolved: set[str], times: np.ndarray, tr: float,
+            info: dict) -> tuple[list[str], list[np.ndarray]]:
+    """Each selected column at the frame times: names and (n_vols, k) blocks."""
+    names: list[str] = []
+    blocks: list[np.ndarray] = []
+    for col in selected:
+        if col == INTERCEPT:
+            names.append(col)
+            blocks.append(np.ones((times.size, 1)))
+            continue
+        var = variables[col]
+        if col in hrf_columns and col in pre_convolved:
+            info["warnings"].append(
+                f"Model.HRF: {col!r} was already convolved by a Convolve transformation; "
+                "not convolved again")
+        elif col in hrf_columns or isinstance(var, SparseRunVariable):
+            kernel = hrf_model if col in hrf_columns else None
+            where = "Model.HRF" if kernel else "Model.X"
+            regressors, cols, notes = convolve(*variable_events(var, where), kernel, times, col)
+            info["warnings"] += notes
+            if kernel:
+                info["convolved"][col] = {"by": "Model.HRF", "model": kernel.name,
+                                          "fir_delays": list(kernel.fir_delays), "columns": cols}
+            else:
+                info["not_convolved"].append(col)
+                info["warnings"].append(
+                    f"event column {col!r} is not in Model.HRF.Variables: used as an "
+                    "unconvolved boxcar")
+            names += cols
+            blocks.append(regressors)
+            continue
+        names.append(col)
+        blocks.append(_sample_dense(var, times, tr)[:, None])
+    return names, blocks
+
+
+def build_run_design(
+    node: Node,
+    events: pd.DataFrame,
+    *,
+    tr: float,
+    n_vols: int,
+    confounds: pd.DataFrame | None = None,
+    slice_time_ref: float = 0.0,
+    source: str = "",
+    missing_confounds: str = "drop",
+) -> RunDesign:
+    """Design matrix of one run for a Run-level node.
+
+    Parameters
+    ----------
+    node : Node
+        A node with ``level == "Run"``.
+    events : DataFrame
+        The run's events (``onset``, ``duration`` in seconds, other columns
+        are variables); ``attrs["source"]`` (set by ``read_events``) names
+        the file in messages.
+    tr : float
+        Repetition time in seconds.
+    n_vols : int
+        Number of volumes.
+    confounds : DataFrame, optional, shape (n_vols, n_confounds)
+        E.g. fMRIPrep's confounds table (``read_confounds``).
+    slice_time_ref : float
+        Fraction of the TR at which volumes are sampled (0 to 1).
+    source : str
+        The run's file name (BOLD or events): its BIDS entities feed
+        ``GroupBy``/``Split``, and it labels messages.
+    missing_confounds : {"drop", "error"}
+        A confound column requested by ``Model.X`` (name or glob) that this
+        run lacks is dropped with a warning, or raises :class:`DesignError`
+        naming the file and column. Absent event variables (a condition not
+        shown in this run) are always dropped with a warning and listed in
+        ``info["dropped"]``.
+
+    Returns
+    -------
+    RunDesign
+
+    Raises
+    ------
+    bids_app.errors.InputDataError
+        Invalid events or confounds (missing onset, wrong row count...).
+    bids_app.errors.DesignError
+        Unknown HRF model or transformation, a transformation naming a
+        missing column, text values where numbers are needed, a missing
+        confound with ``missing_confounds="error"``, an empty or non-finite
+        design.
+    """
+    if missing_confounds not in MISSING_CONFOUNDS_POLICIES:
+        raise ValueError(f"missing_confounds must be one of {MISSING_CONFOUNDS_POLICIES}")
+    if node.level != "Run":
+        raise DesignError(f"node {node.name!r} is at level {node.level}, not Run")
+    times = frame_times(tr, n_vols, slice_time_ref)
+    events_source = events.attrs.get("source") or source or "events"
+    events = validate_events(events, events_source)
+    info: dict = {
+        "source": source or events_source, "tr": float(tr), "n_vols": int(n_vols),
+        "slice_time_ref": float(slice_time_ref), "missing_confounds": missing_confounds,
+        "transformations": [str(i.get("Name")) for i in
+                            (node.transformations or {}).get("Instructions") or []],
+        "nan_policy": {"events": EVENTS_NAN_POLICY, "confounds": NAN_POLICY, "filled": {}},
+        "dropped": [], "convolved": {}, "not_convolved": [], "warnings": [],
+    }
+    if node.model.formula:
+        info["warnings"].append("Model.Formula is not used: the design is built from Model.X")
+
+    prepared = _prepare(confounds, node, events, n_vols, info)
+    collection = make_collection(events, prepared.table if prepared else None, tr=tr,
+                                 n_vols=n_vols, entities=_entities(source or events_source),
+                                 source=events_source)
+    outcome = apply_transformations(collection, node.transformations, times=times, tr=tr)
+    info["warnings"] += outcome.warnings
+    info["convolved"].update(outcome.convolved)
+    variables = outcome.collection.variables if outcome.collection is not None else {}
+    available = list(variables)
+
+    hrf_model, hrf_columns = _hrf(node, available, info)
+    selected = _select(
+        node, available, event_columns=[c for c in events.columns if c not in REQUIRED],
+        prepared=prepared, missing_confounds=missing_confounds, events_source=events_source,
+        all_confounds=[str(c) for c in confounds.columns] if confounds is not None else [],
+        info=info)
+    for c in hrf_columns:
+        if c not in selected:
+            info["warnings"].append(f"Model.HRF.Variables {c!r} is not in Model.X: left out")
+    pre_convolved = {c for entry in outcome.convolved.values() for c in entry["columns"]}
+    names, blocks = _sample(selected, variables, hrf_model=hrf_model, hrf_columns=hrf_columns,
+                            pre_convolved=pre_convolved, times=times, tr=tr, info=info)
+    fir = {c: e["columns"] for c, e in info["convolved"].items()
+           if e["by"] == "Model.HRF" and e["fir_delays"]}
+    info["x_columns"] = [x for c in selected for x in fir.get(c, [c])]
+
+    drift, drift_names = _high_pass(node.model.options, times, info)
+    if drift_names and any(c.startswith("cosine") for c in selected):
+        info["warnings"].append(
+            "Model.X includes fMRIPrep cosine regressors and a cosine drift is added too: "
+            "set HighPassFilterCutoffHz to 0 to use only fMRIPrep's")
+    lp = node.model.options.get("LowPassFilterCutoffHz")
+    info["low_pass"] = None if lp is None else {"cutoff_hz": float(lp), "applied": False}
+    if lp is not None:
+        info["warnings"].append(
+            f"Model.Options.LowPassFilterCutoffHz={lp} is recorded but not applied: a low-pass "
+            "filter acts on the data, not on the design matrix")
+
+    names += drift_names
+    values = np.column_stack([*blocks, drift]).astype(np.float64)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DesignError(f"{info['source']}: duplicate design columns {', '.join(duplicates)}")
+    bad = [n for n, ok in zip(names, np.isfinite(values).all(axis=0)) if not ok]
+    if bad:
+        raise DesignError(f"{info['source']}: non-finite values in design column(s) "
+                          f"{', '.join(bad)}")
+    info["columns"] = names
+    matrix = pd.DataFrame(values, columns=names, index=pd.Index(times, name="frame_time"))
+    return RunDesign(matrix, info)

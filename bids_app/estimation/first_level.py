@@ -1,0 +1,394 @@
+"""Run-level fMRI GLM: OLS or AR(1) prewhitened least squares.
+
+The AR(1) model reproduces nilearn's :func:`nilearn.glm.first_level.run_glm`
+(nilearn 0.11-0.14) so results can be checked against ``FirstLevelModel``:
+
+1. OLS fit; lag-1 autocorrelation ``rho`` of each voxel's residuals by
+   Yule-Walker, the residuals centred on their *global* mean (as nilearn).
+2. ``rho`` truncated toward zero onto a grid of step ``1 / ar_bins``.
+3. For each grid value, the design and the data are whitened with
+   ``e[t] - rho * e[t-1]`` (first sample unchanged, as nilearn's ``ARModel``)
+   and refitted by least squares.
+
+Unlike nilearn, which fits one model object per grid value and keeps every
+residual, voxels are processed in chunks, each grid value's whitened design
+and pseudo-inverse are computed once, and all of a grid value's voxels are
+solved in one matrix product, in float64 throughout.
+
+Percent-signal-change scaling (nilearn's default ``signal_scaling=0``) is a
+separate step, :func:`scale_timeseries`, applied by the caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import scipy.linalg
+
+from bids_app.errors import DesignError
+from bids_app.estimation.base import ContrastResult
+from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
+
+NOISE_MODELS = ("ar1", "ols")
+
+
+def scale_timeseries(Y):
+    """Scale each voxel to percent signal change about its temporal mean.
+
+    Exactly nilearn's ``mean_scaling`` (``FirstLevelModel(signal_scaling=0)``):
+    ``100 * (Y / mean - 1)``, with means below 1 replaced by 1 so that
+    background or demeaned voxels are not blown up.
+
+    Parameters
+    ----------
+    Y : array_like, (n_scans, n_voxels)
+        BOLD signal in scanner units.
+
+    Returns
+    -------
+    Y_psc : ndarray, (n_scans, n_voxels), float64
+        Signal in percent of the voxel mean, with zero temporal mean.
+    mean : ndarray, (n_voxels,), float64
+        The temporal mean used (after the floor at 1).
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    mean = np.maximum(Y.mean(axis=0), 1.0)
+    return 100.0 * (Y / mean - 1.0), mean
+
+
+@dataclass(frozen=True)
+class FirstLevelEstimator:
+    """Estimator for a single run: OLS or AR(1) prewhitened GLM.
+
+    Parameters
+    ----------
+    noise_model : {"ar1", "ols"}
+        Temporal noise model.
+    ar_bins : int
+        AR(1) coefficients are truncated to multiples of ``1 / ar_bins``
+        (nilearn's ``bins``); the design is whitened once per distinct value.
+    chunk_size : int
+        Voxels processed together; bounds memory to about
+        ``8 * n_scans * chunk_size * 8`` bytes (~100 MB for 200 scans).
+    """
+
+    noise_model: str = "ar1"
+    ar_bins: int = 100
+    chunk_size: int = 8192
+    name: ClassVar[str] = "first_level"
+
+    def __post_init__(self):
+        if self.noise_model not in NOISE_MODELS:
+            raise ValueError(f"noise_model must be one of {NOISE_MODELS}, got {self.noise_model!r}")
+        if self.ar_bins < 1 or self.chunk_size < 1:
+            raise ValueError("ar_bins and chunk_size must be positive")
+
+    def fit(self, Y, X, variances=None) -> FirstLevelFit:
+        """Fit the GLM to every voxel.
+
+        Parameters
+        ----------
+        Y : array_like, (n_scans, n_voxels)
+            Time series, usually from :func:`scale_timeseries`. May be float32;
+            each chunk is converted to float64.
+        X : array_like, (n_scans, n_regressors)
+            Design matrix.
+        variances : None
+            Not used by this engine; must be None.
+
+        Returns
+        -------
+        FirstLevelFit
+
+        Raises
+        ------
+        DesignError
+            If the design has no residual degrees of freedom or is not finite.
+        """
+        if variances is not None:
+            raise ValueError("FirstLevelEstimator does not use input variances")
+        Y = np.asarray(Y)
+        X = np.asarray(X, dtype=np.float64)
+        if Y.ndim != 2 or X.ndim != 2 or Y.shape[0] != X.shape[0]:
+            raise ValueError(f"Y (n_scans, n_voxels) and X (n_scans, n_regressors) disagree: {Y.shape}, {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise DesignError("The design matrix contains NaN or infinite values")
+        n_scans = X.shape[0]
+        X_pinv = scipy.linalg.pinv(X)
+        rank = np.linalg.matrix_rank(X)
+        dof = n_scans - rank
+        if dof <= 0:
+            raise DesignError(f"The design has {rank} independent regressors for {n_scans} scans: no residual dof")
+
+        designs = _WhitenedDesigns(X, self.ar_bins)
+        n_voxels = Y.shape[1]
+        beta = np.empty((X.shape[1], n_voxels))
+        sse = np.empty(n_voxels)
+        rsquared = np.empty(n_voxels)
+        grid_index = np.zeros(n_voxels, dtype=np.int64)
+        residual_mean = _global_residual_mean(Y, X, X_pinv) if self.noise_model == "ar1" else 0.0
+        for start in range(0, n_voxels, self.chunk_size):
+            cols = slice(start, min(start + self.chunk_size, n_voxels))
+            Yc = np.asarray(Y[:, cols], dtype=np.float64)
+            if self.noise_model == "ols":
+                beta[:, cols], sse[cols], rsquared[cols] = _least_squares(Yc, designs.get(0))
+                continue
+            residuals = X @ (X_pinv @ Yc)
+            np.subtract(Yc, residuals, out=residuals)
+            rho = _lag1_autocorrelation(residuals, residual_mean)
+            del residuals
+            grid = np.trunc(rho * self.ar_bins).astype(np.int64)
+            grid_index[cols] = grid
+            _fit_whitened_groups(Yc, grid, designs, beta[:, cols], sse[cols], rsquared[cols])
+
+        keys, group = np.unique(grid_index, return_inverse=True)
+        return FirstLevelFit(
+            beta=beta,
+            dispersion=sse / dof,
+            rsquared=rsquared,
+            rho=grid_index / self.ar_bins,
+            group=group,
+            group_covariance=np.stack([designs.get(k).covariance for k in keys]),
+            dof=float(dof),
+            row_space=X_pinv @ X,
+        )
+
+
+@dataclass(frozen=True)
+class FirstLevelFit:
+    """A fitted run-level GLM (implements :class:`bids_app.estimation.base.GLMFit`).
+
+    Attributes
+    ----------
+    beta : ndarray, (n_regressors, n_voxels)
+        Parameter estimates (units of ``Y`` per unit regressor).
+    dispersion : ndarray, (n_voxels,)
+        Residual variance of the whitened model, ``SSE / dof``.
+    rsquared : ndarray, (n_voxels,)
+        ``var(fitted) / var(data)`` of the whitened model (nilearn's
+        ``r_square``; a pseudo-R2 for AR(1)).
+    rho : ndarray, (n_voxels,)
+        AR(1) coefficient used to whiten each voxel (0 for OLS).
+    group : ndarray, (n_voxels,), int
+        Index of each voxel's row in ``group_covariance``.
+    group_covariance : ndarray, (n_groups, n_regressors, n_regressors)
+        ``pinv(Xw) @ pinv(Xw).T`` for each whitened design ``Xw``: the
+        covariance of ``beta`` divided by ``dispersion``.
+    dof : float
+        Error degrees of freedom, ``n_scans - rank(X)``.
+    row_space : ndarray, (n_regressors, n_regressors)
+        Projector ``pinv(X) @ X`` onto the estimable contrasts.
+    """
+
+    beta: np.ndarray
+    dispersion: np.ndarray
+    rsquared: np.ndarray
+    rho: np.ndarray
+    group: np.ndarray
+    group_covariance: np.ndarray
+    dof: float
+    row_space: np.ndarray
+
+    def contrast(self, weights, test="t") -> ContrastResult:
+        """Evaluate a t or F contrast in every voxel.
+
+        Parameters
+        ----------
+        weights : array_like
+            (n_regressors,) for a t contrast; (n_rows, n_regressors) for F.
+        test : {"t", "F"}
+
+        Returns
+        -------
+        ContrastResult
+            For t: ``effect = c @ beta`` and its variance. For F: ``effect``
+            (n_rows, n_voxels) and the diagonal of its covariance; the F
+            statistic uses the full covariance, with ``dof_num`` the rank of
+            ``weights``. ``stat``, ``z`` and ``p`` are NaN where the variance
+            is zero (data exactly in the span of the design, e.g. a constant
+            voxel).
+
+        Raises
+        ------
+        DesignError
+            If the contrast is not estimable (weights outside the row space of
+            a rank-deficient design).
+        """
+        C = _check_contrast(weights, test, self.row_space)
+        effect = C @ self.beta
+        # Each group's (rows x rows) contrast covariance; scaled per voxel below.
+        group_cov = np.einsum("ip,gpq,jq->gij", C, self.group_covariance, C)
+        variance = np.einsum("gii->gi", group_cov)[self.group].T * self.dispersion
+        if test == "t":
+            return _t_result(effect[0], variance[0], self.dof)
+        dof_num = np.linalg.matrix_rank(C)
+        quad_form = np.empty(effect.shape[1])
+        for g, cov in enumerate(group_cov):
+            voxels = self.group == g
+            e = effect[:, voxels]
+            quad_form[voxels] = np.einsum("iv,ij,jv->v", e, np.linalg.pinv(cov), e)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stat = np.where(self.dispersion > 0, quad_form / (dof_num * self.dispersion), np.nan)
+        return ContrastResult(
+            test="F",
+            effect=effect,
+            variance=variance,
+            stat=stat,
+            z=f_to_z(stat, dof_num, self.dof),
+            p=f_to_p(stat, dof_num, self.dof),
+            dof=self.dof,
+            dof_num=int(dof_num),
+        )
+
+    def model_maps(self) -> dict[str, np.ndarray]:
+        """``{"rsquared": (n_voxels,), "residsd": (n_voxels,)}``.
+
+        ``residsd`` is the residual standard deviation of the whitened model,
+        ``sqrt(dispersion)``, in units of ``Y``.
+        """
+        return {"rsquared": self.rsquared, "residsd": np.sqrt(self.dispersion)}
+
+
+def _t_result(effect, variance, dof):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = np.where(variance > 0, effect / np.sqrt(variance), np.nan)
+    return ContrastResult(
+        test="t", effect=effect, variance=variance, stat=stat, z=t_to_z(stat, dof), p=t_to_p(stat, dof), dof=dof
+    )
+
+
+def _check_contrast(weights, test, row_space):
+    """Validate contrast weights and return them as (n_rows, n_regressors) float64."""
+    if test not in ("t", "F"):
+        raise ValueError(f"test must be 't' or 'F', got {test!r}")
+    C = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if C.ndim != 2 or C.shape[1] != row_space.shape[0]:
+        raise ValueError(f"Contrast weights {C.shape} do not match {row_space.shape[0]} regressors")
+    if test == "t" and C.shape[0] != 1:
+        raise ValueError(f"A t contrast has one row of weights, got {C.shape[0]}")
+    residual = C - C @ row_space
+    if np.abs(residual).max() > 1e-8 * max(np.abs(C).max(), 1.0):
+        raise DesignError("Contrast is not estimable: the design is rank deficient in the weighted regressors")
+    return C
+
+
+def _global_residual_mean(Y, X, X_pinv):
+    """Mean of all OLS residuals over scans and voxels, without forming them.
+
+    nilearn's Yule-Walker centres residuals on this single number; since
+    residuals are linear in ``Y``, it is the residual of the voxel-sum series.
+    """
+    total = np.zeros(Y.shape[0])
+    for start in range(0, Y.shape[1], 65536):
+        total += np.asarray(Y[:, start:start + 65536], dtype=np.float64).sum(axis=1)
+    return (total - X @ (X_pinv @ total)).sum() / Y.size
+
+
+def _lag1_autocorrelation(residuals, center):
+    """Yule-Walker AR(1) coefficient per column, as nilearn's ``_yule_walker``.
+
+    Parameters
+    ----------
+    residuals : ndarray, (n_scans, n_voxels)
+        Overwritten (``center`` is subtracted in place to save a copy).
+    center : float
+        Value subtracted from all residuals first.
+
+    Returns
+    -------
+    rho : ndarray, (n_voxels,)
+        0 where the residuals are identically ``center`` (rho undefined).
+    """
+    n = residuals.shape[0]
+    residuals -= center
+    # Same normalisations as nilearn (biased autocovariances), so the
+    # truncation onto the grid falls on the same side for every voxel.
+    r0 = np.einsum("tv,tv->v", residuals, residuals) / (n * n)
+    r1 = np.einsum("tv,tv->v", residuals[1:], residuals[:-1]) / ((n - 1) * n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = r1 / r0
+    return np.where(r0 > 0, rho, 0.0)
+
+
+def _least_squares(Y, design):
+    """Least-squares fit of every column of ``Y`` on one (whitened) design.
+
+    Parameters
+    ----------
+    Y : ndarray, (n_scans, n_voxels)
+    design : _Design
+
+    Returns
+    -------
+    beta : (n_regressors, n_voxels)
+    sse : (n_voxels,) residual sum of squares
+    rsquared : (n_voxels,) ``var(X @ beta) / var(Y)``, nilearn's ``r_square``
+    """
+    beta = design.pinv @ Y
+    residuals = design.X @ beta
+    np.subtract(Y, residuals, out=residuals)
+    sse = np.einsum("tv,tv->v", residuals, residuals)
+    # var(X @ beta) from the centred Gram matrix: no pass over the scans.
+    fitted_var = np.einsum("pv,pq,qv->v", beta, design.centered_gram, beta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsquared = fitted_var / Y.var(axis=0)
+    return beta, sse, rsquared
+
+
+def _fit_whitened_groups(Y, grid, designs, beta_out, sse_out, rsquared_out):
+    """AR(1)-whitened least squares for one chunk, one product per grid value.
+
+    Parameters
+    ----------
+    Y : ndarray, (n_scans, n_chunk)
+    grid : ndarray, (n_chunk,), int
+        ``rho * bins`` truncated; each voxel is whitened with ``grid / bins``.
+    designs : _WhitenedDesigns
+    beta_out, sse_out, rsquared_out : ndarray views
+        Filled in place, columns in the order of ``Y``.
+    """
+    # Sort voxels by grid value so every group is a contiguous block, then
+    # whiten all of them at once (rho per column), last scan first so each
+    # step still reads the unwhitened previous scan.
+    order = np.argsort(grid, kind="stable")
+    whitened = Y[:, order]
+    rho = grid[order] / designs.bins
+    for t in range(Y.shape[0] - 1, 0, -1):
+        whitened[t] -= rho * whitened[t - 1]
+    keys, starts = np.unique(grid[order], return_index=True)
+    stops = np.append(starts[1:], len(order))
+    for key, start, stop in zip(keys, starts, stops):
+        voxels = order[start:stop]
+        beta_out[:, voxels], sse_out[voxels], rsquared_out[voxels] = _least_squares(
+            whitened[:, start:stop], designs.get(key)
+        )
+
+
+@dataclass(frozen=True)
+class _Design:
+    """A (whitened) design and the products every fit on it reuses."""
+
+    X: np.ndarray  # (n_scans, n_regressors)
+    pinv: np.ndarray  # (n_regressors, n_scans)
+    covariance: np.ndarray  # pinv @ pinv.T, (n_regressors, n_regressors)
+    centered_gram: np.ndarray  # Xc.T @ Xc / n_scans, Xc = X minus column means
+
+
+class _WhitenedDesigns:
+    """AR(1)-whitened versions of one design, built once per grid value."""
+
+    def __init__(self, X, bins):
+        self._X = X
+        self.bins = bins
+        self._cache = {}
+
+    def get(self, key):
+        """The design whitened with ``rho = key / bins``."""
+        if key not in self._cache:
+            wX = self._X.copy()
+            wX[1:] -= (key / self.bins) * self._X[:-1]
+            pinv = scipy.linalg.pinv(wX)
+            centered = wX - wX.mean(axis=0)
+            self._cache[key] = _Design(wX, pinv, pinv @ pinv.T, centered.T @ centered / wX.shape[0])
+        return self._cache[key]

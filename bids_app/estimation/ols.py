@@ -1,0 +1,262 @@
+"""Ordinary least squares for group-level (second-level) models.
+
+The model per voxel ``v`` is ``Y[:, v] = X @ beta[:, v] + e``, with
+``e ~ N(0, sigma2[v] I)``; this is nilearn's ``SecondLevelModel`` (its
+``run_glm(..., noise_model="ols")``), and its statistics match nilearn's.
+
+The design is the same for every voxel, so its pseudo-inverse is computed
+once and every voxel is a column of one matrix product. Voxels are processed
+in chunks: besides the outputs (``beta``: p x v), the fit only allocates
+O(n x chunk) floats, whatever the dtype of ``Y`` (a float32 ``Y`` is cast to
+float64 one chunk at a time, never as a whole).
+
+The contrast helpers in this module (:func:`contrast_matrix`,
+:func:`check_estimable`, :func:`row_basis`, :func:`stat_to_z_p`) are shared
+with :mod:`bids_app.estimation.mixed`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bids_app.errors import DesignError
+from bids_app.estimation.base import ContrastResult
+
+#: Default working memory of one chunk of float64 data (64 MiB).
+DEFAULT_CHUNK_BYTES = 2**26
+
+#: Floor on variances before dividing, as nilearn's ``Contrast`` (DEF_TINY),
+#: so that a voxel with zero residual variance gives a finite statistic.
+TINY = 1e-50
+
+#: Relative tolerance of the estimability check (pinv round-off is ~1e-13).
+ESTIMABLE_RTOL = 1e-8
+
+
+def voxel_chunks(n_voxels: int, bytes_per_voxel: int, chunk_bytes: int):
+    """Yield slices over voxels so each chunk uses about ``chunk_bytes``.
+
+    Parameters
+    ----------
+    n_voxels : int
+    bytes_per_voxel : int
+        Working memory one voxel needs (e.g. ``8 * n_samples`` for one
+        float64 column).
+    chunk_bytes : int
+        Target working memory per chunk, in bytes.
+    """
+    size = max(1, int(chunk_bytes // max(1, bytes_per_voxel)))
+    for start in range(0, n_voxels, size):
+        yield slice(start, min(start + size, n_voxels))
+
+
+def check_design(X) -> np.ndarray:
+    """Return the design as a finite float64 (n_samples, n_regressors) array."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise DesignError(f"design matrix must be 2-D with at least one column, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise DesignError("design matrix contains NaN or infinite values")
+    return X
+
+
+def check_data(Y, n_samples: int, what: str = "data") -> np.ndarray:
+    """Return ``Y`` as a 2-D array (not copied) with ``n_samples`` rows."""
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[0] != n_samples:
+        raise DesignError(
+            f"{what} has shape {Y.shape} but the design has {n_samples} rows "
+            "(expected (n_samples, n_voxels))"
+        )
+    return Y
+
+
+def contrast_matrix(weights, test: str, n_regressors: int) -> np.ndarray:
+    """Return contrast weights as a float64 (n_rows, n_regressors) matrix.
+
+    A ``t`` contrast must have a single row; an ``F`` contrast may have one or
+    more rows (one row gives F = t**2).
+    """
+    if test not in ("t", "F"):
+        raise DesignError(f"contrast test must be 't' or 'F', got {test!r}")
+    C = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if C.ndim != 2 or C.shape[1] != n_regressors:
+        raise DesignError(
+            f"contrast has {C.shape[-1]} weights but the design has {n_regressors} columns"
+        )
+    if test == "t" and C.shape[0] != 1:
+        raise DesignError(f"a t contrast needs one row of weights, got {C.shape[0]}")
+    if not np.all(np.isfinite(C)) or not np.any(C):
+        raise DesignError("contrast weights must be finite and not all zero")
+    return C
+
+
+def check_estimable(C: np.ndarray, X: np.ndarray, pinv_X: np.ndarray) -> None:
+    """Raise DesignError unless every row of ``C`` lies in the row space of ``X``.
+
+    Only then is ``C @ beta`` the same for every least-squares solution of a
+    rank-deficient design (e.g. cell means plus subject columns).
+    """
+    projected = C @ (pinv_X @ X)
+    scale = max(1.0, float(np.max(np.abs(C))))
+    if np.max(np.abs(projected - C)) > ESTIMABLE_RTOL * scale:
+        raise DesignError(
+            "contrast is not estimable: it is not a combination of the rows of the "
+            "design matrix (the design is rank deficient)"
+        )
+
+
+def row_basis(C: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (rank, n_regressors) of the row space of ``C``.
+
+    An F statistic is invariant to an invertible recombination of its rows,
+    so testing the basis instead of ``C`` handles redundant rows (and sets
+    the numerator dof to the rank of the contrast).
+    """
+    _, s, vt = np.linalg.svd(C, full_matrices=False)
+    rank = int(np.sum(s > s[0] * max(C.shape) * np.finfo(np.float64).eps))
+    return vt[:rank]
+
+
+def stat_to_z_p(stat: np.ndarray, test: str, dof, dof_num: int):
+    """Return ``(z, p)`` for t or F statistics (one-sided upper-tail p, as nilearn)."""
+    # Imported here: conversions live in the inference layer, which is
+    # written alongside this module.
+    from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
+
+    if test == "t":
+        return t_to_z(stat, dof), t_to_p(stat, dof)
+    return f_to_z(stat, dof_num, dof), f_to_p(stat, dof_num, dof)
+
+
+class OLSEstimator:
+    """Ordinary least squares, vectorised and chunked over voxels.
+
+    Parameters
+    ----------
+    chunk_bytes : int, default=DEFAULT_CHUNK_BYTES
+        Working memory per chunk of voxels, in bytes.
+    """
+
+    name = "ols"
+
+    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        self.chunk_bytes = int(chunk_bytes)
+
+    def fit(self, Y, X, variances=None) -> OLSFit:
+        """Fit ``Y`` on ``X`` by least squares.
+
+        Parameters
+        ----------
+        Y : array, shape (n_samples, n_voxels)
+            Data, any float dtype; not copied (cast to float64 per chunk).
+            A voxel with a non-finite value gets NaN outputs.
+        X : array, shape (n_samples, n_regressors)
+            Design; may be rank deficient (contrasts must then be estimable).
+        variances : ignored
+            Accepted for the :class:`~bids_app.estimation.base.Estimator`
+            interface; OLS does not use lower-level variances.
+
+        Returns
+        -------
+        OLSFit
+        """
+        X = check_design(X)
+        n, p = X.shape
+        Y = check_data(Y, n)
+        rank = int(np.linalg.matrix_rank(X))
+        dof = n - rank
+        if dof < 1:
+            raise DesignError(
+                f"no residual degrees of freedom: {n} samples for a design of rank {rank}"
+            )
+        pinv_X = np.linalg.pinv(X)
+
+        n_voxels = Y.shape[1]
+        beta = np.empty((p, n_voxels))
+        rss = np.empty(n_voxels)
+        rsquared = np.empty(n_voxels)
+        # Y chunk, fitted values and residuals: three float64 (n, chunk) arrays.
+        for sl in voxel_chunks(n_voxels, 3 * 8 * n, self.chunk_bytes):
+            y = np.asarray(Y[:, sl], dtype=np.float64)
+            b = pinv_X @ y
+            fitted = X @ b
+            resid = y - fitted
+            beta[:, sl] = b
+            rss[sl] = np.einsum("ij,ij->j", resid, resid)
+            # nilearn's definition (var of fitted / var of data): for designs
+            # with an intercept it equals 1 - RSS / centred TSS.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rsquared[sl] = np.var(fitted, axis=0) / np.var(y, axis=0)
+        return OLSFit(
+            design=X,
+            pinv_design=pinv_X,
+            beta=beta,
+            sigma2=rss / dof,
+            rsquared=rsquared,
+            dof=float(dof),
+        )
+
+
+@dataclass(frozen=True)
+class OLSFit:
+    """Result of :meth:`OLSEstimator.fit`.
+
+    Attributes
+    ----------
+    design : ndarray, shape (n_samples, n_regressors)
+    pinv_design : ndarray, shape (n_regressors, n_samples)
+    beta : ndarray, shape (n_regressors, n_voxels)
+        Minimum-norm least-squares coefficients.
+    sigma2 : ndarray, shape (n_voxels,)
+        Residual variance, RSS / dof (data units squared).
+    rsquared : ndarray, shape (n_voxels,)
+        Variance of the fitted values over variance of the data.
+    dof : float
+        Residual degrees of freedom, n_samples - rank(X).
+    """
+
+    design: np.ndarray
+    pinv_design: np.ndarray
+    beta: np.ndarray
+    sigma2: np.ndarray
+    rsquared: np.ndarray
+    dof: float
+
+    def contrast(self, weights, test: str = "t") -> ContrastResult:
+        """Evaluate a t contrast (n_regressors,) or an F contrast (n_rows, n_regressors).
+
+        For F, ``effect`` is ``C @ beta`` (n_rows, n_voxels), ``variance`` the
+        diagonal of its covariance, and the statistic
+        ``(C b)' [C (X'X)^+ C']^+ (C b) / (rank(C) sigma2)`` with
+        ``dof_num = rank(C)``.
+        """
+        C = contrast_matrix(weights, test, self.beta.shape[0])
+        check_estimable(C, self.design, self.pinv_design)
+        # (X'X)^+ = X^+ X^+' : the unscaled covariance of beta.
+        unscaled_cov = self.pinv_design @ self.pinv_design.T
+        sigma2 = np.maximum(self.sigma2, TINY)
+        effect = C @ self.beta
+        variance = np.diag(C @ unscaled_cov @ C.T)[:, None] * self.sigma2
+        if test == "t":
+            effect, variance = effect[0], variance[0]
+            stat = effect / np.sqrt(np.maximum(variance, TINY))
+            dof_num = 1
+        else:
+            L = row_basis(C)
+            dof_num = L.shape[0]
+            Lb = L @ self.beta
+            precision = np.linalg.inv(L @ unscaled_cov @ L.T)
+            stat = np.einsum("iv,ij,jv->v", Lb, precision, Lb) / (dof_num * sigma2)
+        z, p = stat_to_z_p(stat, test, self.dof, dof_num)
+        return ContrastResult(
+            test=test, effect=effect, variance=variance, stat=stat, z=z, p=p,
+            dof=self.dof, dof_num=dof_num,
+        )
+
+    def model_maps(self) -> dict[str, np.ndarray]:
+        """``{"rsquared": ..., "residsd": sqrt(sigma2)}``, each (n_voxels,)."""
+        return {"rsquared": self.rsquared, "residsd": np.sqrt(self.sigma2)}

@@ -1,0 +1,361 @@
+"""Walk the model graph and run every unit of work.
+
+A *unit* is one design fitted once: a run at the Run level, or one GroupBy
+group of incoming maps at a higher level. Each finished unit leaves a record in
+``OUTPUT_DIR/.bids-stats/units/`` (written last, atomically) holding a
+fingerprint of its inputs and settings; a rerun with the same fingerprint
+reuses the unit's maps instead of refitting (resumable runs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.naming import build_name, output_dir, parse_entities
+from bids_app.derivatives.statmaps import unmask, write_contrast
+from bids_app.design.columns import expand_x
+from bids_app.design.diagnostics import check_design
+from bids_app.design.group_mask import group_mask
+from bids_app.design.input_qc import qc_maps
+from bids_app.errors import DesignError, InputDataError, NoInputsError
+from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
+from bids_app.graph import higher_level as hl
+from bids_app.graph import run_level as rl
+from bids_app.graph.contrasts import plan_contrasts
+from bids_app.graph.index import FileIndex
+from bids_app.graph.units import LEVEL_RANK, Settings, StatMap
+from bids_app.spec.model import Node, StatsModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunLog:
+    """What a run saw, for provenance and the report."""
+
+    input_hashes: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    exclusions: list[dict] = field(default_factory=list)
+    units: list[dict] = field(default_factory=list)
+
+    def hash(self, path) -> str:
+        key = str(Path(path).resolve())
+        if key not in self.input_hashes:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self.input_hashes[key] = digest.hexdigest()
+        return self.input_hashes[key]
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self.warnings.append(message)
+
+
+@dataclass
+class Context:
+    model: StatsModel
+    index: FileIndex
+    out: Path
+    settings: Settings
+    log: RunLog = field(default_factory=RunLog)
+
+
+# ---------------------------------------------------------------- planning
+
+def nodes_to_run(model: StatsModel, analysis_level: str) -> list[Node]:
+    """Nodes up to the requested level, parents before children."""
+    limit = LEVEL_RANK[analysis_level.capitalize()]
+    return [n for n in model.topological_order() if LEVEL_RANK[n.level] <= limit]
+
+
+def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
+    """Effect maps already on disk (nilearn, SPM, FitLins outputs) for a root node above Run."""
+    eff = ctx.index.select(stat="effect", suffix="statmap", extension=[".nii.gz", ".nii"])
+    eff = rl._match(eff, {k: v for k, v in ctx.model.input.items() if k not in ("extension", "suffix")})
+    if ctx.settings.participant_label and "subject" in eff:
+        eff = eff[eff["subject"].isin(ctx.settings.participant_label)]
+    if ctx.settings.space and "space" in eff:
+        eff = eff[eff["space"] == ctx.settings.space]
+    if eff.empty:
+        raise NoInputsError(
+            f"node {node.name!r} (level {node.level}) is the first node, so it needs existing "
+            f"'*_stat-effect_statmap.nii.gz' maps; none match Input={dict(ctx.model.input)} under "
+            f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
+    maps = []
+    for _, row in eff.sort_values("path").iterrows():
+        path = Path(row["path"])
+        ents = {k: v for k, v in parse_entities(path).items()
+                if k not in ("stat", "suffix", "extension", "desc")}
+        var = path.with_name(path.name.replace("stat-effect", "stat-variance"))
+        sidecar = path.with_name(path.name.split(".")[0] + ".json")
+        dof = json.loads(sidecar.read_text()).get("DegreesOfFreedom") if sidecar.exists() else None
+        maps.append(StatMap(ents, path, var if var.exists() else None,
+                            dof if isinstance(dof, (int, float)) else None))
+    return maps
+
+
+def _passes(m: StatMap, filt: dict, participants: pd.DataFrame) -> bool:
+    for key, allowed in filt.items():
+        value = m.entities.get(key)
+        if value is None and key in participants and m.entities.get("subject") is not None:
+            row = participants[participants["subject"] == m.entities["subject"]]
+            value = row.iloc[0][key] if len(row) else None
+        if value is None or str(value) not in {str(a) for a in allowed}:
+            return False
+    return True
+
+
+def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> list[StatMap]:
+    """Maps flowing into ``node``: parents' t/pass outputs passing each Edge Filter.
+
+    Filters apply to entities and to participants.tsv columns (pybids silently
+    ignores the latter).
+    """
+    maps = []
+    for edge in ctx.model.incoming(node.name):
+        maps += [m for m in outputs.get(edge.source, [])
+                 if _passes(m, edge.filter, ctx.index.participants)]
+    if not maps:
+        raise NoInputsError(f"node {node.name!r}: the incoming edges' filters selected no maps")
+    return maps
+
+
+# ---------------------------------------------------------------- resume records
+
+def _record_path(ctx: Context, node: Node, entities: dict) -> Path:
+    return ctx.out / ".bids-stats" / "units" / f"node-{node.name}" / build_name(entities, "unit", ".json")
+
+
+def _fingerprint(ctx: Context, node: Node, input_files: list[Path], extra: dict) -> str:
+    payload = {
+        "node": next(n for n in ctx.model.raw["Nodes"] if n["Name"] == node.name),
+        "inputs": sorted(ctx.log.hash(p) for p in input_files),
+        "settings": {k: v for k, v in asdict(ctx.settings).items()
+                     if k in ("estimator", "noise_model", "smoothing_fwhm", "missing_confounds", "qc_policy", "seed")},
+        **extra,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reuse(ctx: Context, record: Path, fingerprint: str) -> list[StatMap] | None:
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text())
+    maps = [StatMap(m["entities"], Path(m["effect"]), Path(m["variance"]) if m["variance"] else None,
+                    m["dof"], m["source_node"]) for m in saved["outputs"]]
+    if saved.get("fingerprint") != fingerprint or not all(Path(p).exists() for p in saved["files"]):
+        return None
+    ctx.log.units.append({**saved["summary"], "reused": True})
+    ctx.log.warnings.extend(saved["summary"].get("warnings", []))
+    return maps
+
+
+def _save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], files: list[Path], summary: dict):
+    ctx.log.units.append(summary)
+    write_json(record, {
+        "fingerprint": fingerprint,
+        "outputs": [{**asdict(m), "effect": str(m.effect), "variance": str(m.variance) if m.variance else None}
+                    for m in maps],
+        "files": [str(f) for f in files],
+        "summary": summary,
+    })
+
+
+# ---------------------------------------------------------------- units
+
+def _sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
+    return {
+        "Node": node.name, "Level": node.level, "Contrast": contrast.name,
+        "ConditionList": list(contrast.conditions), "Weights": np.asarray(contrast.condition_weights).tolist(),
+        "Estimator": estimator, **extra,
+    }
+
+
+def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
+    """Fit one run and write its maps."""
+    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask) if p]
+    entities = dict(run.entities)
+    record = _record_path(ctx, node, entities)
+    fp = _fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(),
+                                          "mask": hashlib.sha256(np.asarray(mask_img.dataobj).tobytes()).hexdigest()})
+    reused = _reuse(ctx, record, fp)
+    if reused is not None:
+        return reused
+
+    Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_fwhm)
+    Y, _ = scale_timeseries(Y)
+    X = design.matrix
+    noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
+    fit = FirstLevelEstimator(noise_model=noise).fit(Y, X.to_numpy(dtype=np.float64))
+    columns = list(X.columns)
+    x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
+    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
+    mask = np.asarray(mask_img.dataobj).astype(bool)
+    folder = output_dir(ctx.out, node.name, entities)
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
+    files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
+                             mask_img.affine))
+    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+        "Node": node.name, "Level": node.level, "Sources": [str(p) for p in inputs],
+        "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
+        "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
+        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_fwhm, **design.info}))
+    for key, values in fit.model_maps().items():
+        files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                 unmask(values, mask), mask_img.affine))
+    maps = []
+    for c in contrasts:
+        res = fit.contrast(c.weights, c.test)
+        ents = {**entities, "contrast": c.name}
+        paths = write_contrast(ctx.out, node.name, ents, res, mask, mask_img.affine,
+                               _sidecar(node, c, f"first-level-{noise}", {"Sources": [str(run.bold)]}))
+        files += list(paths.values())
+        if c.flows:
+            maps.append(StatMap(ents, paths["effect"], paths["variance"], float(res.dof), node.name))
+    for w in design.info.get("warnings", []) + warnings:
+        ctx.log.warn(f"{run.bold.name}: {w}")
+    summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
+               "warnings": design.info.get("warnings", []) + warnings, "design": str(files[0])}
+    _save(ctx, record, fp, maps, files, summary)
+    return maps
+
+
+def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> list[StatMap]:
+    """Fit one GroupBy group at a higher level and write its maps."""
+    entities = hl.common_entities(maps)
+    contrast_names = sorted({m.entities.get("contrast") for m in maps})
+    incoming = contrast_names[0] if len(contrast_names) == 1 else None
+    files_in = [m.effect for m in maps] + [m.variance for m in maps if m.variance]
+    record = _record_path(ctx, node, entities)
+    fp = _fingerprint(ctx, node, files_in, {"n": len(maps)})
+    reused = _reuse(ctx, record, fp)
+    if reused is not None:
+        return reused
+
+    effects, variances, affines, shapes, names = hl.load_maps(maps)
+    qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
+    keep = list(qc.kept)
+    for exc in qc.excluded:
+        ctx.log.exclusions.append({"node": node.name, "file": exc["name"], "reasons": exc["reasons"]})
+        ctx.log.warn(f"node {node.name}: excluded {exc['name']}: {'; '.join(exc['reasons'])}")
+    maps = [maps[i] for i in keep]
+    if not maps:
+        raise NoInputsError(f"node {node.name!r}, group {group}: every input map was excluded by QC")
+    table = hl.input_table(maps, ctx.index.participants)
+    X, design_info = hl.design_for(node, table)
+    columns = list(X.columns)
+    x_columns = design_info.get("x") or columns
+    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming)
+    diagnostics = check_design(X, [(c.name, c.weights) for c in contrasts],
+                               require_residual_dof=node.model.type != "meta")
+
+    data = np.stack([effects[i] for i in keep])
+    var = np.stack([variances[i] for i in keep]) if all(variances[i] is not None for i in keep) else None
+    explicit = _options_mask(ctx, node)
+    # the MNI template fallback only makes sense for inputs in an MNI space
+    in_mni = "MNI" in str(entities.get("space", "")).upper()
+    mask, mask_info = group_mask(data, affines[keep[0]], explicit_mask=explicit,
+                                 brain_mask="auto" if in_mni else False)
+    if var is not None:
+        # variances must be usable wherever we fit (fixed and mixed effects divide by them)
+        mask &= (np.isfinite(var) & (var > 0)).all(axis=0)
+    Y = data[:, mask]
+    V = var[:, mask] if var is not None else None
+    dofs = np.array([m.dof if m.dof is not None else np.inf for m in maps])
+    estimator, est_name = hl.make_estimator(node, ctx.settings, dofs)
+    if node.model.type == "meta" and V is None:
+        raise DesignError(f"node {node.name!r} is a fixed-effects ('meta') node but its inputs have no variance maps")
+    fit = estimator.fit(Y, X.to_numpy(dtype=np.float64), variances=V)
+    affine = affines[keep[0]]
+    folder = output_dir(ctx.out, node.name, entities)
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
+    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+        "Node": node.name, "Level": node.level, "Estimator": est_name,
+        "Inputs": [str(m.effect) for m in maps], "Design": design_info,
+        "Diagnostics": diagnostics.to_dict(), "Mask": mask_info, "QC": qc.to_dict()}))
+    files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
+    for key, values in fit.model_maps().items():
+        files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                 unmask(values, mask), affine))
+    out = []
+    for c in contrasts:
+        res = fit.contrast(c.weights, c.test)
+        ents = {**entities, "contrast": c.name}
+        paths = write_contrast(ctx.out, node.name, ents, res, mask, affine,
+                               _sidecar(node, c, est_name, {"Inputs": [str(m.effect) for m in maps]}))
+        files += list(paths.values())
+        if c.flows:
+            dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
+            out.append(StatMap(ents, paths["effect"], paths["variance"], dof, node.name))
+    all_warnings = warnings + list(diagnostics.warnings)
+    for w in all_warnings:
+        ctx.log.warn(f"node {node.name} {entities}: {w}")
+    summary = {"node": node.name, "entities": entities, "n_inputs": len(maps), "estimator": est_name,
+               "contrasts": [c.name for c in contrasts], "warnings": all_warnings, "design": str(files[0]),
+               "n_voxels": int(mask.sum())}
+    _save(ctx, record, fp, out, files, summary)
+    return out
+
+
+def _options_mask(ctx: Context, node: Node):
+    filt = node.model.options.get("Mask")
+    if not filt:
+        return None
+    hits = rl._match(ctx.index.select(extension=[".nii.gz", ".nii"]),
+                     {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
+    if hits.empty:
+        raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no file")
+    path = Path(hits.sort_values("path").iloc[0]["path"])
+    ctx.log.hash(path)
+    return nb.load(path)
+
+
+# ---------------------------------------------------------------- driver
+
+def execute(ctx: Context) -> dict[str, list[StatMap]]:
+    """Run every selected node; returns the flowing maps of each node."""
+    nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
+    outputs: dict[str, list[StatMap]] = {}
+    root = ctx.model.root
+    # Plan the run level first: every design is built (cheap) before any fit, so
+    # bad events, TRs or confounds stop the run before anything is written.
+    planned = {}
+    for node in nodes:
+        if node.level == "Run" and node.name == root.name:
+            runs = rl.collect_runs(ctx.index, ctx.model, node, ctx.settings)
+            masks = rl.run_masks(runs)
+            planned[node.name] = [(run, rl.prepare_design(run, node, ctx.settings), masks[i])
+                                  for i, run in enumerate(runs)]
+    if root.name in [n.name for n in nodes] and root.level != "Run":
+        for m in (maps := existing_statmaps(ctx, root)):
+            try:
+                nb.load(m.effect).shape
+            except Exception as exc:
+                raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
+        planned[root.name] = maps
+
+    for node in nodes:
+        log.info("node %s (%s)", node.name, node.level)
+        if node.level == "Run":
+            if node.name not in planned:
+                raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
+            outputs[node.name] = [m for run, design, mask in planned[node.name]
+                                  for m in run_unit(ctx, node, run, design, mask)]
+            continue
+        incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
+        for m in incoming:
+            ctx.log.hash(m.effect)
+        outputs[node.name] = []
+        for group, members in hl.group_maps(incoming, node.group_by):
+            outputs[node.name] += group_unit(ctx, node, group, members)
+    return outputs

@@ -1,0 +1,89 @@
+"""Session, Subject and Dataset levels: combine incoming effect maps."""
+from __future__ import annotations
+
+import logging
+
+import nibabel as nb
+import numpy as np
+import pandas as pd
+
+from bids_app.design.group import build_group_design
+from bids_app.errors import InputDataError
+from bids_app.graph.contrasts import INTERCEPT
+from bids_app.graph.units import Settings, StatMap
+from bids_app.spec.model import Node
+
+log = logging.getLogger(__name__)
+
+
+def group_maps(maps: list[StatMap], group_by: tuple[str, ...]) -> list[tuple[dict, list[StatMap]]]:
+    """Split incoming maps by the GroupBy entities.
+
+    A GroupBy key absent from the data (e.g. ``session`` in a dataset without
+    sessions) does not split anything: those maps form one group.
+    """
+    groups: dict[tuple, list[StatMap]] = {}
+    for m in maps:
+        key = tuple((k, m.entities.get(k)) for k in group_by)
+        groups.setdefault(key, []).append(m)
+    return [({k: v for k, v in key if v is not None}, members) for key, members in sorted(
+        groups.items(), key=lambda kv: tuple(str(v) for _, v in kv[0]))]
+
+
+def common_entities(maps: list[StatMap]) -> dict:
+    """Entities with the same value in every map of a group."""
+    first = maps[0].entities
+    return {k: v for k, v in first.items()
+            if v is not None and all(m.entities.get(k) == v for m in maps[1:])}
+
+
+def input_table(maps: list[StatMap], participants: pd.DataFrame) -> pd.DataFrame:
+    """One row per incoming map: its entities joined with participants.tsv on ``subject``."""
+    rows = pd.DataFrame([m.entities for m in maps])
+    if "subject" in rows and len(participants):
+        extra = participants.drop(columns=[c for c in participants if c in rows and c != "subject"])
+        rows = rows.merge(extra, on="subject", how="left")
+    return rows
+
+
+def load_maps(maps: list[StatMap]):
+    """Effects (n, x, y, z) and variances (n, x, y, z) or None; all on one grid."""
+    effects, variances, affines, shapes, names = [], [], [], [], []
+    for m in maps:
+        try:
+            img = nb.load(m.effect)
+            effects.append(np.asarray(img.dataobj, dtype=np.float64).squeeze())
+            affines.append(img.affine)
+            shapes.append(img.shape[:3])
+            variances.append(np.asarray(nb.load(m.variance).dataobj, dtype=np.float64).squeeze()
+                             if m.variance else None)
+        except Exception as exc:
+            raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
+        names.append(str(m.effect))
+    return effects, variances, affines, shapes, names
+
+
+def design_for(node: Node, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Design matrix of a group: ``meta`` nodes combine maps with X = [1]."""
+    if node.model.type == "meta":
+        return pd.DataFrame({INTERCEPT: np.ones(len(table))}), {"type": "meta"}
+    design = build_group_design(node, table)
+    return design.matrix, design.info
+
+
+def make_estimator(node: Node, settings: Settings, dofs):
+    """The estimation engine a node asks for (Model.Software wins over the CLI)."""
+    from bids_app.estimation.fixed_effects import FixedEffectsEstimator
+    from bids_app.estimation.mixed import MixedEffectsEstimator
+    from bids_app.estimation.ols import OLSEstimator
+
+    if node.model.type == "meta":
+        return FixedEffectsEstimator(dofs=dofs), "fixed-effects"
+    name = str(node.model.ours.get("Estimator", settings.estimator)).lower()
+    if name == "ols":
+        return OLSEstimator(), "ols"
+    if name == "mixed":
+        method = str(node.model.ours.get("Method", "reml")).lower()
+        return MixedEffectsEstimator(method=method), f"mixed-{method}"
+    raise InputDataError(f"node {node.name!r}: unknown estimator {name!r} (use 'ols' or 'mixed')")
+

@@ -1,0 +1,54 @@
+"""Data objects passed between graph stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LEVEL_RANK = {"Run": 0, "Session": 1, "Subject": 2, "Dataset": 3}
+
+
+@dataclass
+class Settings:
+    """Run-wide options (from the CLI; the model's ``Software`` block can override some)."""
+
+    participant_label: list[str] | None = None
+    space: str | None = None
+    desc_label: str | None = None
+    analysis_level: str = "dataset"
+    work_dir: Path | None = None
+    n_procs: int = 1
+    seed: int = 0
+    estimator: str = "ols"
+    noise_model: str = "ar1"
+    smoothing_fwhm: float | None = None
+    missing_confounds: str = "drop"
+    qc_policy: str = "exclude"
+    inference: dict = field(default_factory=dict)
+
+
+@dataclass
+class StatMap:
+    """One effect map (with its variance) that flows into a node.
+
+    ``entities`` carry the group's entities plus ``contrast``; ``metadata``
+    holds participants.tsv columns joined on ``subject``.
+    """
+
+    entities: dict
+    effect: Path
+    variance: Path | None = None
+    dof: float | None = None
+    source_node: str | None = None
+
+
+@dataclass
+class RunInputs:
+    """Everything one run-level model needs."""
+
+    entities: dict
+    bold: Path
+    events: Path | None
+    confounds: Path | None
+    mask: Path | None
+    tr: float
+    slice_time_ref: float = 0.0

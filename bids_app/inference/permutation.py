@@ -1,0 +1,409 @@
+"""Permutation inference for one t contrast of a group GLM.
+
+Family-wise error (FWE) corrected p-values by the max-statistic method
+(Westfall & Young 1993; Nichols & Holmes 2002) for three statistics: the
+voxel t (maxT), the size and the mass of supra-threshold clusters, and TFCE.
+
+Resampling scheme, as in nilearn's ``permuted_ols`` and PALM (Winkler et al.
+2014, NeuroImage 92:381):
+
+* The design is split into the tested effect and the nuisance space
+  ``Z = X @ null(c)`` (the model under ``c @ beta = 0``). Data are
+  residualised on ``Z`` and the residuals are resampled (Freedman & Lane
+  1983); with no nuisance this is plain resampling of the data.
+* If the tested regressor ``X @ c`` is constant (a one-sample mean, possibly
+  with covariates), residuals are sign-flipped (symmetric errors); otherwise
+  rows are permuted (exchangeable errors).
+* Exchangeability blocks restrict the draws: rows are permuted within their
+  block (signs flipped per row), or, for whole-block exchangeability, blocks
+  of equal size move as units with their row order kept (one sign per block).
+
+The statistic is the same t as nilearn's ``non_parametric_inference``. With
+the orthonormal basis ``[q, Q_Z]`` of the design (``q`` the tested direction)
+and the residualised data scaled to unit norm per voxel, each resampling
+needs only ``a = q' Y*`` and ``b = Q_Z' Y*``, and
+``t = a sqrt(dof / (1 - a^2 - |b|^2))``. A batch of resamplings is therefore
+one float32 matrix product ``(batch * (1 + rank Z), n) @ (n, v)``.
+
+p-values count the observed statistic as one draw:
+``p = (1 + #{null max >= observed}) / (1 + n_perm)``; outputs are
+``-log10 p``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg, ndimage, stats
+
+from bids_app.errors import DesignError
+from bids_app.inference import tfce as _tfce
+
+#: Working memory per batch of resamplings (the float32 product and t maps).
+BATCH_BYTES = 2**28
+
+
+@dataclass
+class PermutationResult:
+    """Observed statistics and FWE-corrected ``-log10 p`` maps, masked voxel order.
+
+    Attributes
+    ----------
+    t : ndarray, float64, (n_voxels,)
+        Observed t statistic of the contrast.
+    logp_max_t : ndarray, (n_voxels,)
+        Voxel-level FWE ``-log10 p`` (maxT); tests ``|t|`` when two-sided.
+    cluster_size, cluster_mass : ndarray or None, (n_voxels,)
+        Size (voxels) and mass (sum of ``|t| - threshold``) of the
+        supra-threshold cluster holding each voxel; 0 outside clusters.
+        None without a cluster-forming threshold.
+    logp_max_size, logp_max_mass : ndarray or None, (n_voxels,)
+        Cluster-level FWE ``-log10 p`` of each voxel's cluster (0 outside).
+    tfce : ndarray or None, (n_voxels,)
+        Signed TFCE of the observed t map; None unless requested.
+    logp_max_tfce : ndarray or None, (n_voxels,)
+        TFCE FWE ``-log10 p``.
+    null : dict of str to ndarray
+        Null distributions of the maxima, each (n_perm,): ``"max_t"`` and,
+        when computed, ``"max_size"``, ``"max_mass"``, ``"max_tfce"``.
+    info : dict
+        How the test was run (scheme, n_perm, seed, dof, thresholds...),
+        for provenance sidecars.
+    """
+
+    t: np.ndarray
+    logp_max_t: np.ndarray
+    cluster_size: np.ndarray | None = None
+    cluster_mass: np.ndarray | None = None
+    logp_max_size: np.ndarray | None = None
+    logp_max_mass: np.ndarray | None = None
+    tfce: np.ndarray | None = None
+    logp_max_tfce: np.ndarray | None = None
+    null: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_sided=True,
+                     blocks=None, within_block=True, cluster_threshold=None, tfce=False,
+                     tfce_dh=_tfce.DH, batch_size=None) -> PermutationResult:
+    """FWE-corrected permutation test of one t contrast.
+
+    Parameters
+    ----------
+    Y : array_like, (n_samples, n_voxels)
+        Data, e.g. one effect map per subject, masked.
+    X : array_like, (n_samples, n_regressors)
+        Design matrix (include the intercept column if the model has one).
+    contrast : array_like, (n_regressors,)
+        Estimable contrast weights.
+    mask : ndarray of bool, (x, y, z), optional
+        The mask that gave ``Y``'s columns (``Y[:, j]`` is the j-th True
+        voxel in C order, as ``volume[mask]``). Required for clusters and
+        TFCE, which use face (6-) connectivity as nilearn.
+    n_perm : int
+        Number of random resamplings (the observed data are added as one).
+    seed : int
+        Seed of :func:`numpy.random.default_rng`; results are deterministic
+        for a seed, whatever ``batch_size``.
+    two_sided : bool
+        Test ``|t|`` (and negative clusters / TFCE) or only positive effects.
+    blocks : array_like, (n_samples,), optional
+        Exchangeability block of each row.
+    within_block : bool
+        True: permute rows within blocks (sign-flip rows). False: permute
+        whole blocks, which must have equal sizes (one sign per block).
+    cluster_threshold : float, optional
+        Cluster-forming threshold in z units (e.g. 3.1); converted to the t
+        with the same upper-tail probability at the model's dof. Clusters are
+        ``t > thr`` (and ``t < -thr`` if two-sided).
+    tfce : bool
+        Also compute TFCE on the t map (E = 0.5, H = 2, step ``tfce_dh``).
+    tfce_dh : float
+        TFCE height step in t units (see :mod:`bids_app.inference.tfce`).
+    batch_size : int, optional
+        Resamplings per matrix product; default fits :data:`BATCH_BYTES`.
+
+    Returns
+    -------
+    PermutationResult
+
+    Raises
+    ------
+    DesignError
+        Non-estimable contrast, no residual degrees of freedom, or unequal
+        blocks for whole-block exchangeability.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    contrast = np.asarray(contrast, dtype=np.float64)
+    _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce)
+    n_samples, n_voxels = Y.shape
+    design = _partition(X, contrast)
+
+    unit = _unit_residuals(Y, design.nuisance)
+    t_obs = _t_from_projections(design.effect @ unit, 0.0, design.dof)
+
+    rng = np.random.default_rng(seed)
+    draws = draw_resamplings(n_samples, n_perm, rng, sign_flip=design.sign_flip,
+                             blocks=blocks, within_block=within_block)
+    basis = np.column_stack([design.effect, design.nuisance])
+    if batch_size is None:
+        batch_size = int(np.clip(BATCH_BYTES // (4 * n_voxels * (basis.shape[1] + 2)), 1, 100))
+
+    t_cluster = None
+    if cluster_threshold is not None:
+        t_cluster = float(stats.t.isf(stats.norm.sf(cluster_threshold), design.dof))
+    labeller = _ClusterLabeller(mask) if t_cluster is not None else None
+    graph = _tfce.voxel_graph(mask) if tfce else None
+
+    null = {"max_t": np.empty(n_perm)}
+    if labeller is not None:
+        null["max_size"], null["max_mass"] = np.empty(n_perm), np.empty(n_perm)
+    if tfce:
+        null["max_tfce"] = np.empty(n_perm)
+
+    unit32 = unit.astype(np.float32)
+    del unit
+    for start in range(0, n_perm, batch_size):
+        batch = slice(start, min(start + batch_size, n_perm))
+        t_perm = _resampled_t(unit32, basis, draws[batch], design.sign_flip, design.dof)
+        null["max_t"][batch] = (np.abs(t_perm) if two_sided else t_perm).max(axis=1)
+        if labeller is not None:
+            for i, t_map in enumerate(t_perm, start=batch.start):
+                _, sizes, masses = labeller.clusters(t_map, t_cluster, two_sided)
+                null["max_size"][i] = sizes.max(initial=0)
+                null["max_mass"][i] = masses.max(initial=0.0)
+        if tfce:
+            null["max_tfce"][batch] = _tfce.max_tfce(t_perm, graph, two_sided=two_sided, dh=tfce_dh)
+
+    result = PermutationResult(
+        t=t_obs,
+        logp_max_t=_fwe_logp(np.abs(t_obs) if two_sided else t_obs, null["max_t"]),
+        null=null)
+    if labeller is not None:
+        label, sizes, masses = labeller.clusters(t_obs, t_cluster, two_sided)
+        in_cluster = label > 0
+        for name, values in (("size", sizes), ("mass", masses)):
+            per_voxel = np.zeros(n_voxels)
+            per_voxel[in_cluster] = values[label[in_cluster] - 1]
+            logp = np.zeros(n_voxels)
+            logp[in_cluster] = _fwe_logp(values, null[f"max_{name}"])[label[in_cluster] - 1]
+            setattr(result, f"cluster_{name}", per_voxel)
+            setattr(result, f"logp_max_{name}", logp)
+    if tfce:
+        result.tfce = _tfce.tfce(t_obs, graph, two_sided=two_sided, dh=tfce_dh)
+        result.logp_max_tfce = _fwe_logp(np.abs(result.tfce), null["max_tfce"])
+
+    result.info = {
+        "statistic": "t",
+        "n_perm": int(n_perm),
+        "seed": seed,
+        "scheme": "sign-flip" if design.sign_flip else "permutation",
+        "nuisance": "Freedman-Lane" if design.nuisance.shape[1] else "none",
+        "two_sided": bool(two_sided),
+        "dof": int(design.dof),
+        "exchangeability_blocks": None if blocks is None else int(np.unique(blocks).size),
+        "within_block": bool(within_block),
+        "n_possible": _n_possible(n_samples, design.sign_flip, blocks, within_block),
+        "cluster_threshold_z": cluster_threshold,
+        "cluster_threshold_t": t_cluster,
+        "connectivity": "faces (6)",
+        "tfce": {"E": _tfce.E, "H": _tfce.H, "dh": tfce_dh} if tfce else None,
+        "p_value": "(1 + #{null >= observed}) / (1 + n_perm)",
+        "batch_size": int(batch_size),
+    }
+    if n_perm >= result.info["n_possible"]:
+        warnings.warn(
+            f"n_perm={n_perm} >= the {result.info['n_possible']} distinct resamplings of this "
+            "design: draws repeat, and p-values cannot go below 1/n_possible", UserWarning,
+            stacklevel=2)
+    return result
+
+
+def draw_resamplings(n_samples, n_perm, rng, *, sign_flip, blocks=None, within_block=True):
+    """Random sign flips or permutations respecting exchangeability blocks.
+
+    Parameters
+    ----------
+    n_samples, n_perm : int
+    rng : numpy.random.Generator
+    sign_flip : bool
+        Draw signs instead of permutations.
+    blocks : array_like, (n_samples,), optional
+        Block label of each row; none means one block.
+    within_block : bool
+        Draw within blocks (True) or move whole blocks (False).
+
+    Returns
+    -------
+    ndarray, (n_perm, n_samples)
+        ``sign_flip``: float64 signs (+1/-1). Otherwise int64 permutations
+        ``perm`` of the rows, each row ``i`` sent to ``perm[i]``, always
+        within its block or (whole blocks) block onto block with the same
+        position in the block.
+
+    Raises
+    ------
+    DesignError
+        Whole-block exchangeability with blocks of unequal sizes.
+    """
+    codes = np.zeros(n_samples, dtype=np.int64)
+    if blocks is not None:
+        codes = np.unique(np.asarray(blocks), return_inverse=True)[1].ravel()
+    if within_block:
+        if sign_flip:
+            return rng.choice([-1.0, 1.0], size=(n_perm, n_samples))
+        # sorting "block + uniform" shuffles rows inside each block only
+        shuffled = np.argsort(codes + rng.random((n_perm, n_samples)), axis=1)
+        perm = np.empty_like(shuffled)
+        perm[:, np.argsort(codes, kind="stable")] = shuffled
+        return perm
+    sizes = np.bincount(codes)
+    if np.unique(sizes).size != 1:
+        raise DesignError(
+            f"whole-block exchangeability needs blocks of equal size, got sizes {sizes.tolist()}")
+    if sign_flip:
+        return rng.choice([-1.0, 1.0], size=(n_perm, sizes.size))[:, codes]
+    members = np.stack([np.flatnonzero(codes == b) for b in range(sizes.size)])
+    order = np.argsort(rng.random((n_perm, sizes.size)), axis=1)
+    perm = np.empty((n_perm, n_samples), dtype=np.int64)
+    perm[:, members.ravel()] = members[order].reshape(n_perm, -1)
+    return perm
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Orthonormal split of the design into tested direction and nuisance."""
+
+    effect: np.ndarray     # (n,) unit vector: q' Y is proportional to c' beta
+    nuisance: np.ndarray   # (n, r) orthonormal basis of X @ null(c)
+    sign_flip: bool
+    dof: int
+
+
+def _partition(X, contrast) -> _Design:
+    n_samples = X.shape[0]
+    rank = np.linalg.matrix_rank(X)
+    dof = n_samples - rank
+    if dof < 1:
+        raise DesignError(f"no residual degrees of freedom: {n_samples} samples, rank {rank}")
+    pinv = np.linalg.pinv(X)
+    if not np.allclose(contrast @ pinv @ X, contrast, atol=1e-8 * max(1.0, np.abs(contrast).max())):
+        raise DesignError(f"contrast {contrast.tolist()} is not estimable with this design")
+    # pinv' c is the combination of rows whose inner product with Y is c' beta_hat
+    effect = pinv.T @ contrast
+    nuisance = linalg.orth(X @ linalg.null_space(contrast[None, :])) if X.shape[1] > 1 \
+        else np.zeros((n_samples, 0))
+    effect = effect - nuisance @ (nuisance.T @ effect)
+    effect /= np.linalg.norm(effect)
+    tested = X @ contrast
+    sign_flip = bool(np.ptp(tested) <= 1e-10 * np.abs(tested).max())
+    return _Design(effect, nuisance, sign_flip, dof)
+
+
+def _unit_residuals(Y, nuisance):
+    """Residuals of Y on the nuisance space, scaled to unit norm per voxel (0 if null)."""
+    resid = Y - nuisance @ (nuisance.T @ Y) if nuisance.shape[1] else Y.copy()
+    norm = np.linalg.norm(resid, axis=0)
+    scale = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 1e-12 * norm.max(initial=0))
+    resid *= scale
+    return resid
+
+
+def _t_from_projections(a, b_squared, dof):
+    """t from projections of unit-norm data: effect ``a`` and nuisance ``|b|^2``."""
+    rss = np.maximum(1.0 - a * a - b_squared, np.finfo(np.float32).tiny)
+    return a * np.sqrt(dof / rss)
+
+
+def _resampled_t(unit32, basis, draws, sign_flip, dof):
+    """t maps (n_draws, n_voxels) of a batch of resamplings, float32."""
+    if sign_flip:
+        stacked = draws[:, :, None] * basis[None]          # (B, n, p)
+    else:
+        stacked = basis[draws]                             # (B, n, p): rows of basis permuted
+    n_draws, _, n_basis = stacked.shape
+    rows = np.ascontiguousarray(stacked.transpose(0, 2, 1), dtype=np.float32)
+    proj = (rows.reshape(n_draws * n_basis, -1) @ unit32).reshape(n_draws, n_basis, -1)
+    b_squared = np.einsum("bkv,bkv->bv", proj[:, 1:], proj[:, 1:]) if n_basis > 1 else 0.0
+    return _t_from_projections(proj[:, 0], b_squared, np.float32(dof))
+
+
+def _fwe_logp(observed, null_max):
+    """-log10 of (1 + #{null_max >= observed}) / (1 + n_perm), elementwise."""
+    null_sorted = np.sort(null_max)
+    n_ge = null_sorted.size - np.searchsorted(null_sorted, observed, side="left")
+    return -np.log10((1.0 + n_ge) / (1.0 + null_sorted.size))
+
+
+class _ClusterLabeller:
+    """Face-connected clusters of masked maps, labelled on the mask's bounding box."""
+
+    def __init__(self, mask):
+        mask = np.asarray(mask, dtype=bool)
+        box = ndimage.find_objects(mask.astype(np.int8))[0]
+        self._box_mask = mask[box]
+        self._volume = np.zeros(self._box_mask.shape, dtype=np.float64)
+        self._structure = ndimage.generate_binary_structure(3, 1)
+
+    def clusters(self, stat, threshold, two_sided):
+        """Clusters of ``stat > threshold`` (and ``< -threshold`` if two-sided).
+
+        Returns
+        -------
+        label : ndarray, int64, (n_voxels,)
+            1-based cluster index of each voxel, 0 outside clusters.
+        sizes, masses : ndarray, (n_clusters,)
+            Voxel count and sum of ``|stat| - threshold`` per cluster.
+        """
+        self._volume[self._box_mask] = stat
+        label = np.zeros(stat.shape, dtype=np.int64)
+        sizes, masses, offset = [], [], 0
+        for sign in ((1, -1) if two_sided else (1,)):
+            supra = self._volume > threshold if sign == 1 else self._volume < -threshold
+            if not supra.any():
+                continue
+            box_label, n_found = ndimage.label(supra, self._structure)
+            voxel_label = box_label[self._box_mask]
+            inside = voxel_label > 0
+            label[inside] = voxel_label[inside] + offset
+            offset += n_found
+            sizes.append(np.bincount(voxel_label, minlength=n_found + 1)[1:])
+            excess = np.where(inside, sign * np.asarray(stat, dtype=np.float64) - threshold, 0.0)
+            masses.append(np.bincount(voxel_label, weights=excess, minlength=n_found + 1)[1:])
+        if not sizes:
+            return label, np.zeros(0, dtype=np.int64), np.zeros(0)
+        return label, np.concatenate(sizes), np.concatenate(masses)
+
+
+def _n_possible(n_samples, sign_flip, blocks, within_block):
+    """Number of distinct resamplings the scheme can draw (an exact int)."""
+    codes = np.zeros(n_samples, dtype=np.int64)
+    if blocks is not None:
+        codes = np.unique(np.asarray(blocks), return_inverse=True)[1].ravel()
+    sizes = np.bincount(codes)
+    if sign_flip:
+        return 2 ** (n_samples if within_block else sizes.size)
+    if within_block:
+        return math.prod(math.factorial(int(s)) for s in sizes)
+    return math.factorial(sizes.size)
+
+
+def _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce):
+    if Y.ndim != 2 or X.ndim != 2 or Y.shape[0] != X.shape[0]:
+        raise ValueError(f"Y (n, v) and X (n, p) must share n; got {Y.shape} and {X.shape}")
+    if contrast.shape != (X.shape[1],):
+        raise ValueError(f"contrast must have shape ({X.shape[1]},), got {contrast.shape}")
+    if not np.any(contrast):
+        raise ValueError("contrast weights are all zero")
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError("Y has non-finite values: mask them out first")
+    if cluster_threshold is not None or tfce:
+        if mask is None:
+            raise ValueError("a mask is needed for cluster or TFCE inference")
+        if np.asarray(mask).ndim != 3 or int(np.count_nonzero(mask)) != Y.shape[1]:
+            raise ValueError("mask must be 3D with one True voxel per column of Y")

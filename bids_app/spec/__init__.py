@@ -1,0 +1,122 @@
+"""Read, validate and parse BIDS Stats Models JSON files.
+
+>>> model = load_model("models/spec_example.json")   # doctest: +SKIP
+>>> [n.name for n in model.topological_order()]      # doctest: +SKIP
+['run', 'subject', 'dataset']
+
+Every problem is reported at once in a :class:`bids_app.errors.ModelError`
+(see :mod:`bids_app.spec.validate` for the rules).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bids_app.errors import ModelError
+from bids_app.spec.model import StatsModel, model_from_dict
+from bids_app.spec.schema import Issue, json_path, strict_schema
+from bids_app.spec.validate import check_conditions, resolve_condition, validate_model
+
+__all__ = [
+    "StatsModel",
+    "check_conditions",
+    "load_model",
+    "load_model_dict",
+    "model_from_dict",
+    "resolve_condition",
+    "strict_schema",
+    "validate_model",
+]
+
+
+class _Object(dict):
+    """A JSON object that remembers keys it saw more than once."""
+
+    duplicates: list[str]
+
+
+def _object_pairs(pairs: list[tuple[str, object]]) -> _Object:
+    obj = _Object(pairs)
+    seen: set[str] = set()
+    obj.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]
+    return obj
+
+
+def _no_constant(name: str):
+    # Python's json accepts NaN and Infinity; JSON does not.
+    raise ValueError(f"{name} is not a JSON value; write a number")
+
+
+def _plain(value, path: list, issues: list[Issue]):
+    """Plain dicts/lists, with an issue per duplicated key (JSON keeps the last)."""
+    if isinstance(value, dict):
+        for key in getattr(value, "duplicates", []):
+            issues.append((json_path([*path, key]),
+                           f"key {key!r} appears more than once; only the last one would be used"))
+        return {k: _plain(v, [*path, k], issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, [*path, i], issues) for i, v in enumerate(value)]
+    return value
+
+
+def load_model_dict(model: dict, source: str | None = None) -> StatsModel:
+    """Validate a model dict and build its :class:`StatsModel`.
+
+    Parameters
+    ----------
+    model : dict
+        Parsed model JSON.
+    source : str, optional
+        Where the dict came from, shown in error messages.
+
+    Raises
+    ------
+    bids_app.errors.ModelError
+        With every problem found by :func:`validate_model`.
+    """
+    issues = validate_model(model)
+    if issues:
+        raise ModelError(issues, source=source)
+    return model_from_dict(model)
+
+
+def load_model(path: str | os.PathLike) -> StatsModel:
+    """Read, validate and parse a BIDS Stats Model JSON file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``*_smdl.json`` file (UTF-8, a byte-order mark is tolerated).
+
+    Raises
+    ------
+    bids_app.errors.ModelError
+        The file is missing or unreadable, is not JSON (one issue with its
+        line and column), repeats a key within an object, or fails
+        validation; every problem is listed.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ModelError([("", "file not found: give the path to a model JSON file")],
+                         source=source) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelError([("", f"cannot read the file: {err}")], source=source) from None
+    try:
+        raw = json.loads(text, object_pairs_hook=_object_pairs, parse_constant=_no_constant)
+    except json.JSONDecodeError as err:
+        raise ModelError(
+            [("", f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}")],
+            source=source,
+        ) from None
+    except ValueError as err:  # from _no_constant
+        raise ModelError([("", f"not valid JSON: {err}")], source=source) from None
+    issues: list[Issue] = []
+    model = _plain(raw, [], issues)
+    issues += validate_model(model)
+    if issues:
+        raise ModelError(issues, source=source)
+    return model_from_dict(model)

@@ -1,0 +1,134 @@
+"""Command-line behaviour: exit codes, messages, and no partial output on bad input."""
+import json
+import shutil
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from bids_app import __version__
+from bids_app.cli import main
+from conftest import MODELS, real_data
+
+
+def _wager_copy(tmp_path, n=6):
+    """A small copy of real wager2008 maps (first n subjects) that tests may break."""
+    src = real_data("wager2008_emoreg")
+    dst = tmp_path / "wager"
+    dst.mkdir()
+    for name in ("dataset_description.json",):
+        shutil.copy(src / name, dst / name)
+    lines = (src / "participants.tsv").read_text().splitlines()
+    (dst / "participants.tsv").write_text("\n".join(lines[: n + 1]) + "\n")
+    for sub in sorted(p.name for p in src.glob("sub-*"))[:n]:
+        shutil.copytree(src / sub, dst / sub)
+    return dst
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_missing_bids_dir(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main([str(tmp_path / "nope"), str(out), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")])
+    assert code == 16
+    assert "not found" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_level(tmp_path, capsys):
+    code = main([str(tmp_path), str(tmp_path / "out"), "group", "--model", str(MODELS / "one_sample_existing_maps.json")])
+    assert code == 17
+    assert "unknown analysis level" in capsys.readouterr().err
+
+
+def test_missing_model_argument(tmp_path, capsys):
+    assert main([str(tmp_path), str(tmp_path / "out"), "dataset"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_model_not_json(tmp_path, capsys):
+    bad = tmp_path / "model.json"
+    bad.write_text("{ not json")
+    out = tmp_path / "out"
+    code = main([str(_wager_copy(tmp_path)), str(out), "dataset", "--model", str(bad)])
+    assert code == 3
+    assert "line 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_filters_select_nothing(tmp_path, capsys):
+    model = json.loads((MODELS / "one_sample_existing_maps.json").read_text())
+    model["Input"] = {"task": ["doesnotexist"]}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(model))
+    out = tmp_path / "out"
+    code = main([str(_wager_copy(tmp_path)), str(out), "dataset", "--model", str(path)])
+    assert code == 18
+    assert "doesnotexist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_participant(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main([str(_wager_copy(tmp_path)), str(out), "dataset", "--participant-label", "sub-99",
+                 "--model", str(MODELS / "one_sample_existing_maps.json")])
+    assert code == 18
+    assert "sub-99" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unreadable_nifti(tmp_path, capsys):
+    data = _wager_copy(tmp_path)
+    broken = next(data.glob("sub-02/*.nii.gz"))
+    broken.write_bytes(b"this is not a NIfTI file")
+    out = tmp_path / "out"
+    code = main([str(data), str(out), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")])
+    assert code == 19
+    assert broken.name in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_validate_command(capsys):
+    assert main(["validate", str(MODELS / "haxby_run_subject.json")]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_validate_reports_json_path(tmp_path, capsys):
+    model = json.loads((MODELS / "haxby_run_subject.json").read_text())
+    model["Nodes"][0]["Contrasts"][0]["Weights"] = [1, -1, 0]
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(model))
+    assert main(["validate", str(path)]) == 3
+    assert "Nodes[0].Contrasts[0].Weights" in capsys.readouterr().err
+
+
+def test_participant_label_and_rerun_reuses(tmp_path):
+    data = _wager_copy(tmp_path)
+    out = tmp_path / "out"
+    args = [str(data), str(out), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")]
+    assert main(args) == 0
+    tmap = next(out.rglob("*_stat-t_statmap.nii.gz"))
+    first = tmap.read_bytes()
+    mtime = tmap.stat().st_mtime_ns
+    assert main(args) == 0
+    assert tmap.stat().st_mtime_ns == mtime  # reused, not rewritten
+    prov = json.loads((out / "provenance.json").read_text())
+    assert all(u.get("reused") for u in prov["Units"])
+    # a fresh run with the same inputs and seed gives byte-identical maps
+    out2 = tmp_path / "out2"
+    assert main([str(data), str(out2), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")]) == 0
+    assert (out2 / tmap.relative_to(out)).read_bytes() == first
+    # a participant subset gives a different group (5 of 6 inputs)
+    out3 = tmp_path / "out3"
+    labels = ["01", "sub-02", "03", "04", "05"]
+    assert main([str(data), str(out3), "dataset", "--participant-label", *labels,
+                 "--model", str(MODELS / "one_sample_existing_maps.json")]) == 0
+    prov3 = json.loads((out3 / "provenance.json").read_text())
+    assert prov3["Units"][0]["n_inputs"] == 5
+    t3 = np.asarray(nb.load(out3 / tmap.relative_to(out)).dataobj)
+    assert not np.allclose(np.nan_to_num(t3), np.nan_to_num(np.asarray(nb.load(tmap).dataobj)))

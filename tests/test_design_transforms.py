@@ -1,0 +1,155 @@
+"""Transformations on real events: pybids' implementations plus our fixes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nilearn.glm.first_level import compute_regressor
+
+from bids_app.design import build_run_design, read_confounds, read_events
+from bids_app.spec.model import model_from_dict
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DS005 = DATA / "events_only" / "ds005" / "sub-01" / "func" / \
+    "sub-01_task-mixedgamblestask_run-01_events.tsv"
+HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func" / "sub-1_task-objectviewing_run-02_events.tsv"
+CONFOUNDS = DATA / "fmriprep_confounds_examples" / "test-v21_desc-confounds_timeseries.tsv"
+TR, N_VOLS = 2.0, 240
+SOURCE = "sub-01_task-mixedgamblestask_run-01_bold.nii.gz"
+
+pytestmark = pytest.mark.skipif(not DS005.exists(), reason=f"real data absent: {DS005}")
+
+
+@pytest.fixture(scope="module")
+def events():
+    return read_events(DS005)
+
+
+def run_node(instructions, x, hrf=None):
+    model = {"Type": "glm", "X": x, "Options": {"HighPassFilterCutoffHz": 0}}
+    if hrf:
+        model["HRF"] = hrf
+    node = {"Level": "Run", "Name": "run", "GroupBy": ["run", "subject"], "Model": model,
+            "Transformations": {"Transformer": "pybids-transforms-v1",
+                                "Instructions": instructions}}
+    return model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [node]}).nodes[0]
+
+
+def design(events, instructions, x, hrf=None, **kw):
+    kw.setdefault("tr", TR)
+    kw.setdefault("n_vols", N_VOLS)
+    return build_run_design(run_node(instructions, x, hrf), events, source=SOURCE, **kw)
+
+
+def spm(events, amplitudes, model="spm"):
+    reg, _ = compute_regressor(np.vstack([events["onset"], events["duration"], amplitudes]),
+                               model, TR * np.arange(N_VOLS))
+    return reg
+
+
+def boxcar(events, amplitudes, times):
+    """Closed form: sum of amplitudes of the events covering each time."""
+    on, off = events["onset"].to_numpy(), (events["onset"] + events["duration"]).to_numpy()
+    return ((times[:, None] >= on) & (times[:, None] < off)) @ np.asarray(amplitudes, float)
+
+
+@pytest.mark.parametrize("key", ["GroupBy", "Groupby"])
+def test_groupby_spellings(events, key):
+    plain = design(events, [{"Name": "Demean", "Input": ["gain"]}], ["gain"],
+                   {"Variables": ["gain"], "Model": "spm"})
+    grouped = design(events, [{"Name": "Demean", "Input": ["gain"], key: ["run"]}], ["gain"],
+                     {"Variables": ["gain"], "Model": "spm"})
+    gain = events["gain"].to_numpy(float)
+    np.testing.assert_allclose(grouped.matrix["gain"], spm(events, gain - gain.mean())[:, 0],
+                               atol=1e-10)
+    np.testing.assert_array_equal(grouped.matrix.to_numpy(), plain.matrix.to_numpy())
+
+
+def test_convolve_flags_and_no_double_convolution(events):
+    instr = [{"Name": "Convolve", "Input": ["gain"], "Model": "spm", "Derivative": True,
+              "Output": ["gain_hrf"]}]
+    d = design(events, instr, ["gain_hrf*"], {"Variables": ["gain_hrf"], "Model": "spm"})
+    assert list(d.matrix.columns) == ["gain_hrf", "gain_hrf_derivative"]
+    np.testing.assert_allclose(d.matrix.to_numpy(), spm(events, events["gain"], "spm + derivative"),
+                               atol=1e-10)
+    assert any("already convolved" in w for w in d.info["warnings"])
+    assert d.info["convolved"]["gain_hrf"]["model"] == "spm + derivative"
+
+
+def test_convolve_fir(events):
+    instr = [{"Name": "Convolve", "Input": ["RT"], "Model": "fir", "FIRDelays": [0, 2]}]
+    d = design(events, instr, ["RT_delay_*"])
+    reg, names = compute_regressor(np.vstack([events["onset"], events["duration"], events["RT"]]),
+                                   "fir", TR * np.arange(N_VOLS), fir_delays=[0, 2])
+    assert names == ["cond_delay_0", "cond_delay_2"]
+    np.testing.assert_allclose(d.matrix[["RT_delay_0", "RT_delay_2"]].to_numpy(), reg, atol=1e-12)
+
+
+def test_orthogonalize_threshold_product_sum(events):
+    instr = [
+        {"Name": "Orthogonalize", "Input": ["loss"], "Other": ["gain"], "Output": ["loss_o"]},
+        {"Name": "Threshold", "Input": ["RT"], "Threshold": 1.5, "Binarize": True, "Output": ["slow"]},
+        {"Name": "Product", "Input": ["gain", "loss"], "Output": "gxl"},
+        {"Name": "Sum", "Input": ["gain", "loss"], "Weights": [1, -2], "Output": "g_2l"},
+    ]
+    cols = ["loss_o", "slow", "gxl", "g_2l"]
+    d = design(events, instr, cols, {"Variables": cols, "Model": "spm"})
+    gain, loss, rt = (events[c].to_numpy(float) for c in ("gain", "loss", "RT"))
+    X = np.c_[np.ones_like(gain), gain]
+    loss_o = loss - gain * np.linalg.lstsq(X, loss, rcond=None)[0][1]
+    assert abs(np.corrcoef(loss_o, gain)[0, 1]) < 1e-12
+    expected = np.column_stack([spm(events, a)[:, 0] for a in
+                                (loss_o, (rt >= 1.5).astype(float), gain * loss, gain - 2 * loss)])
+    np.testing.assert_allclose(d.matrix[cols].to_numpy(), expected, atol=1e-9)
+
+
+def test_split_by_response(events):
+    d = design(events, [{"Name": "Split", "Input": ["gain"], "By": ["respcat"]}], ["gain.*"],
+               {"Variables": ["gain.*"], "Model": "spm"})
+    levels = sorted(events["respcat"].unique())
+    assert list(d.matrix.columns) == [f"gain.respcat[{v}]" for v in levels]
+    for v in levels:
+        amp = np.where(events["respcat"] == v, events["gain"], 0.0)
+        np.testing.assert_allclose(d.matrix[f"gain.respcat[{v}]"], spm(events, amp)[:, 0], atol=1e-10)
+
+
+def test_unconvolved_and_dense_variables(events):
+    times = TR * np.arange(N_VOLS)
+    d = design(events, [{"Name": "ToDense", "Input": ["gain"], "Output": ["gain_dense"],
+                         "SamplingRate": 10}], ["gain", "gain_dense"])
+    expected = boxcar(events, events["gain"], times)
+    np.testing.assert_allclose(d.matrix["gain"], expected, atol=1e-12)        # sparse, no HRF
+    np.testing.assert_allclose(d.matrix["gain_dense"], expected, atol=1e-12)  # 10 Hz -> frames
+    assert d.info["not_convolved"] == ["gain"]
+    # a dense variable in Model.HRF is convolved as its piecewise-constant time course
+    conv = design(events, [{"Name": "ToDense", "Input": ["gain"], "SamplingRate": 10}], ["gain"],
+                  {"Variables": ["gain"], "Model": "spm"})
+    np.testing.assert_allclose(conv.matrix["gain"], spm(events, events["gain"])[:, 0], atol=1e-9)
+
+
+def test_condition_absent_from_run_is_dropped():
+    events = read_events(HAXBY)
+    events = events[events["trial_type"] != "cat"]
+    node = model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [{
+        "Level": "Run", "Name": "run", "GroupBy": ["run"],
+        "Transformations": {"Transformer": "pybids-transforms-v1",
+                            "Instructions": [{"Name": "Factor", "Input": ["trial_type"]}]},
+        "Model": {"Type": "glm", "X": ["trial_type.face", "trial_type.cat", 1],
+                  "HRF": {"Variables": ["trial_type.face", "trial_type.cat"], "Model": "spm"},
+                  "Options": {"HighPassFilterCutoffHz": 0}}}]}).nodes[0]
+    d = build_run_design(node, events, tr=2.5, n_vols=121, missing_confounds="error")
+    assert list(d.matrix.columns) == ["trial_type.face", "intercept"]
+    assert d.info["dropped"] == [{"entry": "trial_type.cat", "kind": "event",
+                                  "reason": "no such event variable in this run"}]
+
+
+def test_transforming_a_confound():
+    if not CONFOUNDS.exists():
+        pytest.skip(f"real data absent: {CONFOUNDS}")
+    table = read_confounds(CONFOUNDS)
+    events = read_events(DS005).iloc[:5].assign(onset=[2.0, 12.0, 22.0, 32.0, 42.0])
+    d = design(events, [{"Name": "Scale", "Input": ["framewise_displacement"], "Output": ["fd_z"]}],
+               ["fd_z", "trans_x"], confounds=table, n_vols=len(table))
+    fd = table["framewise_displacement"].to_numpy(float, copy=True)
+    fd[0] = fd[1]  # leading n/a policy, before transformations
+    np.testing.assert_allclose(d.matrix["fd_z"], (fd - fd.mean()) / fd.std(ddof=1), atol=1e-12)
+    np.testing.assert_array_equal(d.matrix["trans_x"], table["trans_x"].to_numpy(float))

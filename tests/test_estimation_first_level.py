@@ -1,0 +1,230 @@
+"""Run-level GLM against nilearn's FirstLevelModel and statsmodels, on real BOLD."""
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from nilearn.glm.first_level import FirstLevelModel, make_first_level_design_matrix, mean_scaling
+from nilearn.masking import compute_epi_mask
+from numpy.testing import assert_allclose, assert_array_equal
+
+from bids_app.errors import DesignError
+from bids_app.estimation import FirstLevelEstimator, scale_timeseries
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func"
+FORREST = DATA / "studyforrest_sub02" / "sub-02" / "func"
+
+needs_haxby = pytest.mark.skipif(not HAXBY.is_dir(), reason=f"real test data absent: {HAXBY}")
+needs_forrest = pytest.mark.skipif(not FORREST.is_dir(), reason=f"real test data absent: {FORREST}")
+
+
+def load_run(bold, events, t_r, z_slices=slice(None)):
+    """Real BOLD (float64 image, so nilearn also works in float64) and an SPM-HRF design."""
+    img = nib.load(bold)
+    data = np.asarray(img.dataobj, dtype=np.float64)[:, :, z_slices]
+    events = pd.read_csv(events, sep="\t")[["onset", "duration", "trial_type"]]
+    frame_times = np.arange(data.shape[-1]) * t_r
+    design = make_first_level_design_matrix(frame_times, events, hrf_model="spm", drift_model="cosine")
+    return nib.Nifti1Image(data, img.affine), design
+
+
+def haxby_run(run):
+    stem = HAXBY / f"sub-1_task-objectviewing_run-{run:02d}"
+    img, design = load_run(f"{stem}_bold.nii.gz", f"{stem}_events.tsv", t_r=2.5)
+    # 25 mm voxels: the whole 6x10x10 box is inside the head
+    mask = nib.Nifti1Image(np.ones(img.shape[:3], dtype=np.uint8), img.affine)
+    return img, design, mask
+
+
+def weights(design, plus, minus=None):
+    w = (design.columns == plus).astype(float)
+    if minus is not None:
+        w -= design.columns == minus
+    return w
+
+
+def fit_nilearn(img, design, mask, noise_model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "mask given at masker creation" etc.
+        return FirstLevelModel(mask_img=mask, noise_model=noise_model, minimize_memory=False).fit(
+            img, design_matrices=[design]
+        )
+
+
+def nilearn_contrast(model, weights, stat_type):
+    maps = model.compute_contrast(weights, stat_type=stat_type, output_type="all")
+    return {name: model.masker_.transform(image).ravel() for name, image in maps.items()}
+
+
+def fit_ours(img, design, mask, noise_model="ar1", **kwargs):
+    Y = img.get_fdata()[np.asarray(mask.dataobj) > 0].T
+    return FirstLevelEstimator(noise_model=noise_model, **kwargs).fit(scale_timeseries(Y)[0], design.values)
+
+
+def assert_same_t(ours, reference, rtol):
+    assert_allclose(ours.effect, reference["effect_size"], rtol=rtol, atol=1e-12)
+    assert_allclose(ours.variance, reference["effect_variance"], rtol=rtol)
+    assert_allclose(ours.stat, reference["stat"], rtol=rtol, atol=1e-12)
+    assert_allclose(ours.z, reference["z_score"], rtol=rtol, atol=1e-12)
+    assert_allclose(ours.p, reference["p_value"], rtol=rtol, atol=1e-15)
+
+
+@needs_haxby
+def test_scale_timeseries_is_nilearn_mean_scaling():
+    img, _, _ = haxby_run(1)
+    Y = img.get_fdata().reshape(-1, img.shape[-1]).T
+    ours, mean = scale_timeseries(Y)
+    reference, reference_mean = mean_scaling(Y)
+    assert_array_equal(ours, reference)
+    assert_array_equal(mean, reference_mean)
+    assert_allclose(ours.mean(axis=0), 0.0, atol=1e-10)
+
+
+@needs_haxby
+@pytest.mark.parametrize("run", [1, 8])
+def test_ar1_matches_nilearn_on_haxby(run):
+    img, design, mask = haxby_run(run)
+    reference = fit_nilearn(img, design, mask, "ar1")
+    fit = fit_ours(img, design, mask)
+    # same AR(1) grid value in every voxel, so the whitened fits are the same
+    assert_array_equal(fit.rho, reference.labels_[0].astype(float))
+    assert len(np.unique(fit.rho)) > 5
+    assert fit.dof == next(iter(reference.results_[0].values())).df_residuals
+
+    face_house = fit.contrast(weights(design, "face", "house"), "t")
+    assert_same_t(face_house, nilearn_contrast(reference, weights(design, "face", "house"), "t"), rtol=1e-8)
+
+    F_weights = np.vstack([weights(design, name) for name in ("face", "house", "cat")])
+    ours_F = fit.contrast(F_weights, "F")
+    reference_F = nilearn_contrast(reference, F_weights, "F")
+    assert ours_F.dof_num == 3 and ours_F.effect.shape == (3, 600)
+    assert_allclose(ours_F.stat, reference_F["stat"], rtol=1e-8)
+    assert_allclose(ours_F.z, reference_F["z_score"], rtol=1e-8)
+    assert_allclose(ours_F.p, reference_F["p_value"], rtol=1e-8, atol=1e-15)
+
+    maps = fit.model_maps()
+    r_square = reference.masker_.transform(reference.r_square_[0]).ravel()
+    assert_allclose(maps["rsquared"], r_square, rtol=1e-8)
+    mse = np.empty(600)
+    for label, result in reference.results_[0].items():
+        mse[reference.labels_[0] == label] = result.MSE
+    assert_allclose(maps["residsd"], np.sqrt(mse), rtol=1e-8)
+
+
+@needs_haxby
+def test_face_house_sign_and_size_match_nilearn_on_haxby():
+    img, design, mask = haxby_run(3)
+    reference = nilearn_contrast(fit_nilearn(img, design, mask, "ar1"), weights(design, "face", "house"), "t")
+    ours = fit_ours(img, design, mask).contrast(weights(design, "face", "house"), "t")
+    strongest = np.argmax(np.abs(reference["z_score"]))
+    assert np.sign(ours.z[strongest]) == np.sign(reference["z_score"][strongest])
+    assert ours.z[strongest] == pytest.approx(reference["z_score"][strongest], rel=1e-8)
+    assert abs(ours.z[strongest]) > 3
+
+
+@needs_forrest
+def test_ar1_matches_nilearn_on_studyforrest():
+    # 12 of 35 slices keep the test to a few seconds (~16k in-mask voxels)
+    img, design = load_run(
+        FORREST / "sub-02_task-oneback_run-1_bold.nii.gz",
+        FORREST / "sub-02_task-oneback_run-1_events.tsv",
+        t_r=2.0,
+        z_slices=slice(8, 20),
+    )
+    mask = compute_epi_mask(img)
+    reference = fit_nilearn(img, design, mask, "ar1")
+    fit = fit_ours(img, design, mask, chunk_size=4096)
+    assert fit.beta.shape[1] > 10000
+    assert_array_equal(fit.rho, reference.labels_[0].astype(float))
+
+    face_house = weights(design, "face", "house")
+    assert_same_t(fit.contrast(face_house, "t"), nilearn_contrast(reference, face_house, "t"), rtol=1e-8)
+    conditions = np.eye(design.shape[1])[:6]  # all six categories
+    ours_F = fit.contrast(conditions, "F")
+    reference_F = nilearn_contrast(reference, conditions, "F")
+    assert ours_F.dof_num == 6
+    assert_allclose(ours_F.stat, reference_F["stat"], rtol=1e-8)
+    assert_allclose(ours_F.z, reference_F["z_score"], rtol=1e-8, atol=1e-12)
+
+
+@needs_haxby
+def test_ols_matches_statsmodels():
+    img, design, mask = haxby_run(2)
+    fit = fit_ours(img, design, mask, noise_model="ols")
+    Y = scale_timeseries(img.get_fdata().reshape(-1, img.shape[-1]).T)[0]
+    c = weights(design, "face", "house")
+    t_result = fit.contrast(c, "t")
+    F_weights = np.vstack([weights(design, "face"), weights(design, "house")])
+    F_result = fit.contrast(F_weights, "F")
+    assert_array_equal(fit.rho, 0.0)
+    for voxel in [0, 57, 123, 345, 599]:
+        ols = sm.OLS(Y[:, voxel], design.values).fit()
+        assert_allclose(fit.beta[:, voxel], ols.params, rtol=1e-9, atol=1e-12)
+        test = ols.t_test(c)
+        assert_allclose(t_result.effect[voxel], test.effect[0], rtol=1e-9)
+        assert_allclose(np.sqrt(t_result.variance[voxel]), test.sd[0, 0], rtol=1e-9)
+        assert_allclose(t_result.stat[voxel], test.tvalue[0, 0], rtol=1e-9)
+        # statsmodels is two-sided; ours one-sided upper
+        assert_allclose(2 * min(t_result.p[voxel], 1 - t_result.p[voxel]), test.pvalue, rtol=1e-8)
+        f_test = ols.f_test(F_weights)
+        assert_allclose(F_result.stat[voxel], f_test.fvalue, rtol=1e-9)
+        assert_allclose(F_result.p[voxel], f_test.pvalue, rtol=1e-8)
+        assert (F_result.dof_num, F_result.dof) == (f_test.df_num, f_test.df_denom)
+        assert_allclose(fit.model_maps()["rsquared"][voxel], ols.rsquared, rtol=1e-9)
+        assert_allclose(fit.model_maps()["residsd"][voxel], np.sqrt(ols.mse_resid), rtol=1e-9)
+
+
+@needs_haxby
+def test_results_do_not_depend_on_chunking():
+    img, design, mask = haxby_run(5)
+    whole = fit_ours(img, design, mask)
+    chunked = fit_ours(img, design, mask, chunk_size=7)
+    assert_array_equal(whole.rho, chunked.rho)
+    c = weights(design, "face", "house")
+    assert_allclose(chunked.contrast(c, "t").stat, whole.contrast(c, "t").stat, rtol=1e-12)
+    assert_allclose(chunked.beta, whole.beta, rtol=1e-12, atol=1e-12)
+
+
+@needs_haxby
+def test_constant_voxel_gives_nan_statistics():
+    img, design, mask = haxby_run(1)
+    Y = scale_timeseries(img.get_fdata().reshape(-1, img.shape[-1]).T)[0]
+    Y[:, 10] = 0.0  # what scaling makes of a constant voxel
+    fit = FirstLevelEstimator().fit(Y, design.values)
+    result = fit.contrast(weights(design, "face", "house"), "t")
+    assert result.variance[10] == 0 and np.isnan(result.stat[10]) and np.isnan(result.z[10])
+    assert np.all(np.isfinite(np.delete(result.z, 10)))
+    F = fit.contrast(np.eye(design.shape[1])[:2], "F")
+    assert np.isnan(F.stat[10]) and np.all(np.isfinite(np.delete(F.z, 10)))
+
+
+def test_invalid_designs_and_contrasts_are_rejected():
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((30, 20))
+    X = np.column_stack([np.ones(30), rng.standard_normal(30)])
+    with pytest.raises(DesignError, match="no residual dof"):
+        FirstLevelEstimator().fit(Y[:2], X[:2])
+    with pytest.raises(DesignError, match="NaN"):
+        FirstLevelEstimator().fit(Y, np.where(X == 1, np.nan, X))
+    with pytest.raises(ValueError, match="variances"):
+        FirstLevelEstimator().fit(Y, X, variances=np.ones_like(Y))
+    with pytest.raises(ValueError, match="noise_model"):
+        FirstLevelEstimator(noise_model="ar2")
+    fit = FirstLevelEstimator().fit(Y, X)
+    with pytest.raises(ValueError, match="one row"):
+        fit.contrast(np.eye(2), "t")
+    with pytest.raises(ValueError, match="regressors"):
+        fit.contrast([1, 0, 0], "t")
+    with pytest.raises(ValueError, match="test"):
+        fit.contrast([1, 0], "z")
+    # duplicated column: only the sum of the two is estimable
+    deficient = FirstLevelEstimator().fit(Y, np.column_stack([X, X[:, 1]]))
+    assert deficient.dof == 28
+    with pytest.raises(DesignError, match="not estimable"):
+        deficient.contrast([0, 1, 0], "t")
+    summed = deficient.contrast([0, 1, 1], "t")
+    assert_allclose(summed.stat, fit.contrast([0, 1], "t").stat, rtol=1e-8)
