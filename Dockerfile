@@ -25,20 +25,22 @@ ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 RUN python3 -m venv "${VIRTUAL_ENV}"
 
 # A CA bundle for pip behind a TLS-intercepting proxy; empty (unused) elsewhere.
+# Build arguments are in the RUN environment, and pip reads PIP_CERT from there
+# too: that is what reaches the isolated build of our own package, which
+# --cert alone does not. An empty PIP_CERT is unset rather than passed to pip.
 ARG PIP_CERT=""
 
 # Dependencies first, in their own layer, so code changes rebuild in seconds.
 COPY pyproject.toml README.md /src/
-RUN if [ -n "${PIP_CERT}" ]; then set -- --cert "${PIP_CERT}"; fi \
- && unset PIP_CERT \
+RUN if [ -n "${PIP_CERT}" ]; then set -- --cert "${PIP_CERT}"; else unset PIP_CERT; fi \
  && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
       > /tmp/requirements.txt \
  && pip install --no-cache-dir "$@" -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+ && rm /tmp/requirements.txt \
+ && find "${VIRTUAL_ENV}" -depth -type d -name tests -exec rm -rf {} +  # ~150 MB of test suites
 
 COPY bids_app /src/bids_app
-RUN if [ -n "${PIP_CERT}" ]; then set -- --cert "${PIP_CERT}"; fi \
- && unset PIP_CERT \
+RUN if [ -n "${PIP_CERT}" ]; then set -- --cert "${PIP_CERT}"; else unset PIP_CERT; fi \
  && pip install --no-cache-dir --no-deps "$@" /src \
  && rm -rf /src \
  && mkdir -p -m 1777 /home/bids

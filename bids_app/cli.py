@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from bids_app import __version__
@@ -41,7 +43,7 @@ def app_parser() -> argparse.ArgumentParser:
                    help="fMRIPrep outputs or folders of existing first-level statistical maps")
     p.add_argument("--space", help="template space of the preprocessed BOLD / maps, e.g. MNI152NLin2009cAsym")
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
-    p.add_argument("--work-dir", type=Path, help="scratch folder (default: a temporary folder)")
+    p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
     p.add_argument("--n-procs", type=int, default=1, help="parallel processes for run-level fits")
     p.add_argument("--seed", type=int, default=0, help="random seed (permutations); recorded in provenance")
     p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
@@ -69,6 +71,11 @@ def _run_app(argv: list[str]) -> int:
     from bids_app.graph.pipeline import run_app
     from bids_app.graph.units import Settings
 
+    if args.work_dir:
+        # scratch space for library temporaries (nilearn/joblib); outputs never go there
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(args.work_dir)
+        os.environ["JOBLIB_TEMP_FOLDER"] = str(args.work_dir)
     labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
     settings = Settings(
         participant_label=labels, space=args.space, desc_label=args.desc_label,

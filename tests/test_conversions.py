@@ -106,3 +106,5 @@ def test_undefined_inputs_give_nan():
     assert np.isnan(t_to_p(3.0, 0.0))
     assert np.isnan(f_to_z(np.nan, 2, 10.0))
     assert np.all(np.isnan(f_to_z([2.0, 1e80], 2, 0.0)))
+    assert_array_equal(t_to_z([np.inf, -np.inf], 10.0), [np.inf, -np.inf])
+    assert_array_equal(f_to_z([np.inf, 0.0], 3, 10.0), [np.inf, -np.inf])

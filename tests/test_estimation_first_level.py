@@ -11,7 +11,7 @@ from nilearn.glm.first_level import FirstLevelModel, make_first_level_design_mat
 from nilearn.masking import compute_epi_mask
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bids_app.errors import DesignError
+from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation import FirstLevelEstimator, scale_timeseries
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -212,6 +212,11 @@ def test_invalid_designs_and_contrasts_are_rejected():
         FirstLevelEstimator().fit(Y, np.where(X == 1, np.nan, X))
     with pytest.raises(ValueError, match="variances"):
         FirstLevelEstimator().fit(Y, X, variances=np.ones_like(Y))
+    holed = Y.copy()
+    holed[3, 5] = np.nan
+    for noise_model in ("ar1", "ols"):
+        with pytest.raises(InputDataError, match="1 voxel"):
+            FirstLevelEstimator(noise_model=noise_model).fit(holed, X)
     with pytest.raises(ValueError, match="noise_model"):
         FirstLevelEstimator(noise_model="ar2")
     fit = FirstLevelEstimator().fit(Y, X)

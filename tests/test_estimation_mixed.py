@@ -12,7 +12,7 @@ from scipy import stats
 from scipy.optimize import minimize_scalar
 
 from bids_app.errors import DesignError
-from bids_app.estimation.mixed import MixedEffectsEstimator, log_likelihood, tau2_upper_bound
+from bids_app.estimation.mixed import MixedEffectsEstimator, log_likelihood, score, tau2_upper_bound
 from conftest import real_data
 
 RTOL = 1e-4  # required agreement with the reference (beta, t, F; tau2 away from 0)
@@ -161,6 +161,28 @@ def test_equal_variances_have_closed_forms():
 
 
 @pytest.mark.parametrize("method", ["reml", "ml"])
+def test_derivatives_match_finite_differences(method):
+    """score and -l'' of log_likelihood against central differences of l."""
+    rng = np.random.default_rng(9)
+    n, v = 14, 50
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(size=n)])
+    Q = np.linalg.svd(X, full_matrices=False)[0]
+    S2 = rng.uniform(0.1, 5.0, size=(n, v))
+    Y = rng.normal(size=(n, v)) * 2
+    tau2 = rng.uniform(0.1, 4.0, size=v)
+    h = 1e-4 * tau2
+    ll, first, curvature = log_likelihood(Q, Y, S2, tau2, method)
+    up, down = (log_likelihood(Q, Y, S2, tau2 + d, method)[0] for d in (h, -h))
+    np.testing.assert_allclose(first, (up - down) / (2 * h), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(curvature, -(up - 2 * ll + down) / h**2, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(score(Q, Y, S2, tau2, method), first, rtol=1e-12)
+    # l itself is the reference's likelihood in the original X (up to a constant).
+    nll = [_neg_loglik(t, Y[:, j], S2[:, j], X, method) for j, t in enumerate(tau2)]
+    offset = -ll - np.array(nll)
+    np.testing.assert_allclose(offset, offset[0], atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
 def test_scores_are_negative_beyond_the_upper_bound(method):
     """Every maximum lies below tau2_upper_bound: both scores are <= 0 from there on."""
     rng = np.random.default_rng(6)
@@ -222,12 +244,15 @@ def test_input_errors():
         MixedEffectsEstimator("flame2")
 
 
-def test_whole_mask_fit_converges_on_pain21(pain21):
-    """Every one of the ~190k complete voxels converges; incomplete ones are NaN."""
+def test_fit_converges_on_many_pain21_voxels(pain21):
+    """Every complete voxel of a 30k-voxel random subset of the mask converges
+    (the whole mask is in docs/mixed_effects.md); incomplete ones are NaN."""
     Y, S2, _ = pain21
+    voxels = np.random.default_rng(2).choice(Y.shape[1], 30_000, replace=False)
+    Y, S2 = Y[:, voxels], S2[:, voxels]
     fit = MixedEffectsEstimator().fit(Y, np.ones((21, 1)), S2)
     complete = np.all(S2 > 0, axis=0)
-    assert complete.sum() > 150_000
+    assert 20_000 < complete.sum() < 30_000
     assert fit.info["converged"][complete].all()
     assert fit.info["n_iter"][complete].max() <= 30
     assert np.all(fit.tau2[complete] >= 0) and np.isnan(fit.tau2[~complete]).all()

@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.linalg
 
-from bids_app.errors import DesignError
+from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
 from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
 
@@ -105,6 +105,8 @@ class FirstLevelEstimator:
         ------
         DesignError
             If the design has no residual degrees of freedom or is not finite.
+        InputDataError
+            If ``Y`` contains NaN or infinite values.
         """
         if variances is not None:
             raise ValueError("FirstLevelEstimator does not use input variances")
@@ -121,26 +123,21 @@ class FirstLevelEstimator:
         if dof <= 0:
             raise DesignError(f"The design has {rank} independent regressors for {n_scans} scans: no residual dof")
 
+        residual_mean = _global_residual_mean(Y, X, X_pinv)
         designs = _WhitenedDesigns(X, self.ar_bins)
         n_voxels = Y.shape[1]
         beta = np.empty((X.shape[1], n_voxels))
         sse = np.empty(n_voxels)
         rsquared = np.empty(n_voxels)
         grid_index = np.zeros(n_voxels, dtype=np.int64)
-        residual_mean = _global_residual_mean(Y, X, X_pinv) if self.noise_model == "ar1" else 0.0
         for start in range(0, n_voxels, self.chunk_size):
             cols = slice(start, min(start + self.chunk_size, n_voxels))
             Yc = np.asarray(Y[:, cols], dtype=np.float64)
             if self.noise_model == "ols":
                 beta[:, cols], sse[cols], rsquared[cols] = _least_squares(Yc, designs.get(0))
-                continue
-            residuals = X @ (X_pinv @ Yc)
-            np.subtract(Yc, residuals, out=residuals)
-            rho = _lag1_autocorrelation(residuals, residual_mean)
-            del residuals
-            grid = np.trunc(rho * self.ar_bins).astype(np.int64)
-            grid_index[cols] = grid
-            _fit_whitened_groups(Yc, grid, designs, beta[:, cols], sse[cols], rsquared[cols])
+            else:
+                grid_index[cols] = _ar1_grid(Yc, X, X_pinv, residual_mean, self.ar_bins)
+                _fit_whitened_groups(Yc, grid_index[cols], designs, beta[:, cols], sse[cols], rsquared[cols])
 
         keys, group = np.unique(grid_index, return_inverse=True)
         return FirstLevelFit(
@@ -278,11 +275,24 @@ def _global_residual_mean(Y, X, X_pinv):
 
     nilearn's Yule-Walker centres residuals on this single number; since
     residuals are linear in ``Y``, it is the residual of the voxel-sum series.
+    That series also reveals any NaN or infinite value in ``Y``, which would
+    otherwise spread to every voxel's AR coefficient through this mean.
     """
     total = np.zeros(Y.shape[0])
     for start in range(0, Y.shape[1], 65536):
         total += np.asarray(Y[:, start:start + 65536], dtype=np.float64).sum(axis=1)
+    if not np.all(np.isfinite(total)):
+        bad = np.count_nonzero(~np.all(np.isfinite(Y), axis=0))
+        raise InputDataError(f"The data contain NaN or infinite values in {bad} voxel(s); mask them out")
     return (total - X @ (X_pinv @ total)).sum() / Y.size
+
+
+def _ar1_grid(Y, X, X_pinv, residual_mean, bins):
+    """Each voxel's OLS-residual AR(1) coefficient times ``bins``, truncated to int (nilearn's binning)."""
+    residuals = X @ (X_pinv @ Y)
+    np.subtract(Y, residuals, out=residuals)
+    rho = _lag1_autocorrelation(residuals, residual_mean)
+    return np.trunc(rho * bins).astype(np.int64)
 
 
 def _lag1_autocorrelation(residuals, center):

@@ -103,6 +103,30 @@ def coefficient_covariance(Q: np.ndarray, s2: np.ndarray, tau2: np.ndarray) -> n
     return np.linalg.inv(_gram(Q, 1.0 / (s2 + tau2)))
 
 
+def _weighted_residuals(Q, y, w):
+    """``u = W r = P y`` (WLS residuals times weights) and ``A^-1 = (Q'WQ)^-1``."""
+    g, A_inv = wls_coefficients(Q, w, y)
+    return w * (y - np.einsum("ir,rv->iv", Q, g)), A_inv
+
+
+def _trace_p(Q, w, A_inv, method):
+    """``tr W`` (ML) or ``tr P = sum_i w_i - w_i^2 q_i' A^-1 q_i`` (REML)."""
+    if method == "ml":
+        return w.sum(0)
+    leverage = np.einsum("ir,vrs,is->iv", Q, A_inv, Q)
+    return w.sum(0) - np.einsum("iv,iv,iv->v", w, w, leverage)
+
+
+def score(Q, y, s2, tau2, method="reml"):
+    """``l'(tau2)``, the derivative of :func:`log_likelihood` alone (cheaper).
+
+    Parameters and shapes as :func:`log_likelihood`.
+    """
+    w = 1.0 / (s2 + tau2)
+    u, A_inv = _weighted_residuals(Q, y, w)
+    return 0.5 * (np.einsum("iv,iv->v", u, u) - _trace_p(Q, w, A_inv, method))
+
+
 def log_likelihood(Q, y, s2, tau2, method="reml"):
     """Profile log-likelihood of ``tau2`` with its first two derivatives.
 
@@ -132,23 +156,18 @@ def log_likelihood(Q, y, s2, tau2, method="reml"):
     loglik, score, curvature : ndarray, shape (n_voxels,)
         ``l``, ``l'`` and ``-l''``.
     """
-    w = 1.0 / (s2 + tau2)
-    g, A_inv = wls_coefficients(Q, w, y)
-    resid = y - np.einsum("ir,rv->iv", Q, g)
-    wr2 = w * resid**2
+    v = s2 + tau2
+    w = 1.0 / v
+    u, A_inv = _weighted_residuals(Q, y, w)
+    loglik = -0.5 * (np.log(v).sum(0) + np.einsum("iv,iv,iv->v", u, u, v))  # r'Wr = u'Vu
+    first = 0.5 * (np.einsum("iv,iv->v", u, u) - _trace_p(Q, w, A_inv, method))
+    # y'P^3y = u'Pu = u'Wu - (Q'Wu)' A^-1 (Q'Wu)
+    qwu = np.einsum("ir,iv,iv->rv", Q, w, u)
+    upu = np.einsum("iv,iv,iv->v", w, u, u) - np.einsum("rv,vrs,sv->v", qwu, A_inv, qwu)
     w2 = w * w
-    loglik = -0.5 * (np.log(s2 + tau2).sum(0) + wr2.sum(0))
-    rwwr = (w * wr2).sum(0)
-    # y'P^3y = u'Pu with u = Py = W r
-    u = w * resid
-    wu = np.einsum("ir,iv->rv", Q, w * u)
-    upu = (w * u * u).sum(0) - np.einsum("rv,vrs,sv->v", wu, A_inv, wu)
     if method == "ml":
-        return loglik, 0.5 * (rwwr - w.sum(0)), upu - 0.5 * w2.sum(0)
+        return loglik, first, upu - 0.5 * w2.sum(0)
     loglik += 0.5 * np.linalg.slogdet(A_inv)[1]
-    # diag(P)_i = w_i - w_i^2 q_i' A^-1 q_i
-    leverage = np.einsum("ir,vrs,is->iv", Q, A_inv, Q)
-    trace_p = w.sum(0) - (w2 * leverage).sum(0)
     # tr P^2 = tr W^2 - 2 tr(A^-1 Q'W^3Q) + tr((A^-1 Q'W^2Q)^2)
     m2 = A_inv @ _gram(Q, w2)
     trace_p2 = (
@@ -156,7 +175,7 @@ def log_likelihood(Q, y, s2, tau2, method="reml"):
         - 2 * np.einsum("vrs,vsr->v", A_inv, _gram(Q, w2 * w))
         + np.einsum("vrs,vsr->v", m2, m2)
     )
-    return loglik, 0.5 * (rwwr - trace_p), upu - 0.5 * trace_p2
+    return loglik, first, upu - 0.5 * trace_p2
 
 
 def tau2_upper_bound(Q, y, s2):
@@ -227,12 +246,12 @@ def estimate_tau2(Q, y, s2, method="reml", tol=1e-8, max_iter=100, n_grid=N_GRID
     upper = tau2_upper_bound(Q, y, s2)
     grid = np.exp(np.linspace(np.log(floor), np.log(upper + floor), n_grid)) - floor
     grid[0] = 0.0
-    ll = np.empty(grid.shape)
+    ll0, score0, _ = log_likelihood(Q, y, s2, grid[0], method)
     rising = np.empty(grid.shape, dtype=bool)
-    for k in range(n_grid):
-        ll[k], score, _ = log_likelihood(Q, y, s2, grid[k], method)
-        rising[k] = score > 0
-    rising[-1] = False  # exact at the upper bound; avoids round-off there
+    rising[0] = score0 > 0
+    for k in range(1, n_grid - 1):
+        rising[k] = score(Q, y, s2, grid[k], method) > 0
+    rising[-1] = False  # exact at the upper bound
     # Candidate 0 is the boundary; candidate k >= 1 the bracket [grid[k-1], grid[k]].
     is_candidate = np.vstack([~rising[:1], rising[:-1] & ~rising[1:]])
     k, v = np.nonzero(is_candidate[1:])
@@ -244,7 +263,7 @@ def estimate_tau2(Q, y, s2, method="reml", tol=1e-8, max_iter=100, n_grid=N_GRID
     # then likelihood and keep the last of each voxel's run.
     order = np.lexsort((ll_c, v))
     last = order[np.append(v[order][1:] != v[order][:-1], True)] if order.size else order
-    wins = ll_c[last] > np.where(is_candidate[0, v[last]], ll[0, v[last]], -np.inf)
+    wins = ll_c[last] > np.where(is_candidate[0, v[last]], ll0[v[last]], -np.inf)
     last = last[wins]
     tau2 = np.zeros(y.shape[1])
     n_iter = np.zeros(y.shape[1], dtype=int)
@@ -291,20 +310,20 @@ def refine_tau2(Q, y, s2, lo, hi, method="reml", tol=1e-8, max_iter=100):
     for _ in range(max_iter):
         if active.size == 0:
             break
-        _, score, curvature = log_likelihood(Q, y[:, active], s2[:, active], x, method)
+        _, slope, curvature = log_likelihood(Q, y[:, active], s2[:, active], x, method)
         n_iter[active] += 1
-        lo = np.where(score > 0, x, lo)
-        hi = np.where(score > 0, hi, x)
+        lo = np.where(slope > 0, x, lo)
+        hi = np.where(slope > 0, hi, x)
         f = floor[active]
         shift = x + f
         # d tau2 / d eta = tau2 + floor, so l'_eta = l' (tau2 + floor) and
         # -l''_eta = (tau2 + floor) (-l'' (tau2 + floor) - l').
-        curvature_eta = curvature * shift - score
+        curvature_eta = curvature * shift - slope
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            newton = shift * np.exp(score / curvature_eta) - f
+            newton = shift * np.exp(slope / curvature_eta) - f
         use_newton = (curvature_eta > 0) & (newton > lo) & (newton < hi)
         bisection = np.sqrt((lo + f) * (hi + f)) - f
-        new = np.where(score == 0, x, np.where(use_newton, newton, bisection))
+        new = np.where(slope == 0, x, np.where(use_newton, newton, bisection))
         limit = tol * (new + scale[active])
         done = (np.abs(new - x) <= limit) | (hi - lo <= limit)
         tau2[active], converged[active] = new, done

@@ -23,8 +23,9 @@ import numpy as np
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
 
-#: Default working memory of one chunk of float64 data (64 MiB).
-DEFAULT_CHUNK_BYTES = 2**26
+#: Default working memory of one chunk of float64 data (2 MiB): small enough
+#: to stay in cache, which makes the fit several times faster than large chunks.
+DEFAULT_CHUNK_BYTES = 2**21
 
 #: Floor on variances before dividing, as nilearn's ``Contrast`` (DEF_TINY),
 #: so that a voxel with zero residual variance gives a finite statistic.

@@ -64,7 +64,7 @@ class RunLog:
 @dataclass
 class Context:
     model: StatsModel
-    index: FileIndex
+    index: FileIndex | None  # None in run-level worker processes
     out: Path
     settings: Settings
     log: RunLog = field(default_factory=RunLog)
@@ -173,6 +173,15 @@ def _save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], fil
 
 # ---------------------------------------------------------------- units
 
+def _ref(ctx: Context, path: Path) -> str:
+    """A file as sidecars name it: relative to the output folder when inside it
+    (so outputs move together), else absolute."""
+    try:
+        return Path(path).resolve().relative_to(ctx.out.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
 def _sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
     return {
         "Node": node.name, "Level": node.level, "Contrast": contrast.name,
@@ -206,7 +215,7 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
                              mask_img.affine))
     files.append(write_json(folder / build_name(entities, "design", ".json"), {
-        "Node": node.name, "Level": node.level, "Sources": [str(p) for p in inputs],
+        "Node": node.name, "Level": node.level, "Sources": [_ref(ctx, p) for p in inputs],
         "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
         "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_fwhm, **design.info}))
@@ -218,7 +227,7 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
         res = fit.contrast(c.weights, c.test)
         ents = {**entities, "contrast": c.name}
         paths = write_contrast(ctx.out, node.name, ents, res, mask, mask_img.affine,
-                               _sidecar(node, c, f"first-level-{noise}", {"Sources": [str(run.bold)]}))
+                               _sidecar(node, c, f"first-level-{noise}", {"Sources": [_ref(ctx, run.bold)]}))
         files += list(paths.values())
         if c.flows:
             maps.append(StatMap(ents, paths["effect"], paths["variance"], float(res.dof), node.name))
@@ -227,6 +236,36 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
                "warnings": design.info.get("warnings", []) + warnings, "design": str(files[0])}
     _save(ctx, record, fp, maps, files, summary)
+    return maps
+
+
+def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img):
+    maps = run_unit(ctx, node, run, design, mask_img)
+    return maps, ctx.log
+
+
+def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
+    """Fit every run, in ``--n-procs`` worker processes when asked.
+
+    Workers get a copy of the context without the file index (runs need none)
+    and send back their maps and log, merged here in run order so outputs
+    and provenance do not depend on scheduling.
+    """
+    if ctx.settings.n_procs <= 1 or len(planned) < 2:
+        return [m for run, design, mask in planned for m in run_unit(ctx, node, run, design, mask)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)))
+    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs) as pool:
+        futures = [pool.submit(_run_unit_in_worker, light, node, run, design, mask)
+                   for run, design, mask in planned]
+        results = [f.result() for f in futures]
+    maps = []
+    for run_maps, run_log in results:
+        maps += run_maps
+        ctx.log.input_hashes.update(run_log.input_hashes)
+        ctx.log.warnings += run_log.warnings
+        ctx.log.units += run_log.units
     return maps
 
 
@@ -242,7 +281,8 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     if reused is not None:
         return reused
 
-    effects, variances, affines, shapes, names = hl.load_maps(maps)
+    effects, variances, affines, shapes = hl.load_maps(maps)
+    names = [_ref(ctx, m.effect) for m in maps]
     qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
     keep = list(qc.kept)
     for exc in qc.excluded:
@@ -281,7 +321,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
     files.append(write_json(folder / build_name(entities, "design", ".json"), {
         "Node": node.name, "Level": node.level, "Estimator": est_name,
-        "Inputs": [str(m.effect) for m in maps], "Design": design_info,
+        "Inputs": [_ref(ctx, m.effect) for m in maps], "Design": design_info,
         "Diagnostics": diagnostics.to_dict(), "Mask": mask_info, "QC": qc.to_dict()}))
     files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
     for key, values in fit.model_maps().items():
@@ -292,7 +332,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
         res = fit.contrast(c.weights, c.test)
         ents = {**entities, "contrast": c.name}
         paths = write_contrast(ctx.out, node.name, ents, res, mask, affine,
-                               _sidecar(node, c, est_name, {"Inputs": [str(m.effect) for m in maps]}))
+                               _sidecar(node, c, est_name, {"Inputs": [_ref(ctx, m.effect) for m in maps]}))
         files += list(paths.values())
         if c.flows:
             dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
@@ -349,8 +389,7 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
         if node.level == "Run":
             if node.name not in planned:
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
-            outputs[node.name] = [m for run, design, mask in planned[node.name]
-                                  for m in run_unit(ctx, node, run, design, mask)]
+            outputs[node.name] = fit_runs(ctx, node, planned[node.name])
             continue
         incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
         for m in incoming:

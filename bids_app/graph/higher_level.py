@@ -48,7 +48,7 @@ def input_table(maps: list[StatMap], participants: pd.DataFrame) -> pd.DataFrame
 
 def load_maps(maps: list[StatMap]):
     """Effects (n, x, y, z) and variances (n, x, y, z) or None; all on one grid."""
-    effects, variances, affines, shapes, names = [], [], [], [], []
+    effects, variances, affines, shapes = [], [], [], []
     for m in maps:
         try:
             img = nb.load(m.effect)
@@ -59,8 +59,7 @@ def load_maps(maps: list[StatMap]):
                              if m.variance else None)
         except Exception as exc:
             raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
-        names.append(str(m.effect))
-    return effects, variances, affines, shapes, names
+    return effects, variances, affines, shapes
 
 
 def design_for(node: Node, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

@@ -90,14 +90,15 @@ def t_to_z(t, dof):
     Returns
     -------
     z : ndarray, float64
-        Finite for every finite ``t`` and positive ``dof``; NaN otherwise.
+        Finite for every finite ``t`` and positive ``dof``, +-inf for
+        infinite ``t``; NaN where ``t`` or ``dof`` is NaN or ``dof <= 0``.
     """
     t, dof = _broadcast_float(t, dof)
     dof = np.minimum(dof, DOF_MAX)
     abs_t = np.abs(t)
     sf = stats.t.sf(abs_t, dof)
     z = np.asarray(stats.norm.isf(sf))
-    deep = sf < TAIL_SWITCH
+    deep = (sf < TAIL_SWITCH) & np.isfinite(t)
     if np.any(deep):
         log_sf = _log_tail(*_t_log_density(dof[deep]), np.log(abs_t[deep]), upper=True)
         z[deep] = -special.ndtri_exp(log_sf)
@@ -119,7 +120,8 @@ def f_to_z(f, dof_num, dof_den):
     -------
     z : ndarray, float64
         Positive when ``f`` is above the median of F(dof_num, dof_den),
-        negative below it; finite for every finite positive ``f``.
+        negative below it; finite for every finite positive ``f``, -inf at
+        ``f == 0``, +inf at ``f == inf``.
     """
     f, dof_num, dof_den = _broadcast_float(f, dof_num, dof_den)
     dof_den = np.minimum(dof_den, DOF_MAX)
@@ -127,10 +129,9 @@ def f_to_z(f, dof_num, dof_den):
     cdf = stats.f.cdf(f, dof_num, dof_den)
     # Take each side's quantile from its own small tail so neither loses
     # digits to 1 - p.
-    with np.errstate(divide="ignore"):
-        z = np.where(sf <= 0.5, stats.norm.isf(sf), stats.norm.ppf(cdf)).astype(np.float64)
+    z = np.where(sf <= 0.5, stats.norm.isf(sf), stats.norm.ppf(cdf)).astype(np.float64)
     for tail, upper in ((sf, True), (cdf, False)):
-        deep = (tail < TAIL_SWITCH) & (f > 0)
+        deep = (tail < TAIL_SWITCH) & (f > 0) & np.isfinite(f)
         if np.any(deep):
             density = _f_log_density(dof_num[deep], dof_den[deep])
             log_tail = _log_tail(*density, np.log(f[deep]), upper=upper)

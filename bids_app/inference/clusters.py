@@ -1,0 +1,119 @@
+"""Cluster tables: clusters of a thresholded map, their peaks and anatomy.
+
+Conventions follow nilearn's :func:`nilearn.reporting.get_clusters_table`
+(same clusters, sizes and peaks, see the tests): clusters are face-connected
+(6-connectivity) sets of ``stat > threshold`` (and, two-sided, of
+``stat < -threshold``, labelled separately); peaks are local maxima over the
+26-neighbourhood inside the cluster (a flat top counts once, at its voxel
+nearest to its centre of mass); sub-peaks are the next highest maxima at more
+than ``min_distance_mm`` from every peak kept before them. Positive clusters
+come first, each sign by decreasing peak magnitude.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from nibabel.affines import apply_affine
+from scipy import ndimage
+
+from bids_app.inference.atlas import label_coordinates
+
+COLUMNS = ["cluster_id", "peak", "x", "y", "z", "i", "j", "k", "peak_stat",
+           "cluster_size_voxels", "cluster_size_mm3"]
+
+
+def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_distance_mm=8.0,
+                  max_subpeaks=3, atlases=("aal", "harvard_oxford")) -> pd.DataFrame:
+    """Table of clusters with peak and sub-peak coordinates and atlas labels.
+
+    Parameters
+    ----------
+    stat : array_like, (x, y, z)
+        Statistic map (z, t, -log10 p...: larger is more significant);
+        non-finite values count as 0.
+    affine : ndarray, (4, 4)
+        Voxel to MNI mm.
+    threshold : float
+        Cluster-forming threshold, >= 0, in the map's units.
+    two_sided : bool
+        Also report negative clusters (``stat < -threshold``).
+    min_size : int
+        Smallest cluster reported, in voxels.
+    min_distance_mm : float
+        Minimum distance between reported peaks of one cluster.
+    max_subpeaks : int
+        Sub-peaks reported per cluster besides its peak.
+    atlases : sequence of str
+        Atlases of :mod:`bids_app.inference.atlas` to label each peak with;
+        empty for none.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per peak, clusters numbered from 1: :data:`COLUMNS`
+        (``peak`` is 0 for a cluster's peak, 1, 2... for sub-peaks; x, y, z
+        in mm; i, j, k voxel indices; sizes repeated on sub-peak rows) then
+        one label column per atlas.
+    """
+    if threshold < 0:
+        raise ValueError("threshold must be >= 0; use two_sided for negative effects")
+    stat = np.nan_to_num(np.asarray(stat, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    affine = np.asarray(affine, dtype=np.float64)
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    structure = ndimage.generate_binary_structure(3, 1)
+
+    rows = []
+    for sign in ((1.0, -1.0) if two_sided else (1.0,)):
+        signed = sign * stat
+        labels, n_found = ndimage.label(signed > threshold, structure)
+        clusters = []
+        for index, box in enumerate(ndimage.find_objects(labels), start=1):
+            inside = labels[box] == index
+            size = int(np.count_nonzero(inside))
+            if size < min_size:
+                continue
+            peaks_ijk, peak_values = _peaks(signed[box], inside, affine, box, min_distance_mm)
+            clusters.append((peak_values[0], size, peaks_ijk[: max_subpeaks + 1],
+                             peak_values[: max_subpeaks + 1]))
+        clusters.sort(key=lambda cluster: -cluster[0])
+        first_id = len({row[0] for row in rows}) + 1
+        for cluster_id, (_, size, peaks_ijk, peak_values) in enumerate(clusters, start=first_id):
+            xyz = apply_affine(affine, peaks_ijk)
+            for rank, (ijk, mm, value) in enumerate(zip(peaks_ijk, xyz, peak_values)):
+                rows.append([cluster_id, rank, *mm, *ijk, sign * value, size, size * voxel_mm3])
+
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = table.astype({"cluster_id": int, "peak": int, "i": int, "j": int, "k": int,
+                          "cluster_size_voxels": int, "x": float, "y": float, "z": float,
+                          "peak_stat": float, "cluster_size_mm3": float})
+    if atlases:
+        labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), atlases)
+        table = pd.concat([table, labels.set_index(table.index)], axis=1)
+    return table
+
+
+def _peaks(values, inside, affine, box, min_distance_mm):
+    """Peaks of one cluster (in its bounding box), highest first, pared by distance.
+
+    Returns voxel indices in the full image (n_peaks, 3) and values (n_peaks,).
+    """
+    masked = np.where(inside, values, -np.inf)
+    local_max = inside & (masked == ndimage.maximum_filter(masked, size=3, mode="constant",
+                                                           cval=-np.inf))
+    # face-connected maxima (a flat top) are one peak, as in nilearn
+    tops, n_tops = ndimage.label(local_max)
+    centres = ndimage.center_of_mass(np.ones_like(masked), tops, range(1, n_tops + 1))
+    ijk = np.empty((n_tops, 3), dtype=np.int64)
+    for top, centre in enumerate(centres, start=1):
+        members = np.argwhere(tops == top)
+        ijk[top - 1] = members[np.argmin(((members - np.asarray(centre)) ** 2).sum(axis=1))]
+    peak_values = masked[tuple(ijk.T)]
+    order = np.argsort(-peak_values, kind="stable")
+    ijk, peak_values = ijk[order], peak_values[order]
+    ijk += np.array([s.start for s in box])
+    xyz = apply_affine(affine, ijk)
+    kept = []
+    for candidate in range(len(ijk)):
+        if all(np.linalg.norm(xyz[candidate] - xyz[other]) > min_distance_mm for other in kept):
+            kept.append(candidate)
+    return ijk[kept], peak_values[kept]

@@ -1,0 +1,121 @@
+"""What the report computes from a z map: peaks of both signs, supra-threshold
+counts and blobs outside the brain.
+
+Everything works on arrays already loaded; nothing here draws or writes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from nibabel.affines import apply_affine
+from scipy import ndimage, stats
+
+from bids_app.design.group_mask import outside_brain_report
+
+#: One-sided p of the display threshold; figures show |z| above DISPLAY_Z.
+DISPLAY_P = 0.001
+DISPLAY_Z = float(stats.norm.isf(DISPLAY_P))
+
+PEAK_COLUMNS = ["sign", "value", "x", "y", "z", "i", "j", "k"]
+
+
+def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0) -> pd.DataFrame:
+    """Strongest local maxima of each sign of a statistic map.
+
+    A voxel is a positive (negative) peak when it is > 0 (< 0) and no
+    finite neighbour in its 26-neighbourhood is larger (smaller). Peaks are
+    taken by decreasing magnitude and kept when at least ``min_distance_mm``
+    from every stronger kept peak of the same sign, so one blob is not
+    listed five times. The first row of each sign is therefore the map's
+    maximum (minimum).
+
+    Parameters
+    ----------
+    stat : array_like, (x, y, z)
+        Statistic map; non-finite voxels (outside the analysed mask) are ignored.
+    affine : ndarray, (4, 4)
+        Voxel to world (mm) affine.
+    n_peaks : int
+        Peaks kept per sign.
+    min_distance_mm : float
+        Minimum distance between two kept peaks of one sign.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`PEAK_COLUMNS`: ``sign`` (+1 or -1), ``value`` (the statistic),
+        ``x, y, z`` world coordinates in mm and ``i, j, k`` voxel indices;
+        positive peaks first, each sign by decreasing magnitude.
+    """
+    stat = np.asarray(stat, dtype=np.float64)
+    affine = np.asarray(affine, dtype=np.float64)
+    rows = []
+    for sign in (1.0, -1.0):
+        signed = np.where(np.isfinite(stat), sign * stat, -np.inf)
+        is_max = (signed == ndimage.maximum_filter(signed, size=3, mode="constant", cval=-np.inf)) & (signed > 0)
+        ijk = np.argwhere(is_max)
+        ijk = ijk[np.argsort(-signed[tuple(ijk.T)], kind="stable")]
+        kept: list[np.ndarray] = []
+        for voxel in ijk:
+            xyz = apply_affine(affine, voxel)
+            if all(np.linalg.norm(xyz - other) >= min_distance_mm for other in kept):
+                kept.append(xyz)
+                rows.append([int(sign), float(stat[tuple(voxel)]), *xyz, *(int(v) for v in voxel)])
+            if len(kept) == n_peaks:
+                break
+    return pd.DataFrame(rows, columns=PEAK_COLUMNS)
+
+
+@dataclass(frozen=True)
+class MapSummary:
+    """A z map as the report describes it.
+
+    Attributes
+    ----------
+    threshold : float
+        |z| display threshold used for the counts.
+    n_voxels : int
+        Analysed (finite) voxels.
+    n_positive, n_negative : int
+        Voxels with z > threshold and z < -threshold.
+    peaks : pandas.DataFrame
+        :func:`find_peaks` output.
+    outside_brain : dict or None
+        :func:`bids_app.design.group_mask.outside_brain_report` for maps in an
+        MNI space, else None.
+    """
+
+    threshold: float
+    n_voxels: int
+    n_positive: int
+    n_negative: int
+    peaks: pd.DataFrame
+    outside_brain: dict | None
+
+
+def summarize_map(z, affine, *, threshold: float = DISPLAY_Z, mni: bool = False) -> MapSummary:
+    """Supra-threshold counts of both signs, peaks and (MNI only) voxels outside the brain.
+
+    Parameters
+    ----------
+    z : array_like, (x, y, z)
+        z map, NaN outside the analysed voxels.
+    affine : ndarray, (4, 4)
+    threshold : float
+        |z| threshold for the counts and the outside-brain check.
+    mni : bool
+        Whether the map is in an MNI space (the template check needs it).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    finite = np.isfinite(z)
+    outside = outside_brain_report(z, threshold, affine) if mni else None
+    return MapSummary(
+        threshold=float(threshold),
+        n_voxels=int(finite.sum()),
+        n_positive=int(np.count_nonzero(finite & (z > threshold))),
+        n_negative=int(np.count_nonzero(finite & (z < -threshold))),
+        peaks=find_peaks(z, affine),
+        outside_brain=outside,
+    )

@@ -1,0 +1,118 @@
+"""Find what a run wrote, unit by unit: design files and each contrast's maps.
+
+The run record (``provenance.json``'s ``Units``) says which units ran and
+which contrasts each evaluated; file names follow
+:mod:`bids_app.derivatives.naming`. Maps other stages may add beside a
+contrast (thresholded ``desc-<method>`` z maps, ``_clusters.tsv`` tables)
+are found by their entities, whatever order those are written in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bids_app.derivatives.naming import build_name, output_dir, parse_entities
+from bids_app.spec.model import Node, StatsModel
+
+# entities that tell apart files of one contrast (not the contrast itself)
+_FILE_KEYS = {"stat", "desc", "suffix", "extension"}
+
+
+@dataclass(frozen=True)
+class ContrastFiles:
+    """One evaluated contrast of one unit.
+
+    Attributes
+    ----------
+    name : str
+        Contrast name as in the record (the file label is made BIDS-safe).
+    entities : dict
+        Output entities, ``contrast`` included.
+    z : Path
+        The unthresholded z map.
+    sidecar : dict
+        The z map's JSON sidecar (test, degrees of freedom, weights...).
+    thresholded : tuple of Path
+        ``desc-<method>`` z maps of the contrast.
+    clusters : tuple of Path
+        Cluster tables (``_clusters.tsv``) of the contrast.
+    """
+
+    name: str
+    entities: dict
+    z: Path
+    sidecar: dict
+    thresholded: tuple[Path, ...] = ()
+    clusters: tuple[Path, ...] = ()
+
+    @property
+    def in_mni(self) -> bool:
+        return "MNI" in str(self.entities.get("space", "")).upper()
+
+
+@dataclass(frozen=True)
+class UnitOutputs:
+    """One fitted unit: its record, design matrix and contrasts."""
+
+    record: dict
+    design_tsv: Path
+    design_json: dict
+    contrasts: list[ContrastFiles] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Entities that identify the unit, e.g. ``subject-01 run-2``."""
+        return " ".join(f"{k}-{v}" for k, v in self.record["entities"].items()) or "all inputs"
+
+
+@dataclass(frozen=True)
+class NodeOutputs:
+    node: Node
+    units: list[UnitOutputs]
+    exclusions: list[dict]
+
+
+def collect(out_dir: Path, model: StatsModel, record: dict) -> list[NodeOutputs]:
+    """Outputs of every node that ran, in the model's topological order."""
+    out_dir = Path(out_dir)
+    nodes = []
+    for node in model.topological_order():
+        units = [_unit(out_dir, node, u) for u in record["Units"] if u["node"] == node.name]
+        if units:
+            nodes.append(NodeOutputs(node, units, [e for e in record["Exclusions"] if e["node"] == node.name]))
+    return nodes
+
+
+def read_software(out_dir: Path) -> dict:
+    """Software versions from ``provenance.json`` beside the report (empty when absent)."""
+    path = Path(out_dir) / "provenance.json"
+    return json.loads(path.read_text()).get("Software", {}) if path.exists() else {}
+
+
+def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
+    design = Path(unit["design"])
+    design = design if design.is_absolute() else out_dir / design
+    sidecar = design.with_suffix(".json")
+    folder = output_dir(out_dir, node.name, unit["entities"])
+    neighbours = [(p, parse_entities(p)) for p in folder.iterdir()] if folder.exists() else []
+    contrasts = []
+    for name in unit["contrasts"]:
+        entities = {**unit["entities"], "contrast": name}
+        z = folder / build_name({**entities, "stat": "z"}, "statmap", ".nii.gz")
+        if not z.exists():
+            continue
+        z_json = z.with_name(z.name.replace(".nii.gz", ".json"))
+        key = _identity(parse_entities(z))
+        thresholded = tuple(sorted(p for p, e in neighbours if e.get("desc") and e.get("stat") == "z"
+                                   and e.get("suffix") == "statmap" and e["extension"].startswith(".nii")
+                                   and _identity(e) == key))
+        clusters = tuple(sorted(p for p, e in neighbours if e.get("suffix") == "clusters"
+                                and e["extension"] == ".tsv" and _identity(e) == key))
+        contrasts.append(ContrastFiles(name, entities, z, json.loads(z_json.read_text()) if z_json.exists() else {},
+                                       thresholded, clusters))
+    return UnitOutputs(unit, design, json.loads(sidecar.read_text()) if sidecar.exists() else {}, contrasts)
+
+
+def _identity(entities: dict) -> dict:
+    return {k: v for k, v in entities.items() if k not in _FILE_KEYS}

@@ -1,0 +1,263 @@
+"""permutation_test against nilearn's permutation inference, on real group maps."""
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage, stats
+
+from bids_app.errors import DesignError
+from bids_app.inference.permutation import draw_resamplings, permutation_test
+from bids_app.inference.tfce import tfce, voxel_graph
+from test_inference_data import wager
+
+N_PERM = 400
+
+
+@pytest.fixture(scope="module")
+def group():
+    return wager()
+
+
+def designs(group):
+    """Our design, nilearn's design and contrast column, our contrast."""
+    n = group.Y.shape[0]
+    cov = group.participants[["X_RVLPFC", "Y_Reappraisal_Success"]].to_numpy()
+    one = np.ones((n, 1))
+    return {
+        "one-sample": (one, pd.DataFrame({"intercept": one[:, 0]}), "intercept", [1.0]),
+        # nilearn sign-flips whenever its confounds hold an intercept column, so
+        # its design omits it (model_intercept adds it) to get permutations
+        "covariate": (np.column_stack([one, cov[:, 0]]),
+                      pd.DataFrame({"X_RVLPFC": cov[:, 0]}), "X_RVLPFC", [0.0, 1.0]),
+        "two covariates": (np.column_stack([one, cov]),
+                           pd.DataFrame(cov, columns=["X_RVLPFC", "Y_Reappraisal_Success"]),
+                           "X_RVLPFC", [0.0, 1.0, 0.0]),
+    }
+
+
+def nilearn_inference(group, design, column, n_perm, **kwargs):
+    from nilearn.glm.second_level import non_parametric_inference
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return non_parametric_inference(
+            list(group.images), design_matrix=design, second_level_contrast=column,
+            mask=group.mask_img(), n_perm=n_perm, two_sided_test=True, random_state=0,
+            n_jobs=1, **kwargs)
+
+
+def assert_within_monte_carlo(logp, logp_ref, n_perm):
+    """Two independent Monte-Carlo p estimates: |diff| <= 3 sd of their difference + 2/n."""
+    p, p_ref = 10.0 ** -logp, 10.0 ** -logp_ref
+    mean = (p + p_ref) / 2
+    bound = 3 * np.sqrt(2 * mean * (1 - mean) / n_perm) + 2 / n_perm
+    assert np.all(np.abs(p - p_ref) <= bound), np.abs(p - p_ref).max()
+
+
+@pytest.mark.parametrize("name", ["one-sample", "covariate", "two covariates"])
+def test_t_is_nilearns_t(group, name):
+    from nilearn.mass_univariate import permuted_ols
+
+    X, design, column, contrast = designs(group)[name]
+    confounds = design.drop(columns=column).to_numpy() if design.shape[1] > 1 else None
+    expected = permuted_ols(design[column].to_numpy()[:, None], group.Y, confounds,
+                            model_intercept=True, n_perm=0)["t"][0]
+    result = permutation_test(group.Y, X, contrast, n_perm=1)
+    np.testing.assert_allclose(result.t, expected, rtol=1e-10, atol=1e-10)
+    assert result.info["scheme"] == ("sign-flip" if name == "one-sample" else "permutation")
+
+
+def test_t_of_a_difference_contrast_matches_statsmodels(group):
+    import statsmodels.api as sm
+
+    n = group.Y.shape[0]
+    cov = group.participants[["X_RVLPFC", "Y_Reappraisal_Success"]].to_numpy()
+    X = np.column_stack([np.ones(n), cov])
+    contrast = np.array([0.0, 1.0, -1.0])
+    result = permutation_test(group.Y, X, contrast, n_perm=1)
+    voxels = np.linspace(0, group.Y.shape[1] - 1, 40).astype(int)
+    expected = [sm.OLS(group.Y[:, v], X).fit().t_test(contrast).tvalue.item() for v in voxels]
+    np.testing.assert_allclose(result.t[voxels], expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["one-sample", "covariate"])
+def test_max_t_fwe_matches_nilearn(group, name):
+    X, design, column, contrast = designs(group)[name]
+    result = permutation_test(group.Y, X, contrast, n_perm=N_PERM, seed=1)
+    reference = nilearn_inference(group, design, column, N_PERM).get_fdata()[group.mask]
+    assert_within_monte_carlo(result.logp_max_t, reference, N_PERM)
+    assert (result.logp_max_t > -np.log10(0.05)).sum() > 50  # real effects: not vacuous
+    assert result.info["n_perm"] == N_PERM and result.info["seed"] == 1
+
+
+def test_cluster_fwe_matches_nilearn(group):
+    n_perm, p_forming = 150, 0.001
+    X, design, column, contrast = designs(group)["one-sample"]
+    result = permutation_test(group.Y, X, contrast, group.mask, n_perm=n_perm, seed=3,
+                              cluster_threshold=stats.norm.isf(p_forming / 2))
+    reference = nilearn_inference(group, design, column, n_perm, threshold=p_forming)
+    mask = group.mask
+    np.testing.assert_array_equal(result.cluster_size, reference["size"].get_fdata()[mask])
+    # nilearn's t comes from float32 images
+    np.testing.assert_allclose(result.cluster_mass, reference["mass"].get_fdata()[mask],
+                               rtol=1e-4)
+    assert result.info["cluster_threshold_t"] == pytest.approx(stats.t.isf(p_forming / 2, 29))
+    for ours, theirs in (("logp_max_size", "logp_max_size"), ("logp_max_mass", "logp_max_mass")):
+        assert_within_monte_carlo(getattr(result, ours), reference[theirs].get_fdata()[mask],
+                                  n_perm)
+    assert (result.logp_max_size > -np.log10(0.05)).sum() > 50
+
+
+def brute_force_tfce(volume, dh, e=0.5, h=2.0):
+    """TFCE by its definition: label every height step (both signs)."""
+    out = np.zeros(volume.shape)
+    structure = ndimage.generate_binary_structure(3, 1)
+    for sign in (1, -1):
+        signed = sign * volume
+        for step in range(1, int(signed.max() // dh) + 1):
+            labels, _ = ndimage.label(signed >= step * dh, structure)
+            extent = np.bincount(labels.ravel()).astype(float)
+            extent[0] = 0
+            out += sign * extent[labels] ** e * (step * dh) ** h * dh
+    return out
+
+
+def test_tfce_matches_its_definition_and_nilearn(group):
+    from nilearn.mass_univariate._utils import calculate_tfce
+
+    t = permutation_test(group.Y, np.ones((30, 1)), [1.0], n_perm=1).t
+    graph = voxel_graph(group.mask)
+    expected = brute_force_tfce(group.volume(t), 0.1)[group.mask]
+    np.testing.assert_allclose(tfce(t, graph, dh=0.1), expected, rtol=1e-12, atol=1e-9)
+    # nilearn takes 100 steps of max|t| / 100 and does not multiply by the step
+    step = np.abs(t).max() / 100
+    nilearn_tfce = calculate_tfce(group.volume(t)[..., None], ndimage.generate_binary_structure(3, 1))
+    np.testing.assert_allclose(tfce(t, graph, dh=step), nilearn_tfce[..., 0][group.mask] * step,
+                               rtol=1e-9, atol=1e-9)
+    one_sided = tfce(t, graph, two_sided=False)
+    assert (one_sided[t < 0] == 0).all() and np.allclose(one_sided[t > 0], expected[t > 0])
+
+
+def test_null_maxima_are_those_of_the_resampled_maps(group):
+    """The first draws, redone by hand: sign-flipped data, OLS t, clusters, TFCE."""
+    n_perm, seed, z_forming = 4, 7, 3.1
+    n = group.Y.shape[0]
+    result = permutation_test(group.Y, np.ones((n, 1)), [1.0], group.mask, n_perm=n_perm,
+                              seed=seed, cluster_threshold=z_forming, tfce=True)
+    signs = draw_resamplings(n, n_perm, np.random.default_rng(seed), sign_flip=True)
+    t_forming = stats.t.isf(stats.norm.sf(z_forming), n - 1)
+    structure = ndimage.generate_binary_structure(3, 1)
+    for b in range(n_perm):
+        t = stats.ttest_1samp(signs[b][:, None] * group.Y, 0.0, axis=0).statistic
+        assert result.null["max_t"][b] == pytest.approx(np.abs(t).max(), rel=1e-5)
+        volume = group.volume(t)
+        sizes = [np.bincount(ndimage.label(s * volume > t_forming, structure)[0].ravel())[1:]
+                 for s in (1, -1)]
+        assert result.null["max_size"][b] == max(s.max(initial=0) for s in sizes)
+        expected_tfce = np.abs(brute_force_tfce(volume, 0.1)).max()
+        assert result.null["max_tfce"][b] == pytest.approx(expected_tfce, rel=1e-3)
+
+
+def test_deterministic_for_a_seed_whatever_the_batches(group):
+    X, _, _, contrast = designs(group)["covariate"]
+    first = permutation_test(group.Y, X, contrast, group.mask, n_perm=60, seed=5,
+                             cluster_threshold=3.1)
+    again = permutation_test(group.Y, X, contrast, group.mask, n_perm=60, seed=5,
+                             cluster_threshold=3.1)
+    batched = permutation_test(group.Y, X, contrast, group.mask, n_perm=60, seed=5,
+                               cluster_threshold=3.1, batch_size=7)
+    other = permutation_test(group.Y, X, contrast, n_perm=60, seed=6)
+    np.testing.assert_array_equal(first.logp_max_t, again.logp_max_t)
+    np.testing.assert_array_equal(first.null["max_size"], again.null["max_size"])
+    np.testing.assert_allclose(first.null["max_t"], batched.null["max_t"], rtol=1e-5)
+    np.testing.assert_array_equal(first.null["max_size"], batched.null["max_size"])
+    assert not np.allclose(first.null["max_t"], other.null["max_t"])
+    assert first.info["seed"] == 5 and batched.info["batch_size"] == 7
+
+
+BLOCKS = np.repeat([3, 1, 2], [4, 4, 4])[np.random.default_rng(0).permutation(12)]
+
+
+def test_within_block_permutations_stay_in_their_block():
+    perms = draw_resamplings(12, 500, np.random.default_rng(1), sign_flip=False, blocks=BLOCKS)
+    assert (BLOCKS[perms] == BLOCKS).all()
+    assert all(sorted(p) == list(range(12)) for p in perms)
+    # every within-block arrangement is reachable: rows do move
+    assert (perms != np.arange(12)).mean() > 0.6
+
+
+def test_whole_block_permutations_move_blocks_intact():
+    perms = draw_resamplings(12, 500, np.random.default_rng(2), sign_flip=False, blocks=BLOCKS,
+                             within_block=False)
+    members = {b: np.flatnonzero(BLOCKS == b) for b in np.unique(BLOCKS)}
+    for perm in perms:
+        targets = [perm[rows] for rows in members.values()]
+        # each block lands, in order, on one whole block
+        assert all(any(np.array_equal(t, rows) for rows in members.values()) for t in targets)
+    assert len({tuple(p) for p in perms}) == 6  # 3! block orders
+
+
+def test_sign_flips_respect_blocks():
+    whole = draw_resamplings(12, 200, np.random.default_rng(3), sign_flip=True, blocks=BLOCKS,
+                             within_block=False)
+    for b in np.unique(BLOCKS):
+        assert (whole[:, BLOCKS == b] == whole[:, BLOCKS == b][:, :1]).all()
+    rows = draw_resamplings(12, 200, np.random.default_rng(3), sign_flip=True, blocks=BLOCKS)
+    assert set(np.unique(rows)) == {-1.0, 1.0}
+    assert (rows[:, BLOCKS == 1] != rows[:, BLOCKS == 1][:, :1]).any()
+
+
+def test_unequal_whole_blocks_and_bad_contrasts_are_design_errors(group):
+    with pytest.raises(DesignError, match="equal size"):
+        draw_resamplings(5, 10, np.random.default_rng(0), sign_flip=False,
+                         blocks=[0, 0, 0, 1, 1], within_block=False)
+    X = np.column_stack([np.ones(30), np.ones(30)])
+    with pytest.raises(DesignError, match="not estimable"):
+        permutation_test(group.Y, X, [1.0, -1.0], n_perm=10)
+
+
+def test_blocks_are_recorded_and_used(group):
+    n = group.Y.shape[0]
+    blocks = np.arange(n) % 3
+    X, _, _, contrast = designs(group)["covariate"]
+    result = permutation_test(group.Y, X, contrast, n_perm=50, seed=0, blocks=blocks)
+    free = permutation_test(group.Y, X, contrast, n_perm=50, seed=0)
+    assert result.info["exchangeability_blocks"] == 3
+    assert result.info["n_possible"] == 3628800 ** 3  # (10!)^3
+    assert not np.allclose(result.null["max_t"], free.null["max_t"])
+
+
+def downsampled(group, factor):
+    """Real maps averaged over factor^3 voxel blocks (a smaller, still real, problem)."""
+    shape = tuple(s // factor * factor for s in group.mask.shape)
+    crop = tuple(slice(0, s) for s in shape)
+    blocks = [s // factor for s in shape]
+
+    def pool(volume):
+        return volume[crop].reshape(blocks[0], factor, blocks[1], factor, blocks[2], factor)
+
+    mask = pool(group.mask).all(axis=(1, 3, 5))
+    Y = np.stack([pool(group.volume(y)).mean(axis=(1, 3, 5))[mask] for y in group.Y])
+    return Y, mask
+
+
+def test_null_familywise_error_is_controlled(group):
+    """30 null experiments (random covariate) on real maps: FWE p is calibrated."""
+    Y, mask = downsampled(group, factor=3)
+    n = Y.shape[0]
+    rng = np.random.default_rng(2024)
+    min_p = {"max_t": [], "size": [], "tfce": []}
+    for experiment in range(30):
+        X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+        result = permutation_test(Y, X, [0.0, 1.0], mask, n_perm=99, seed=experiment,
+                                  cluster_threshold=2.3, tfce=True)
+        for key, logp in (("max_t", result.logp_max_t), ("size", result.logp_max_size),
+                          ("tfce", result.logp_max_tfce)):
+            min_p[key].append(10.0 ** -logp.max())
+    for key, values in min_p.items():
+        # P(Binomial(30, 0.05) >= 7) < 1e-3
+        assert np.sum(np.asarray(values) <= 0.05) <= 6, key
+    for key in ("max_t", "tfce"):
+        # min p is uniform on {0.01, ..., 1} under the null: not conservative either
+        assert 6 <= np.sum(np.asarray(min_p[key]) <= 0.5) <= 24, key
