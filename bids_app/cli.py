@@ -54,6 +54,16 @@ def app_parser() -> argparse.ArgumentParser:
                    help="a confound absent in one run: drop it there with a warning, or stop")
     p.add_argument("--qc-policy", choices=("exclude", "fail"), default="exclude",
                    help="bad input maps (all-NaN, constant, bad variance): exclude with a warning, or stop")
+    inf = p.add_argument_group("inference (Dataset-level nodes; Model.Software['bids-stats'].Inference wins)")
+    inf.add_argument("--height-control", choices=("fdr", "bonferroni", "fpr", "none"),
+                     help="voxel-level error control of the thresholded maps (default fpr)")
+    inf.add_argument("--alpha", type=float, help="level: default 0.001 for fpr, 0.05 for fdr/bonferroni")
+    inf.add_argument("--cluster-min-size", type=int, metavar="K", help="smallest cluster kept, in voxels")
+    inf.add_argument("--two-sided", action="store_true", default=None, help="test both signs (deactivations too)")
+    inf.add_argument("--n-perm", type=int, metavar="N", help="permutations for FWE maxT/cluster/TFCE (0 = none)")
+    inf.add_argument("--tfce", action="store_true", default=None, help="also TFCE in permutation inference")
+    inf.add_argument("--cluster-threshold", type=float, metavar="Z",
+                     help="cluster-forming z threshold in permutation inference (default 3.1)")
     p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
@@ -82,6 +92,8 @@ def _run_app(argv: list[str]) -> int:
         analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs, seed=args.seed,
         estimator=args.estimator, noise_model=args.noise_model, smoothing_fwhm=args.smoothing,
         missing_confounds=args.missing_confounds, qc_policy=args.qc_policy,
+        inference={k: getattr(args, k) for k in ("height_control", "alpha", "cluster_min_size", "two_sided",
+                                                  "n_perm", "tfce", "cluster_threshold")},
     )
     result = run_app(args.bids_dir, args.output_dir, args.model, settings, derivatives=args.derivatives,
                      argv=["bids-stats", *argv])

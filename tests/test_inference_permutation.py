@@ -48,10 +48,17 @@ def nilearn_inference(group, design, column, n_perm, **kwargs):
 
 
 def assert_within_monte_carlo(logp, logp_ref, n_perm):
-    """Two independent Monte-Carlo p estimates: |diff| <= 3 sd of their difference + 2/n."""
+    """Voxelwise FWE p from two independent Monte-Carlo runs agree.
+
+    Each p is an empirical tail of a null distribution; their difference has
+    sd ``sqrt(2 p (1 - p) / n_perm)``. The bound allows 4 sd, not 3, because
+    it must hold at every voxel, i.e. over the whole range of p at once (a 3 sd
+    band is crossed somewhere in ~5-10% of runs), plus 2/n for the +1 and
+    clipping conventions.
+    """
     p, p_ref = 10.0 ** -logp, 10.0 ** -logp_ref
     mean = (p + p_ref) / 2
-    bound = 3 * np.sqrt(2 * mean * (1 - mean) / n_perm) + 2 / n_perm
+    bound = 4 * np.sqrt(2 * mean * (1 - mean) / n_perm) + 2 / n_perm
     assert np.all(np.abs(p - p_ref) <= bound), np.abs(p - p_ref).max()
 
 
@@ -83,15 +90,23 @@ def test_t_of_a_difference_contrast_matches_statsmodels(group):
 
 @pytest.mark.parametrize("name", ["one-sample", "covariate"])
 def test_max_t_fwe_matches_nilearn(group, name):
+    """Against permuted_ols, the engine of nilearn's non_parametric_inference."""
+    from nilearn.mass_univariate import permuted_ols
+
     X, design, column, contrast = designs(group)[name]
     result = permutation_test(group.Y, X, contrast, n_perm=N_PERM, seed=1)
-    reference = nilearn_inference(group, design, column, N_PERM).get_fdata()[group.mask]
-    assert_within_monte_carlo(result.logp_max_t, reference, N_PERM)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = permuted_ols(design[column].to_numpy()[:, None], group.Y, None,
+                                 model_intercept=True, n_perm=N_PERM, random_state=0)
+    assert_within_monte_carlo(result.logp_max_t, reference["logp_max_t"][0], N_PERM)
+    assert stats.ks_2samp(result.null["max_t"], reference["h0_max_t"][0]).pvalue > 1e-3
     assert (result.logp_max_t > -np.log10(0.05)).sum() > 50  # real effects: not vacuous
     assert result.info["n_perm"] == N_PERM and result.info["seed"] == 1
 
 
 def test_cluster_fwe_matches_nilearn(group):
+    """Through nilearn's image-level non_parametric_inference."""
     n_perm, p_forming = 150, 0.001
     X, design, column, contrast = designs(group)["one-sample"]
     result = permutation_test(group.Y, X, contrast, group.mask, n_perm=n_perm, seed=3,

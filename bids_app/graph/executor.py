@@ -31,6 +31,7 @@ from bids_app.graph import higher_level as hl
 from bids_app.graph import run_level as rl
 from bids_app.graph.contrasts import plan_contrasts
 from bids_app.graph.index import FileIndex
+from bids_app.graph.inference_step import inference_settings, permute_contrast, threshold_contrast
 from bids_app.graph.units import LEVEL_RANK, Settings, StatMap
 from bids_app.spec.model import Node, StatsModel
 
@@ -276,7 +277,8 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     incoming = contrast_names[0] if len(contrast_names) == 1 else None
     files_in = [m.effect for m in maps] + [m.variance for m in maps if m.variance]
     record = _record_path(ctx, node, entities)
-    fp = _fingerprint(ctx, node, files_in, {"n": len(maps)})
+    inference = inference_settings(node, ctx.settings.inference)
+    fp = _fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference})
     reused = _reuse(ctx, record, fp)
     if reused is not None:
         return reused
@@ -334,6 +336,15 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
         paths = write_contrast(ctx.out, node.name, ents, res, mask, affine,
                                _sidecar(node, c, est_name, {"Inputs": [_ref(ctx, m.effect) for m in maps]}))
         files += list(paths.values())
+        if inference is not None:
+            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, inference, in_mni)
+            files += inf_files
+            warnings += inf_warnings
+            if inference["NPerm"] and c.test == "t" and est_name == "ols":
+                block_col = inference["ExchangeabilityBlocks"]
+                blocks = table[block_col].factorize()[0] if block_col else None
+                files += permute_contrast(ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights,
+                                          mask, affine, inference, ctx.settings.seed, blocks)
         if c.flows:
             dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
             out.append(StatMap(ents, paths["effect"], paths["variance"], dof, node.name))

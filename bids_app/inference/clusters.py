@@ -72,9 +72,9 @@ def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_d
             size = int(np.count_nonzero(inside))
             if size < min_size:
                 continue
-            peaks_ijk, peak_values = _peaks(signed[box], inside, affine, box, min_distance_mm)
-            clusters.append((peak_values[0], size, peaks_ijk[: max_subpeaks + 1],
-                             peak_values[: max_subpeaks + 1]))
+            peaks_ijk, peak_values = _peaks(signed[box], inside, affine, box, min_distance_mm,
+                                            max_subpeaks + 1)
+            clusters.append((peak_values[0], size, peaks_ijk, peak_values))
         clusters.sort(key=lambda cluster: -cluster[0])
         first_id = len({row[0] for row in rows}) + 1
         for cluster_id, (_, size, peaks_ijk, peak_values) in enumerate(clusters, start=first_id):
@@ -92,28 +92,33 @@ def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_d
     return table
 
 
-def _peaks(values, inside, affine, box, min_distance_mm):
-    """Peaks of one cluster (in its bounding box), highest first, pared by distance.
+def _peaks(values, inside, affine, box, min_distance_mm, max_peaks):
+    """Up to ``max_peaks`` peaks of one cluster, highest first, pared by distance.
 
+    ``values`` and ``inside`` cover the cluster's bounding box ``box``.
     Returns voxel indices in the full image (n_peaks, 3) and values (n_peaks,).
     """
     masked = np.where(inside, values, -np.inf)
     local_max = inside & (masked == ndimage.maximum_filter(masked, size=3, mode="constant",
                                                            cval=-np.inf))
-    # face-connected maxima (a flat top) are one peak, as in nilearn
+    # face-connected maxima (a flat top) are one peak, as in nilearn: its voxel
+    # nearest to its centre of mass
     tops, n_tops = ndimage.label(local_max)
-    centres = ndimage.center_of_mass(np.ones_like(masked), tops, range(1, n_tops + 1))
-    ijk = np.empty((n_tops, 3), dtype=np.int64)
-    for top, centre in enumerate(centres, start=1):
-        members = np.argwhere(tops == top)
-        ijk[top - 1] = members[np.argmin(((members - np.asarray(centre)) ** 2).sum(axis=1))]
+    centres = np.array(ndimage.center_of_mass(local_max, tops, range(1, n_tops + 1)))
+    members = np.argwhere(local_max)
+    member_top = tops[tuple(members.T)] - 1
+    distance = ((members - centres[member_top]) ** 2).sum(axis=1)
+    order = np.lexsort((distance, member_top))
+    nearest = np.r_[True, np.diff(member_top[order]) != 0]
+    ijk = members[order][nearest]
     peak_values = masked[tuple(ijk.T)]
     order = np.argsort(-peak_values, kind="stable")
-    ijk, peak_values = ijk[order], peak_values[order]
-    ijk += np.array([s.start for s in box])
+    ijk = ijk[order] + np.array([s.start for s in box])
     xyz = apply_affine(affine, ijk)
     kept = []
     for candidate in range(len(ijk)):
         if all(np.linalg.norm(xyz[candidate] - xyz[other]) > min_distance_mm for other in kept):
             kept.append(candidate)
-    return ijk[kept], peak_values[kept]
+            if len(kept) == max_peaks:
+                break
+    return ijk[kept], peak_values[order][kept]

@@ -37,7 +37,7 @@ def peak_table(summary: MapSummary, labels: pd.DataFrame | None, z_name: str) ->
 
 
 def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, summary: MapSummary,
-                   labels: pd.DataFrame | None, budget: FigureBudget) -> str:
+                   labels: pd.DataFrame | None, budget: FigureBudget, outline=None) -> str:
     """HTML of one contrast of one unit.
 
     Parameters
@@ -51,6 +51,8 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
     labels : DataFrame or None
         Atlas label of each peak (rows as ``summary.peaks``), MNI maps only.
     budget : FigureBudget
+    outline : path, optional
+        Mask outlined on native-space slices (the unit's analysis mask).
     """
     side = files.sidecar
     title = f"{files.name} ({unit_label})"
@@ -59,10 +61,12 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
     if side.get("ConditionList"):
         facts["Weights"] = esc(weights_text(side["ConditionList"], side.get("Weights", [])))
     thr = summary.threshold
-    peak = summary.peaks.iloc[0] if not summary.peaks.empty else None
-    cut = None if peak is None else (peak.x, peak.y, peak.z)
+    cut = None
+    if not summary.peaks.empty:
+        strongest = summary.peaks.loc[summary.peaks.value.abs().idxmax()]
+        cut = (strongest.x, strongest.y, strongest.z)
     figure = budget.draw("map", f"z map {title}", lambda: figures.z_map(
-        img, thr, f"z {title}  |z| > {thr:.2f}", glass=files.in_mni, cut_coords=cut))
+        img, thr, f"z {title}  |z| > {thr:.2f}", glass=files.in_mni, cut_coords=cut, outline=outline))
     f_note = (" The z map of an F test comes from its p value: only positive values mean an effect."
               if side.get("Test") == "F" else "")
     counts = (f"<p>{summary.n_voxels} voxels analysed; {summary.n_positive} with z &gt; {thr:.2f} and "
@@ -75,7 +79,7 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
         parts.append(f'<p class="{"alert bad" if summary.outside_brain["flagged"] else "note"}">'
                      f'{esc(summary.outside_brain["message"])} (|z| &gt; {thr:.2f}).</p>')
     for path in files.thresholded:
-        parts.append(_thresholded(path, files.in_mni, budget))
+        parts.append(_thresholded(path, files.in_mni, budget, outline))
     for path in files.clusters:
         parts.append(_clusters(path))
     if not files.thresholded and not files.clusters:
@@ -84,7 +88,7 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
     return "".join(parts)
 
 
-def _thresholded(path, mni: bool, budget: FigureBudget) -> str:
+def _thresholded(path, mni: bool, budget: FigureBudget, outline) -> str:
     img = nib.load(path)
     data = np.asarray(img.dataobj, dtype=np.float64)
     kept = np.isfinite(data) & (data != 0)
@@ -98,7 +102,8 @@ def _thresholded(path, mni: bool, budget: FigureBudget) -> str:
         return head + key_values(facts)
     smallest = float(np.abs(data[kept]).min())
     figure = budget.draw("map", f"thresholded {path.name}", lambda: figures.z_map(
-        img, smallest * (1 - 1e-6), f"{path.name.split('_stat-')[0]} thresholded", glass=mni))
+        img, smallest * (1 - 1e-6), f"{path.name.split('_stat-')[0]} thresholded", glass=mni,
+        outline=outline))
     return head + key_values(facts) + figure
 
 

@@ -100,10 +100,24 @@ def design_correlation(matrix: pd.DataFrame, title: str) -> str:
     return png(fig, f"regressor correlations {title}")
 
 
-def z_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool, cut_coords=None) -> str:
+def z_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool, cut_coords=None,
+          outline=None) -> str:
     """Both signs of a z map above ``|z| > threshold``: glass brain (MNI) or ortho slices.
 
-    Voxels outside the analysed mask (NaN) are drawn as 0.
+    Parameters
+    ----------
+    img : nibabel image
+        z map; voxels outside the analysed mask (NaN) are drawn as 0.
+    threshold : float
+        |z| below which nothing is drawn.
+    title : str
+    glass : bool
+        Glass brain (needs an MNI space) rather than slices.
+    cut_coords : tuple of 3 float, optional
+        Slice position (mm) of the ortho view.
+    outline : image or path, optional
+        Mask drawn as a contour on the slices (native space has no template:
+        the analysis mask shows the brain's extent).
     """
     from nilearn.plotting import plot_glass_brain, plot_stat_map
 
@@ -115,9 +129,10 @@ def z_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool, cu
     if glass:
         plot_glass_brain(clean, plot_abs=False, display_mode="ortho", **common)
     else:
-        # native space: no template to draw on
-        plot_stat_map(clean, bg_img=None, display_mode="ortho", draw_cross=False, cut_coords=cut_coords,
-                      black_bg=False, **common)
+        display = plot_stat_map(clean, bg_img=None, display_mode="ortho", draw_cross=False,
+                                cut_coords=cut_coords, black_bg=False, **common)
+        if outline is not None:
+            display.add_contours(outline, levels=[0.5], colors="0.45", linewidths=1)
     return png(fig, title)
 
 

@@ -93,10 +93,10 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
                 img = nib.load(files.z)
                 summary = summarize_map(img.get_fdata(dtype="float64"), img.affine, mni=files.in_mni)
                 summaries.append((outputs.node.name, files, summary))
-                blocks.append(contrast_block(files, unit.label, img, summary,
-                                             _peak_labels(summary, files.in_mni), budget))
+                blocks.append(contrast_block(files, unit.label, img, summary, _peak_labels(summary, files.in_mni),
+                                             budget, outline=unit.mask if unit.mask.exists() else None))
 
-    node_html = []
+    node_html, design_checks = [], []
     for outputs in nodes:
         blocks = contrast_html.get(outputs.node.name)
         if blocks is not None:
@@ -106,7 +106,9 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
         else:
             maps = (f'<p class="note">Maps of this intermediate node are not drawn (more than {FEW_MAPS}); '
                     "they are in the node folder.</p>")
-        node_html.append(node_header(outputs) + design_section(outputs, budget) + maps)
+        design, checks = design_section(outputs, budget)
+        design_checks += checks
+        node_html.append(node_header(outputs) + design + maps)
 
     graph = model_section(model, budget)
     skipped = ""
@@ -119,5 +121,5 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
     nav = (f'<nav><ul><li><a href="#warnings">Warnings and checks</a></li><li><a href="#model">Model graph</a></li>'
            f"{toc}</ul></nav>")
     body = "".join([summary_section(model, record, read_software(out_dir)), nav,
-                    alerts_section(record, nodes, summaries), graph, *node_html, skipped])
+                    alerts_section(record, nodes, summaries, design_checks), graph, *node_html, skipped])
     return write_text(out_dir / "report.html", page(f"bids-stats report: {model.name}", body))

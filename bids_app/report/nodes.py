@@ -121,14 +121,22 @@ def _distinct_designs(units: list[UnitOutputs]) -> list[list[UnitOutputs]]:
     return list(groups.values())
 
 
-def design_section(outputs: NodeOutputs, budget: FigureBudget) -> str:
-    """Design matrix, correlations and diagnostics: the first run, or each distinct higher-level design."""
+def design_section(outputs: NodeOutputs, budget: FigureBudget) -> tuple[str, list[str]]:
+    """Design matrix, correlations and diagnostics: the first run, or each distinct higher-level design.
+
+    Returns
+    -------
+    html : str
+    warnings : list of str
+        Diagnostics warnings of the first run's design, which the run itself
+        does not check (higher-level diagnostics are in the run's warnings).
+    """
     units = outputs.units
     name = outputs.node.name
     if outputs.node.level == "Run":
         first = units[0]
         if not first.design_tsv.exists():
-            return '<p class="note">design matrix file not found</p>'
+            return '<p class="note">design matrix file not found</p>', []
         matrix = pd.read_csv(first.design_tsv, sep="\t")
         # run designs carry no stored diagnostics: compute them from the matrix written
         diag = diagnose(matrix).to_dict()
@@ -137,7 +145,7 @@ def design_section(outputs: NodeOutputs, budget: FigureBudget) -> str:
                  budget.draw("design", f"design {name} {first.label}",
                              lambda: figures.design_matrix(matrix, first.label)),
                  diagnostics_table(diag), _correlations(matrix, name, first.label, budget)]
-        return "".join(parts)
+        return "".join(parts), [f"node {name} (design of {first.label}): {w}" for w in diag["warnings"]]
 
     groups = _distinct_designs(units)
     parts = [f"<h3>Design matrices ({len(groups)} distinct among {len(units)} unit(s))</h3>"]
@@ -158,7 +166,7 @@ def design_section(outputs: NodeOutputs, budget: FigureBudget) -> str:
         if i == 0:
             parts.append(_correlations(matrix, name, head.label, budget))
     parts.append(mask_table(units))
-    return "".join(parts)
+    return "".join(parts), []
 
 
 def _correlations(matrix: pd.DataFrame, node: str, label: str, budget: FigureBudget) -> str:

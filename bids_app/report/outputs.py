@@ -2,9 +2,10 @@
 
 The run record (``provenance.json``'s ``Units``) says which units ran and
 which contrasts each evaluated; file names follow
-:mod:`bids_app.derivatives.naming`. Maps other stages may add beside a
-contrast (thresholded ``desc-<method>`` z maps, ``_clusters.tsv`` tables)
-are found by their entities, whatever order those are written in.
+:mod:`bids_app.derivatives.naming`. The inference files beside a contrast
+(thresholded ``stat-z_desc-<method>`` maps, ``desc-<method>_clusters.tsv``
+tables, ``stat-logp_desc-<correction>`` permutation maps) are found by their
+entities, whatever order those are written in.
 """
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ from bids_app.spec.model import Node, StatsModel
 
 # entities that tell apart files of one contrast (not the contrast itself)
 _FILE_KEYS = {"stat", "desc", "suffix", "extension"}
+
+
+@dataclass(frozen=True)
+class DerivedMap:
+    """A map computed from a contrast's z map (thresholded, or permutation -log10 p) and its sidecar."""
+
+    path: Path
+    sidecar: dict
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,10 @@ class ContrastFiles:
         The unthresholded z map.
     sidecar : dict
         The z map's JSON sidecar (test, degrees of freedom, weights...).
-    thresholded : tuple of Path
-        ``desc-<method>`` z maps of the contrast.
+    thresholded : tuple of DerivedMap
+        ``stat-z_desc-<method>`` thresholded z maps.
+    fwe : tuple of DerivedMap
+        ``stat-logp_desc-<correction>`` family-wise corrected -log10 p maps.
     clusters : tuple of Path
         Cluster tables (``_clusters.tsv``) of the contrast.
     """
@@ -43,7 +54,8 @@ class ContrastFiles:
     entities: dict
     z: Path
     sidecar: dict
-    thresholded: tuple[Path, ...] = ()
+    thresholded: tuple[DerivedMap, ...] = ()
+    fwe: tuple[DerivedMap, ...] = ()
     clusters: tuple[Path, ...] = ()
 
     @property
@@ -53,11 +65,12 @@ class ContrastFiles:
 
 @dataclass(frozen=True)
 class UnitOutputs:
-    """One fitted unit: its record, design matrix and contrasts."""
+    """One fitted unit: its record, design matrix (TSV and JSON sidecar), mask and contrasts."""
 
     record: dict
     design_tsv: Path
     design_json: dict
+    mask: Path
     contrasts: list[ContrastFiles] = field(default_factory=list)
 
     @property
@@ -102,16 +115,22 @@ def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
         z = folder / build_name({**entities, "stat": "z"}, "statmap", ".nii.gz")
         if not z.exists():
             continue
-        z_json = z.with_name(z.name.replace(".nii.gz", ".json"))
         key = _identity(parse_entities(z))
-        thresholded = tuple(sorted(p for p, e in neighbours if e.get("desc") and e.get("stat") == "z"
-                                   and e.get("suffix") == "statmap" and e["extension"].startswith(".nii")
-                                   and _identity(e) == key))
-        clusters = tuple(sorted(p for p, e in neighbours if e.get("suffix") == "clusters"
-                                and e["extension"] == ".tsv" and _identity(e) == key))
-        contrasts.append(ContrastFiles(name, entities, z, json.loads(z_json.read_text()) if z_json.exists() else {},
-                                       thresholded, clusters))
-    return UnitOutputs(unit, design, json.loads(sidecar.read_text()) if sidecar.exists() else {}, contrasts)
+        mine = sorted((p, e) for p, e in neighbours if _identity(e) == key and e.get("desc"))
+
+        def maps(stat):
+            return tuple(DerivedMap(p, _sidecar(p)) for p, e in mine if e.get("stat") == stat
+                         and e.get("suffix") == "statmap" and e["extension"].startswith(".nii"))
+
+        clusters = tuple(p for p, e in mine if e.get("suffix") == "clusters" and e["extension"] == ".tsv")
+        contrasts.append(ContrastFiles(name, entities, z, _sidecar(z), maps("z"), maps("logp"), clusters))
+    return UnitOutputs(unit, design, json.loads(sidecar.read_text()) if sidecar.exists() else {},
+                       folder / build_name(unit["entities"], "mask", ".nii.gz"), contrasts)
+
+
+def _sidecar(image: Path) -> dict:
+    path = image.with_name(image.name.split(".")[0] + ".json")
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _identity(entities: dict) -> dict:

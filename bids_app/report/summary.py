@@ -47,7 +47,7 @@ def summary_section(model, record: dict, software: dict) -> str:
 
 
 def alerts_section(record: dict, nodes: list[NodeOutputs],
-                   maps: list[tuple[str, ContrastFiles, MapSummary]]) -> str:
+                   maps: list[tuple[str, ContrastFiles, MapSummary]], design_checks: list[str]) -> str:
     """Warnings, QC exclusions and the report's own checks, before any figure.
 
     Parameters
@@ -57,6 +57,8 @@ def alerts_section(record: dict, nodes: list[NodeOutputs],
     nodes : list of NodeOutputs
     maps : list of (node name, ContrastFiles, MapSummary)
         The z maps the report shows.
+    design_checks : list of str
+        Design diagnostics the report computed itself.
     """
     parts = ['<h2 id="warnings">Warnings and checks</h2>']
     warnings = list(dict.fromkeys(record["Warnings"]))
@@ -67,7 +69,7 @@ def alerts_section(record: dict, nodes: list[NodeOutputs],
         parts.append(f"<h3>{len(record['Exclusions'])} input(s) excluded by quality control</h3>")
         parts.append(table([{"node": e["node"], "file": e["file"], "reasons": "; ".join(e["reasons"])}
                             for e in record["Exclusions"]], fold="excluded inputs"))
-    checks = _map_checks(maps) + _mask_checks(nodes)
+    checks = _map_checks(maps) + _mask_checks(nodes) + list(design_checks)
     dropped = _dropped_columns(nodes)
     if checks:
         parts.append("<h3>Checks of the outputs</h3>" + bullet_list(checks))

@@ -1,0 +1,112 @@
+"""Thresholding, cluster tables and permutation inference for one fitted contrast.
+
+Settings come from the CLI (``--height-control``, ``--alpha``,
+``--cluster-min-size``, ``--two-sided``, ``--n-perm``, ``--tfce``,
+``--cluster-threshold``) and from ``Model.Software["bids-stats"]["Inference"]``,
+the model winning key by key. Inference runs on Dataset-level nodes, and on
+any node whose model asks for it.
+
+Files beside the contrast's maps (``<e>`` = the contrast's entities)::
+
+    <e>_stat-z_desc-<method>_statmap.nii.gz   thresholded z (0 below threshold)
+    <e>_desc-<method>_clusters.tsv            clusters: peaks, sub-peaks, sizes, atlas labels
+    <e>_stat-logp_desc-{maxT,clusterSize,clusterMass,tfce}_statmap.nii.gz   FWE -log10 p by permutation
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.derivatives.statmaps import unmask
+from bids_app.design.group_mask import outside_brain_report
+from bids_app.inference.clusters import cluster_table
+from bids_app.inference.permutation import permutation_test
+from bids_app.inference.thresholds import threshold_map
+from bids_app.spec.model import Node
+
+DEFAULTS = {
+    "HeightControl": "fpr",
+    "Alpha": None,  # 0.001 for fpr/none, 0.05 for fdr/bonferroni
+    "ClusterMinSize": 0,
+    "TwoSided": False,
+    "NPerm": 0,
+    "TFCE": False,
+    "ClusterThreshold": 3.1,
+    "ExchangeabilityBlocks": None,
+    "WithinBlock": True,
+}
+_CLI_KEYS = {"height_control": "HeightControl", "alpha": "Alpha", "cluster_min_size": "ClusterMinSize",
+             "two_sided": "TwoSided", "n_perm": "NPerm", "tfce": "TFCE", "cluster_threshold": "ClusterThreshold"}
+
+
+def inference_settings(node: Node, cli: dict) -> dict | None:
+    """Effective settings for a node, or None when the node gets no inference."""
+    from_model = dict(node.model.ours.get("Inference") or {})
+    if node.level != "Dataset" and not from_model:
+        return None
+    settings = dict(DEFAULTS)
+    settings.update({_CLI_KEYS[k]: v for k, v in cli.items() if k in _CLI_KEYS and v is not None})
+    settings.update(from_model)
+    if settings["Alpha"] is None:
+        settings["Alpha"] = 0.05 if settings["HeightControl"] in ("fdr", "bonferroni") else 0.001
+    return settings
+
+
+def _method_label(settings: dict) -> str:
+    return {"fdr": "fdr", "bonferroni": "bonferroni", "fpr": "uncorrected", "none": "thresholded"}[
+        settings["HeightControl"]]
+
+
+def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mask: np.ndarray,
+                       affine: np.ndarray, settings: dict, in_mni: bool) -> tuple[list[Path], list[str]]:
+    """Parametric thresholding of one z map (masked voxel vector) and its cluster table."""
+    folder = output_dir(out, node.name, entities)
+    method = _method_label(settings)
+    volume = np.where(mask, unmask(z, mask), 0.0)
+    result = threshold_map(volume, mask, height_control=settings["HeightControl"], alpha=settings["Alpha"],
+                           cluster_min_size=int(settings["ClusterMinSize"]), two_sided=bool(settings["TwoSided"]),
+                           affine=affine)
+    files, warnings = [], []
+    zpath = folder / build_name({**entities, "stat": "z", "desc": method}, "statmap", ".nii.gz")
+    files.append(write_nifti(zpath, np.where(mask, result.thresholded, np.nan), affine))
+    meta = {"Method": settings["HeightControl"], "Alpha": settings["Alpha"], "TwoSided": settings["TwoSided"],
+            "ClusterMinSizeVoxels": settings["ClusterMinSize"], "ZThreshold": result.threshold, **result.info}
+    if np.isfinite(result.threshold) and in_mni:
+        outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, affine,
+                                       two_sided=bool(settings["TwoSided"]))
+        meta["OutsideBrain"] = outside
+        if outside.get("flagged"):
+            warnings.append(f"{zpath.name}: {outside['message']}")
+    files.append(write_json(zpath.with_name(zpath.name.replace(".nii.gz", ".json")), meta))
+    if np.isfinite(result.threshold):
+        table = cluster_table(result.thresholded, affine, result.threshold - 1e-9,
+                              two_sided=bool(settings["TwoSided"]), min_size=int(settings["ClusterMinSize"]),
+                              atlases=("aal", "harvard_oxford") if in_mni else ())
+    else:
+        table = cluster_table(np.zeros_like(volume), affine, 1.0, atlases=())
+    files.append(write_tsv(folder / build_name({**entities, "desc": method}, "clusters", ".tsv"), table))
+    return files, warnings
+
+
+def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.ndarray,
+                     mask: np.ndarray, affine: np.ndarray, settings: dict, seed: int, blocks) -> list[Path]:
+    """FWE-corrected permutation inference (maxT, cluster size/mass, TFCE) for one t contrast."""
+    result = permutation_test(Y, X, weights, mask, n_perm=int(settings["NPerm"]), seed=seed,
+                              two_sided=bool(settings["TwoSided"]), blocks=blocks,
+                              within_block=bool(settings["WithinBlock"]),
+                              cluster_threshold=settings["ClusterThreshold"], tfce=bool(settings["TFCE"]))
+    folder = output_dir(out, node.name, entities)
+    files = []
+    for desc, values in (("maxT", result.logp_max_t), ("clusterSize", result.logp_max_size),
+                         ("clusterMass", result.logp_max_mass), ("tfce", result.logp_max_tfce)):
+        if values is None:
+            continue
+        path = folder / build_name({**entities, "stat": "logp", "desc": desc}, "statmap", ".nii.gz")
+        files.append(write_nifti(path, unmask(values, mask), affine))
+        files.append(write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {
+            "Statistic": "-log10 p, family-wise error corrected by permutation", "Correction": desc,
+            **result.info}))
+    return files
