@@ -49,7 +49,9 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
                    help="default group estimator; Model.Software['bids-stats'].Estimator wins")
     p.add_argument("--noise-model", choices=("ar1", "ols"), default="ar1", help="run-level noise model")
-    p.add_argument("--smoothing", type=float, metavar="FWHM", help="Gaussian smoothing (mm) before run-level fits")
+    p.add_argument("--smoothing", type=_smoothing, metavar="FWHM[:LEVEL]",
+                   help="isotropic Gaussian smoothing (mm) of the data entering nodes of LEVEL "
+                        "(run: BOLD before run fits, the default; session/subject/dataset: incoming effect maps)")
     p.add_argument("--missing-confounds", choices=("drop", "error"), default="drop",
                    help="a confound absent in one run: drop it there with a warning, or stop")
     p.add_argument("--qc-policy", choices=("exclude", "fail"), default="exclude",
@@ -67,6 +69,18 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
+
+
+def _smoothing(text: str) -> tuple[float, str]:
+    fwhm, _, level = text.partition(":")
+    try:
+        value = float(fwhm)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"FWHM must be a number of mm, got {fwhm!r}") from None
+    level = (level or "run").lower()
+    if value <= 0 or level not in LEVELS:
+        raise argparse.ArgumentTypeError(f"expected FWHM > 0 and LEVEL in {LEVELS}, got {text!r}")
+    return value, level.capitalize()
 
 
 def _run_app(argv: list[str]) -> int:
@@ -90,7 +104,9 @@ def _run_app(argv: list[str]) -> int:
     settings = Settings(
         participant_label=labels, space=args.space, desc_label=args.desc_label,
         analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs, seed=args.seed,
-        estimator=args.estimator, noise_model=args.noise_model, smoothing_fwhm=args.smoothing,
+        estimator=args.estimator, noise_model=args.noise_model,
+        smoothing_fwhm=args.smoothing[0] if args.smoothing else None,
+        smoothing_level=args.smoothing[1] if args.smoothing else "Run",
         missing_confounds=args.missing_confounds, qc_policy=args.qc_policy,
         inference={k: getattr(args, k) for k in ("height_control", "alpha", "cluster_min_size", "two_sided",
                                                   "n_perm", "tfce", "cluster_threshold")},

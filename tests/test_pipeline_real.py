@@ -151,3 +151,22 @@ def test_haxby_run_to_subject(tmp_path):
     np.testing.assert_allclose(ours[mask], _load_img(fx_z)[mask], rtol=1e-4, atol=1e-4)
     # face < house in the ventral temporal voxels: the strong negative z nilearn also gives
     assert ours[mask].min() < -4
+
+
+def test_dataset_level_smoothing_equals_nilearn(tmp_path):
+    from nilearn.glm.second_level import SecondLevelModel
+
+    data = real_data("wager2008_emoreg")
+    out = tmp_path / "out"
+    assert main([str(data), str(out), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json"),
+                 "--smoothing", "8:dataset"]) == 0
+    node = out / "node-group"
+    mask_img = nb.load(next(node.glob("*_mask.nii.gz")))
+    mask = _load(mask_img.get_filename()) > 0
+    maps = sorted(str(p) for p in data.glob("sub-*/*_stat-effect_statmap.nii.gz"))
+    slm = SecondLevelModel(mask_img=mask_img, smoothing_fwhm=8).fit(
+        maps, design_matrix=pd.DataFrame({"intercept": np.ones(len(maps))}))
+    ref = _load_img(slm.compute_contrast("intercept", output_type="stat"))
+    ours = _load(next(node.glob("*reappNegVsLookNeg_stat-t_statmap.nii.gz")))
+    np.testing.assert_allclose(ours[mask], ref[mask], rtol=1e-5, atol=1e-5)
+    assert json.loads(next(node.glob("*_design.json")).read_text())["SmoothingFWHM"] == 8

@@ -114,6 +114,10 @@ def _z_maps(out):
     return sorted((out / "node-group").glob("*_stat-z_statmap.nii.gz"))
 
 
+def _sidecar(path):
+    return json.loads(path.with_name(path.name.split(".")[0] + ".json").read_text())
+
+
 def test_sections_contrasts_and_provenance(wager):
     out, record, text, page, _ = wager
     ids = {h[1] for h in page.headings}
@@ -148,13 +152,18 @@ def test_negative_effects_are_flagged(wager):
     flagged = 0
     for path in _z_maps(out):
         z, _ = _load(path)
-        contrast = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())["Contrast"]
+        contrast = _sidecar(path)["Contrast"]
         n_negative = int(np.sum(z < -DISPLAY_Z))
         mentioned = f"contrast {escape(contrast)}: {n_negative} voxel(s) with z &lt; -" in alerts
         assert mentioned == (n_negative > 0), contrast
         if n_negative:
             assert f"minimum z = {np.nanmin(z):.2f}" in alerts
             flagged += 1
+            # a one-sided thresholded map beside it cannot show them: the report says so
+            one_sided = [p for p in path.parent.glob(path.name.replace("_statmap", "_desc-*_statmap"))
+                         if _sidecar(p).get("TwoSided") is False]
+            assert (f"the {n_negative} voxels with z &lt; -{DISPLAY_Z:.2f} in the z map are not tested here"
+                    in text) == bool(one_sided)
     assert flagged >= 1  # the reversed mean has strong negative effects
 
 
@@ -166,8 +175,14 @@ def test_figures_are_embedded_pngs(wager):
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     n_maps = sum(len(u["contrasts"]) for u in record["Units"])
-    # model graph + one design + its regressor correlations + one z map per contrast
-    assert len(page.images) == 3 + n_maps
+    alts = re.findall(r'<img alt="([^"]*)"', text)
+    assert [a.split()[0] for a in alts[:3]] == ["model", "design", "regressor"]
+    assert sum(a.startswith("z ") for a in alts) == n_maps
+    # thresholded maps are drawn unless they hold exactly the voxels of the z map figure
+    thresholded = [p for p in (out / "node-group").glob("*_desc-*_statmap.nii.gz") if np.any(_load(p)[0] != 0)]
+    n_drawn = sum(a.endswith("thresholded") for a in alts)
+    assert n_drawn + text.count("not drawn again") == len(thresholded)
+    assert len(alts) == 3 + n_maps + n_drawn
 
 
 def test_peak_tables_equal_the_z_maps(wager):
@@ -229,32 +244,51 @@ def test_find_peaks_are_separated_local_maxima(wager):
             assert near.min() < 12.0 or tuple(voxel) in set(map(tuple, side[["i", "j", "k"]].to_numpy()))
 
 
-def test_thresholded_maps_and_cluster_tables_are_shown(wager, tmp_path):
+def test_inference_outputs_are_shown(wager):
+    """Every thresholded map and cluster table the pipeline wrote is reported with its own numbers."""
+    out, record, text, page, _ = wager
+    written = sorted((out / "node-group").glob("*_stat-z_desc-*_statmap.nii.gz"))
+    assert written, "the pipeline writes thresholded maps at the Dataset level"
+    for path in written:
+        data = _load(path)[0]
+        assert path.name in text
+        assert f"{int(np.count_nonzero(np.nan_to_num(data)))} voxels survive ({int((data > 0).sum())} positive, " \
+               f"{int((data < 0).sum())} negative)" in text
+    for path in sorted((out / "node-group").glob("*_clusters.tsv")):
+        expected = pd.read_csv(path, sep="\t")
+        assert f"{path.name}</code> ({len(expected)} rows)" in text
+        if len(expected):
+            shown = page.table(**{"class": "clusters", "data-file": path.name})
+            np.testing.assert_allclose(shown["peak_stat"].astype(float), expected["peak_stat"][:len(shown)],
+                                       rtol=1e-4)
+
+
+def test_files_found_by_entities_in_any_order(wager, tmp_path):
+    """A two-sided map named desc-before-stat and a permutation -log10 p map are found and described."""
     out, record, _, _, model = wager
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
+    record = json.loads(json.dumps(record).replace(str(out), str(copy)))
     z_path = _z_maps(copy)[0]
     z, affine = _load(z_path)
-    kept = np.where(np.abs(z) > DISPLAY_Z, z, 0.0)
     stem = z_path.name.replace("_stat-z_statmap.nii.gz", "")
-    thresholded = z_path.with_name(f"{stem}_desc-fpr_stat-z_statmap.nii.gz")
-    nib.save(nib.Nifti1Image(kept.astype(np.float32), affine), thresholded)
-    thresholded.with_name(thresholded.name.replace(".nii.gz", ".json")).write_text(
-        json.dumps({"HeightControl": "fpr", "Threshold": DISPLAY_Z}))
-    peak = np.unravel_index(np.nanargmax(z), z.shape)
-    clusters = pd.DataFrame({"cluster_id": [1], "x": apply_affine(affine, peak)[:1], "peak_stat": [np.nanmax(z)]})
-    clusters.to_csv(z_path.with_name(f"{stem}_desc-fpr_clusters.tsv"), sep="\t", index=False)
-    record = {**record, "Units": [{**u, "design": str(copy / "node-group" / u["design"].rsplit("/", 1)[-1])}
-                                  for u in record["Units"]]}
+    strict = np.where(np.abs(z) > 4.0, z, 0.0)
+    two_sided = z_path.with_name(f"{stem}_desc-strict_stat-z_statmap.nii.gz")
+    nib.save(nib.Nifti1Image(strict.astype(np.float32), affine), two_sided)
+    two_sided.with_name(two_sided.name.replace(".nii.gz", ".json")).write_text(
+        json.dumps({"Method": "none", "Alpha": 0.05, "TwoSided": True, "ZThreshold": 4.0}))
+    logp = np.nan_to_num(-np.log10(2 * stats.norm.sf(np.abs(z)) * np.isfinite(z).sum()).clip(max=0) * -1)
+    fwe = z_path.with_name(f"{stem}_stat-logp_desc-maxT_statmap.nii.gz")
+    nib.save(nib.Nifti1Image(logp.astype(np.float32), affine), fwe)
+    fwe.with_name(fwe.name.replace(".nii.gz", ".json")).write_text(json.dumps({"Correction": "maxT"}))
     text = write_report(copy, model, record).read_text()
-    assert thresholded.name in text
-    assert f"{int(np.count_nonzero(kept))} voxels survive ({int((kept > 0).sum())} positive, " \
-           f"{int((kept < 0).sum())} negative)" in text
-    page = _Page(text)
-    table = page.table(**{"class": "clusters"})
-    assert float(table["peak_stat"][0]) == pytest.approx(np.nanmax(z), rel=1e-3)
-    # the other contrasts still say nothing was thresholded
-    assert text.count("No thresholded map or cluster table") == len(_z_maps(copy)) - 1
+    assert f"fixed threshold, alpha 0.05, two-sided: |z| &ge; 4.000. {int(np.count_nonzero(strict))} voxels survive " \
+           f"({int((strict > 0).sum())} positive, {int((strict < 0).sum())} negative)" in text
+    assert any(a.startswith(f"{stem}_desc-strict") for a in re.findall(r'<img alt="([^"]*)"', text))
+    n_fwe = int(np.sum(logp > -np.log10(0.05)))
+    assert n_fwe > 0
+    assert f"maxT family-wise corrected: {n_fwe} voxels with p<sub>FWE</sub> &lt; 0.05 " \
+           f"(smallest p<sub>FWE</sub> = {10 ** -float(logp.max()):.3g})" in text
 
 
 def test_figure_budget_says_what_it_skipped(wager, tmp_path, monkeypatch):

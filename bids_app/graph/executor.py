@@ -142,7 +142,8 @@ def _fingerprint(ctx: Context, node: Node, input_files: list[Path], extra: dict)
         "node": next(n for n in ctx.model.raw["Nodes"] if n["Name"] == node.name),
         "inputs": sorted(ctx.log.hash(p) for p in input_files),
         "settings": {k: v for k, v in asdict(ctx.settings).items()
-                     if k in ("estimator", "noise_model", "smoothing_fwhm", "missing_confounds", "qc_policy", "seed")},
+                     if k in ("estimator", "noise_model", "missing_confounds", "qc_policy", "seed")},
+        "smoothing": ctx.settings.smoothing_at(node.level),
         **extra,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -202,7 +203,7 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     if reused is not None:
         return reused
 
-    Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_fwhm)
+    Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
     Y, _ = scale_timeseries(Y)
     X = design.matrix
     noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
@@ -219,7 +220,7 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
         "Node": node.name, "Level": node.level, "Sources": [_ref(ctx, p) for p in inputs],
         "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
-        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_fwhm, **design.info}))
+        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info}))
     for key, values in fit.model_maps().items():
         files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
                                  unmask(values, mask), mask_img.affine))
@@ -303,6 +304,12 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
 
     data = np.stack([effects[i] for i in keep])
     var = np.stack([variances[i] for i in keep]) if all(variances[i] is not None for i in keep) else None
+    fwhm = ctx.settings.smoothing_at(node.level)
+    if fwhm:
+        if var is not None:
+            raise DesignError(f"node {node.name!r}: --smoothing at level {node.level} would smooth effects but "
+                              "not their variances; smooth at the run level for nodes that use variances")
+        data = _smooth(data, affines[keep[0]], fwhm)
     explicit = _options_mask(ctx, node)
     # the MNI template fallback only makes sense for inputs in an MNI space
     in_mni = "MNI" in str(entities.get("space", "")).upper()
@@ -322,7 +329,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     folder = output_dir(ctx.out, node.name, entities)
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
     files.append(write_json(folder / build_name(entities, "design", ".json"), {
-        "Node": node.name, "Level": node.level, "Estimator": est_name,
+        "Node": node.name, "Level": node.level, "Estimator": est_name, "SmoothingFWHM": fwhm,
         "Inputs": [_ref(ctx, m.effect) for m in maps], "Design": design_info,
         "Diagnostics": diagnostics.to_dict(), "Mask": mask_info, "QC": qc.to_dict()}))
     files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
@@ -356,6 +363,15 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
                "n_voxels": int(mask.sum())}
     _save(ctx, record, fp, out, files, summary)
     return out
+
+
+def _smooth(data: np.ndarray, affine: np.ndarray, fwhm: float) -> np.ndarray:
+    """Gaussian smoothing (FWHM in mm) of maps (n, x, y, z); NaN (outside the inputs) becomes 0 first."""
+    from nilearn.image import smooth_img
+
+    img = nb.Nifti1Image(np.moveaxis(np.nan_to_num(data), 0, -1), affine)
+    smoothed = np.moveaxis(np.asarray(smooth_img(img, fwhm).dataobj, dtype=np.float64), -1, 0)
+    return np.where(np.isfinite(data), smoothed, np.nan)
 
 
 def _options_mask(ctx: Context, node: Node):

@@ -21,9 +21,14 @@ class Settings:
     estimator: str = "ols"
     noise_model: str = "ar1"
     smoothing_fwhm: float | None = None
+    smoothing_level: str = "Run"
     missing_confounds: str = "drop"
     qc_policy: str = "exclude"
     inference: dict = field(default_factory=dict)
+
+    def smoothing_at(self, level: str) -> float | None:
+        """FWHM (mm) to apply to the data entering a node of ``level``, if any."""
+        return self.smoothing_fwhm if self.smoothing_fwhm and level == self.smoothing_level else None
 
 
 @dataclass

@@ -1,7 +1,5 @@
-"""One contrast's results: z map of both signs, peaks, thresholded maps, cluster tables."""
+"""One contrast's results: z map of both signs, peaks, thresholded and permutation maps, cluster tables."""
 from __future__ import annotations
-
-import json
 
 import nibabel as nib
 import numpy as np
@@ -12,10 +10,13 @@ from bids_app.report.figures import FigureBudget
 from bids_app.report.maps import DISPLAY_P, MapSummary
 from bids_app.report.markup import esc, key_values, table
 from bids_app.report.model_graph import weights_text
-from bids_app.report.outputs import ContrastFiles
+from bids_app.report.outputs import ContrastFiles, DerivedMap
 
-#: Cluster-table rows shown before folding the rest away.
+#: Cluster-table rows shown; the rest stay in the file.
 _CLUSTER_ROWS = 30
+#: Family-wise error level at which permutation -log10 p maps are drawn.
+FWE_ALPHA = 0.05
+_METHODS = {"fpr": "uncorrected", "fdr": "FDR", "bonferroni": "Bonferroni (FWE)", "none": "fixed threshold"}
 _PEAK_HEADERS = {"value": "peak z", "x": "x (mm)", "y": "y (mm)", "z": "z (mm)"}
 
 
@@ -65,7 +66,7 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
     if not summary.peaks.empty:
         strongest = summary.peaks.loc[summary.peaks.value.abs().idxmax()]
         cut = (strongest.x, strongest.y, strongest.z)
-    figure = budget.draw("map", f"z map {title}", lambda: figures.z_map(
+    figure = budget.draw("map", f"z map {title}", lambda: figures.stat_map(
         img, thr, f"z {title}  |z| > {thr:.2f}", glass=files.in_mni, cut_coords=cut, outline=outline))
     f_note = (" The z map of an F test comes from its p value: only positive values mean an effect."
               if side.get("Test") == "F" else "")
@@ -78,33 +79,86 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
     if summary.outside_brain is not None:
         parts.append(f'<p class="{"alert bad" if summary.outside_brain["flagged"] else "note"}">'
                      f'{esc(summary.outside_brain["message"])} (|z| &gt; {thr:.2f}).</p>')
-    for path in files.thresholded:
-        parts.append(_thresholded(path, files.in_mni, budget, outline))
+    z = np.asarray(img.dataobj, dtype=np.float64)
+    for derived in files.thresholded:
+        parts.append(_thresholded(derived, z, summary, files.in_mni, budget, outline))
+    for derived in files.fwe:
+        parts.append(_fwe(derived, files.in_mni, budget, outline))
     for path in files.clusters:
         parts.append(_clusters(path))
-    if not files.thresholded and not files.clusters:
+    if not (files.thresholded or files.fwe or files.clusters):
         parts.append('<p class="note">No thresholded map or cluster table was written for this contrast.</p>')
     parts.append("</div>")
     return "".join(parts)
 
 
-def _thresholded(path, mni: bool, budget: FigureBudget, outline) -> str:
-    img = nib.load(path)
+def threshold_rule(meta: dict) -> str:
+    """A thresholded map's rule in words, from its sidecar (empty when the sidecar does not say)."""
+    method = meta.get("Method", meta.get("height_control"))
+    if method is None:
+        return ""
+    z = meta.get("ZThreshold", meta.get("threshold"))
+    two_sided = bool(meta.get("TwoSided", meta.get("two_sided")))
+    rule = (f"{_METHODS.get(method, method)}, alpha {meta.get('Alpha', meta.get('alpha', '?'))}, "
+            f"{'two' if two_sided else 'one'}-sided")
+    if isinstance(z, (int, float)):
+        rule += f": {'|z|' if two_sided else 'z'} &ge; {z:.3f}" if np.isfinite(z) else ": no voxel qualifies"
+    size = meta.get("ClusterMinSizeVoxels", meta.get("cluster_min_size"))
+    if size:
+        rule += f"; clusters of at least {size} voxels"
+    return rule
+
+
+def _scalars(meta: dict) -> str:
+    """Every scalar field of a sidecar, folded away (lists and dicts are in the files)."""
+    facts = {k: esc(v) for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return f"<details><summary>sidecar fields</summary>{key_values(facts)}</details>" if facts else ""
+
+
+def _thresholded(derived: DerivedMap, z: np.ndarray, summary: MapSummary, mni: bool, budget: FigureBudget,
+                 outline) -> str:
+    """A thresholded z map: its rule, surviving voxels, and a figure unless the z map's figure shows the same."""
+    img = nib.load(derived.path)
     data = np.asarray(img.dataobj, dtype=np.float64)
     kept = np.isfinite(data) & (data != 0)
-    sidecar = path.with_name(path.name.split(".")[0] + ".json")
-    meta = json.loads(sidecar.read_text()) if sidecar.exists() else {}
-    # scalars describe the thresholding; lists (inputs, weights) are in the z map's sidecar
-    facts = {k: esc(v) for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
-    head = (f"<h5>Thresholded map <code>{esc(path.name)}</code></h5><p>{int(kept.sum())} voxels survive "
-            f"({int((data > 0).sum())} positive, {int((data < 0).sum())} negative).</p>")
-    if not kept.any():
-        return head + key_values(facts)
-    smallest = float(np.abs(data[kept]).min())
-    figure = budget.draw("map", f"thresholded {path.name}", lambda: figures.z_map(
-        img, smallest * (1 - 1e-6), f"{path.name.split('_stat-')[0]} thresholded", glass=mni,
-        outline=outline))
-    return head + key_values(facts) + figure
+    meta = derived.sidecar
+    parts = [f"<h5>Thresholded map <code>{esc(derived.path.name)}</code></h5>",
+             f"<p>{threshold_rule(meta) or 'rule not recorded'}. {int(kept.sum())} voxels survive "
+             f"({int((data > 0).sum())} positive, {int((data < 0).sum())} negative).</p>"]
+    two_sided = meta.get("TwoSided", meta.get("two_sided"))
+    if two_sided is False and summary.n_negative:
+        parts.append(f'<p class="alert">One-sided threshold: the {summary.n_negative} voxels with '
+                     f"z &lt; -{summary.threshold:.2f} in the z map are not tested here (see --two-sided).</p>")
+    parts.append(_scalars(meta))
+    with np.errstate(invalid="ignore"):
+        shown_above = (z > summary.threshold) | (two_sided is not False) & (z < -summary.threshold)
+    if kept.any() and np.array_equal(kept, shown_above):
+        parts.append(f'<p class="note">Same voxels as the z map figure above at |z| &gt; {summary.threshold:.2f}'
+                     f'{"" if two_sided is not False else " (its positive part)"}: not drawn again.</p>')
+    elif kept.any():
+        smallest = float(np.abs(data[kept]).min())
+        parts.append(budget.draw("map", f"thresholded {derived.path.name}", lambda: figures.stat_map(
+            img, smallest * (1 - 1e-6), f"{derived.path.name.split('_stat-')[0]} thresholded", glass=mni,
+            outline=outline)))
+    return "".join(parts)
+
+
+def _fwe(derived: DerivedMap, mni: bool, budget: FigureBudget, outline) -> str:
+    """A permutation -log10 p map: voxels with FWE-corrected p < 0.05."""
+    img = nib.load(derived.path)
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    cut = -np.log10(FWE_ALPHA)
+    significant = int(np.count_nonzero(np.isfinite(data) & (data > cut)))
+    best = float(np.nanmax(data)) if np.isfinite(data).any() else float("nan")
+    parts = [f"<h5>Permutation inference <code>{esc(derived.path.name)}</code></h5>",
+             f"<p>{esc(derived.sidecar.get('Correction', ''))} family-wise corrected: {significant} voxels with "
+             f"p<sub>FWE</sub> &lt; {FWE_ALPHA} (smallest p<sub>FWE</sub> = {10 ** -best:.3g}).</p>",
+             _scalars(derived.sidecar)]
+    if significant:
+        parts.append(budget.draw("map", f"FWE {derived.path.name}", lambda: figures.stat_map(
+            img, cut, f"{derived.path.name.split('_stat-')[0]} -log10 pFWE > {cut:.2f}", glass=mni, signed=False,
+            outline=outline)))
+    return "".join(parts)
 
 
 def _clusters(path) -> str:

@@ -100,19 +100,22 @@ def design_correlation(matrix: pd.DataFrame, title: str) -> str:
     return png(fig, f"regressor correlations {title}")
 
 
-def z_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool, cut_coords=None,
-          outline=None) -> str:
-    """Both signs of a z map above ``|z| > threshold``: glass brain (MNI) or ortho slices.
+def stat_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool, signed: bool = True,
+             cut_coords=None, outline=None) -> str:
+    """A statistic map above a threshold: glass brain (MNI) or ortho slices.
 
     Parameters
     ----------
     img : nibabel image
-        z map; voxels outside the analysed mask (NaN) are drawn as 0.
+        The map; voxels outside the analysed mask (NaN) are drawn as 0.
     threshold : float
-        |z| below which nothing is drawn.
+        Values with magnitude below this are not drawn.
     title : str
     glass : bool
         Glass brain (needs an MNI space) rather than slices.
+    signed : bool
+        Both signs in a diverging colour map (z maps: negative effects in
+        blue, never hidden), or positive values only (-log10 p maps).
     cut_coords : tuple of 3 float, optional
         Slice position (mm) of the ortho view.
     outline : image or path, optional
@@ -124,8 +127,10 @@ def z_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool, cu
     data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     clean = nib.Nifti1Image(data, img.affine)
     fig = plt.figure(figsize=(10, 3.2))
-    common = dict(threshold=threshold, title=title, figure=fig, colorbar=True, symmetric_cbar=True,
-                  vmax=max(float(np.abs(data).max()), threshold + 1e-3), cmap="cold_hot")
+    common = dict(threshold=threshold, title=title, figure=fig, colorbar=True, symmetric_cbar=signed,
+                  vmax=max(float(np.abs(data).max()), threshold + 1e-3), cmap="cold_hot" if signed else "hot")
+    if not signed:
+        common["vmin"] = 0.0
     if glass:
         plot_glass_brain(clean, plot_abs=False, display_mode="ortho", **common)
     else:

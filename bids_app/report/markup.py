@@ -58,7 +58,7 @@ def cell(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.4e}"
+        return f"{value:.5g}" if value == 0 or 1e-3 <= abs(value) < 1e7 else f"{value:.3e}"
     if isinstance(value, (list, tuple, dict)):
         return esc(json.dumps(value, default=str))
     return esc(value)

@@ -106,9 +106,8 @@ def read_software(out_dir: Path) -> dict:
 def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
     design = Path(unit["design"])
     design = design if design.is_absolute() else out_dir / design
-    sidecar = design.with_suffix(".json")
     folder = output_dir(out_dir, node.name, unit["entities"])
-    neighbours = [(p, parse_entities(p)) for p in folder.iterdir()] if folder.exists() else []
+    neighbours = [(p, parse_entities(p)) for p in sorted(folder.iterdir())] if folder.exists() else []
     contrasts = []
     for name in unit["contrasts"]:
         entities = {**unit["entities"], "contrast": name}
@@ -116,19 +115,21 @@ def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
         if not z.exists():
             continue
         key = _identity(parse_entities(z))
-        mine = sorted((p, e) for p, e in neighbours if _identity(e) == key and e.get("desc"))
-
-        def maps(stat):
-            return tuple(DerivedMap(p, _sidecar(p)) for p, e in mine if e.get("stat") == stat
-                         and e.get("suffix") == "statmap" and e["extension"].startswith(".nii"))
-
+        mine = [(p, e) for p, e in neighbours if e.get("desc") and _identity(e) == key]
         clusters = tuple(p for p, e in mine if e.get("suffix") == "clusters" and e["extension"] == ".tsv")
-        contrasts.append(ContrastFiles(name, entities, z, _sidecar(z), maps("z"), maps("logp"), clusters))
-    return UnitOutputs(unit, design, json.loads(sidecar.read_text()) if sidecar.exists() else {},
-                       folder / build_name(unit["entities"], "mask", ".nii.gz"), contrasts)
+        contrasts.append(ContrastFiles(name, entities, z, _sidecar(z), _derived(mine, "z"), _derived(mine, "logp"),
+                                       clusters))
+    return UnitOutputs(unit, design, _sidecar(design), folder / build_name(unit["entities"], "mask", ".nii.gz"),
+                       contrasts)
+
+
+def _derived(files: list[tuple[Path, dict]], stat: str) -> tuple[DerivedMap, ...]:
+    return tuple(DerivedMap(p, _sidecar(p)) for p, e in files
+                 if e.get("stat") == stat and e.get("suffix") == "statmap" and e["extension"].startswith(".nii"))
 
 
 def _sidecar(image: Path) -> dict:
+    """The JSON beside a ``.nii.gz``/``.tsv`` file (empty when there is none)."""
     path = image.with_name(image.name.split(".")[0] + ".json")
     return json.loads(path.read_text()) if path.exists() else {}
 

@@ -90,10 +90,12 @@ def _map_checks(maps) -> list[str]:
         where = f"node {node}, contrast {files.name}"
         if files.sidecar.get("Test") != "F" and summary.n_negative:
             low = summary.peaks[summary.peaks.sign < 0].iloc[0]
+            one_sided = [d.path.name for d in files.thresholded if d.sidecar.get("TwoSided") is False]
             out.append(f"{where}: {summary.n_negative} voxel(s) with z < -{summary.threshold:.2f} "
                        f"(minimum z = {low.value:.2f} at x={low.x:.0f}, y={low.y:.0f}, z={low.z:.0f} mm): "
                        "effects opposite to the contrast (deactivation, or weights the other way round); "
-                       "shown in blue in the maps")
+                       "shown in blue in the maps"
+                       + ("; the one-sided thresholded map does not test them (see --two-sided)" if one_sided else ""))
         if summary.outside_brain and summary.outside_brain["flagged"]:
             out.append(f"{where}: {summary.outside_brain['message']}")
     return out
