@@ -13,7 +13,8 @@ directory, and both tools read those files:
 Designs: intercept + 2 covariates for N = 16, 94, 500 maps (contrasts:
 intercept t, F on both covariates), and a 3x3 within-subject design
 (9 cells + 15 subject columns, 16 subjects = 144 maps; F on the main effect
-of factor A). Both run side by side in this process; printed: seconds, ratio,
+of factor A). Both run side by side in this process, with the same BLAS
+thread count (1 by default, OLSEstimator's default); printed: seconds, ratio,
 max |stat difference|. Our peak memory (resident set size, Linux VmHWM) is
 measured in a fresh subprocess per case, and for N = 1000 maps (ours only).
 
@@ -36,6 +37,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from bids_app.estimation.ols import OLSEstimator
 
@@ -106,12 +108,12 @@ def run_ours(files, mask, X, contrasts):
     return loaded - start, time.perf_counter() - start, stats
 
 
-def run_nilearn(files, mask, affine, X, names, contrasts):
+def run_nilearn(files, mask, affine, X, names, contrasts, blas_threads):
     """SecondLevelModel fit + compute_contrast(output_type="all") per contrast."""
     from nilearn.glm.second_level import SecondLevelModel
 
     start = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(blas_threads, user_api="blas"):
         warnings.simplefilter("ignore")
         model = SecondLevelModel(mask_img=nib.Nifti1Image(mask.astype(np.uint8), affine))
         model.fit([str(f) for f in files], design_matrix=pd.DataFrame(X, columns=names))
@@ -162,6 +164,10 @@ def _child(manifest: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N = 16, 94 and 144 only")
+    parser.add_argument(
+        "--nilearn-blas-threads", type=int, default=1,
+        help="BLAS threads for nilearn (default 1, as OLSEstimator's default); 0: library default",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -188,7 +194,9 @@ def main(argv=None) -> None:
                 repeated_measures_design() if design == "rm" else covariate_design(len(subset))
             )
             load_s, ours_s, ours = run_ours(subset, mask, X, contrasts)
-            nilearn_s, theirs = run_nilearn(subset, mask, affine, X, names, contrasts)
+            nilearn_s, theirs = run_nilearn(
+                subset, mask, affine, X, names, contrasts, args.nilearn_blas_threads or None
+            )
             diff = max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in contrasts)
             peak, extra = peak_memory(subset, design)
             print(

@@ -230,7 +230,7 @@ def test_anova_3x3_repeated_measures(tmp_path):
     subjects = _subjects(16)
     data = tmp_path / "maps"
     maps = simulate_maps(data, task="mixedgamblestask", subjects=subjects, contrasts=CELLS, with_variance=False,
-                         dof=None, seed=7, mean=lambda e: 0.4 * int(e["contrast"][4]) - 0.1 * int(e["contrast"][-1]))
+                         dof=None, seed=7, mean=lambda e: 0.8 * int(e["contrast"][4]) - 0.1 * int(e["contrast"][-1]))
     assert len(maps) == 144
     node = _run(tmp_path, data, "group_anova_3x3")
     design = _factor_design(maps, CELLS, subjects)

@@ -26,24 +26,16 @@ from bids.variables import SparseRunVariable
 from nilearn.glm.first_level import compute_regressor
 
 from bids_app.errors import DesignError
+from bids_app.spec.validate import FIR_KEYS, HRF_MODELS
 
 #: nilearn's defaults; changing them breaks equality with nilearn's designs.
 OVERSAMPLING = 50
 MIN_ONSET_S = -24.0
 
-KNOWN_MODELS = (
-    "spm",
-    "spm + derivative",
-    "spm + derivative + dispersion",
-    "glover",
-    "glover + derivative",
-    "glover + derivative + dispersion",
-    "fir",
-)
+# The names and FIR parameter spellings are the spec layer's: one list for
+# validation and for building regressors.
+KNOWN_MODELS = HRF_MODELS
 _BY_KEY = {m.replace(" ", ""): m for m in KNOWN_MODELS}
-# Parameter keys accepted for FIR delays: the spec's ``fir_delays`` and
-# pybids' ``FIRDelays``/``Delays`` spellings, compared without case or "_".
-_FIR_KEYS = frozenset({"firdelays", "delays"})
 
 
 @dataclass(frozen=True)
@@ -63,7 +55,7 @@ class HRFModel:
 
 
 def _fir_delays(parameters: dict, where: str) -> tuple[int, ...]:
-    keys = [k for k in parameters if re.sub("_", "", k).lower() in _FIR_KEYS]
+    keys = [k for k in parameters if re.sub("_", "", k).lower() in FIR_KEYS]
     if not keys:
         raise DesignError(f"{where}: the 'fir' model needs Parameters.fir_delays (in scans)")
     raw = parameters[keys[0]]
@@ -125,7 +117,7 @@ def parse_hrf_model(
     parameters = dict(parameters or {})
     if name == "fir":
         delays = _fir_delays(parameters, where)
-        unused = [k for k in parameters if re.sub("_", "", k).lower() not in _FIR_KEYS]
+        unused = [k for k in parameters if re.sub("_", "", k).lower() not in FIR_KEYS]
         return HRFModel(name, delays), [
             f"{where}: parameter {k!r} is not used by the fir model" for k in unused
         ]

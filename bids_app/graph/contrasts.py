@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bids_app.spec.model import Node
+from bids_app.spec.validate import INTERCEPT_ALIASES as _INTERCEPT_ALIASES
 
 INTERCEPT = "intercept"
-_INTERCEPT_ALIASES = {"1", INTERCEPT, "Intercept"}
 
 
 @dataclass(frozen=True)

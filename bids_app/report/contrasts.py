@@ -163,7 +163,7 @@ def _fwe(derived: DerivedMap, mni: bool, budget: FigureBudget, outline) -> str:
 
 def _clusters(path) -> str:
     frame = pd.read_csv(path, sep="\t")
-    shown = table(frame.head(_CLUSTER_ROWS), css_class="clusters")
+    shown = table(frame.head(_CLUSTER_ROWS), css_class="clusters", attrs={"data-file": path.name})
     more = (f'<p class="note">{len(frame) - _CLUSTER_ROWS} more rows in <code>{esc(path.name)}</code>.</p>'
             if len(frame) > _CLUSTER_ROWS else "")
     return f"<h5>Cluster table <code>{esc(path.name)}</code> ({len(frame)} rows)</h5>{shown}{more}"

@@ -75,7 +75,7 @@ HRF_MODELS = (
 )
 # Accepted spellings of the FIR delays parameter, compared without case or
 # "_": the spec's ``fir_delays`` and pybids' ``FIRDelays``/``Delays``.
-_FIR_KEYS = frozenset({"firdelays", "delays"})
+FIR_KEYS = frozenset({"firdelays", "delays"})
 _GLOB_CHARS = frozenset("*?[")
 _MAX_LISTED = 12
 
@@ -380,7 +380,7 @@ def _hrf_issues(hrf, x: list, where: str) -> list[Issue]:
                                          f"use one of {_listing(HRF_MODELS)} (case-insensitive)"))
     if key == "fir":
         params = hrf.get("Parameters") if isinstance(hrf.get("Parameters"), dict) else {}
-        delays = [v for k, v in params.items() if re.sub("_", "", k).lower() in _FIR_KEYS]
+        delays = [v for k, v in params.items() if re.sub("_", "", k).lower() in FIR_KEYS]
         ok = bool(delays) and isinstance(delays[0], list) and bool(delays[0]) and all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in delays[0]
         ) and len(set(delays[0])) == len(delays[0])
