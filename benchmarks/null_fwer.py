@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ def datasets(full_resolution):
     }
 
 
-def experiment(Y, mask, index, n_perm, cluster_z, rng):
+def experiment(Y, mask, index, n_perm, cluster_z, rng, seed):
     """One null experiment; returns the smallest FWE p of each method."""
     n = Y.shape[0]
     if index % 2 == 0:
@@ -74,18 +75,22 @@ def experiment(Y, mask, index, n_perm, cluster_z, rng):
         scheme = "covariate"
         data = Y
         X, contrast = np.column_stack([np.ones(n), rng.standard_normal(n)]), [0.0, 1.0]
-    result = permutation_test(data, X, contrast, mask, n_perm=n_perm, seed=index,
+    result = permutation_test(data, X, contrast, mask, n_perm=n_perm, seed=seed,
                               cluster_threshold=cluster_z, tfce=True)
+    # p = k / (n_perm + 1) exactly: recover k, as 10 ** -logp is not exact
+    def smallest_p(logp):
+        return np.round(10.0 ** -logp.max() * (n_perm + 1)) / (n_perm + 1)
+
     return {"scheme": scheme,
-            "maxT": 10 ** -result.logp_max_t.max(),
-            "cluster": 10 ** -result.logp_max_size.max(),
-            "TFCE": 10 ** -result.logp_max_tfce.max()}
+            "maxT": smallest_p(result.logp_max_t),
+            "cluster": smallest_p(result.logp_max_size),
+            "TFCE": smallest_p(result.logp_max_tfce)}
 
 
 def summary(records):
     rows = []
     for method in ("maxT", "cluster", "TFCE"):
-        rejected = records[method] <= ALPHA
+        rejected = records[method] <= ALPHA + 1e-12
         k, n = int(rejected.sum()), len(records)
         low, high = stats.binomtest(k, n).proportion_ci(0.95)
         rows.append({"method": method, "FWER %": 100 * k / n, "95% CI low": 100 * low,
@@ -99,7 +104,11 @@ def main(argv=None):
     parser.add_argument("--n-experiments", type=int, default=1000)
     parser.add_argument("--n-perm", type=int, default=99)
     parser.add_argument("--cluster-z", type=float, default=3.1)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="run number: runs with different seeds are independent")
     parser.add_argument("--full-resolution", action="store_true")
+    parser.add_argument("--records", default=None,
+                        help="append each experiment's smallest p-values to this TSV")
     parser.add_argument("--datasets", nargs="+", default=None,
                         help="subset of the dataset names (prefix match)")
     args = parser.parse_args(argv)
@@ -108,14 +117,19 @@ def main(argv=None):
         if args.datasets and not any(name.startswith(d) for d in args.datasets):
             continue
         print(f"{name}: {Y.shape[0]} maps, {mask.sum()} voxels", flush=True)
-        rng = np.random.default_rng(12345)
+        rng = np.random.default_rng(12345 + args.seed)
         start, records = time.perf_counter(), []
         for index in range(args.n_experiments):
-            records.append(experiment(Y, mask, index, args.n_perm, args.cluster_z, rng))
+            records.append(experiment(Y, mask, index, args.n_perm, args.cluster_z, rng,
+                                      seed=args.seed * 100_000 + index))
             if (index + 1) % 100 == 0:
                 print(f"  {index + 1} experiments, {time.perf_counter() - start:.0f} s",
                       flush=True)
         records = pd.DataFrame(records)
+        if args.records:
+            records.assign(dataset=name).to_csv(
+                args.records, sep="\t", index=False, mode="a",
+                header=not Path(args.records).exists())
         print(f"{name}, all experiments:")
         print(summary(records).to_string(index=False))
         for scheme, part in records.groupby("scheme"):

@@ -23,7 +23,9 @@ def _nilearn_contrast(imgs, mask_img, design, weights, test):
         warnings.simplefilter("ignore")  # nilearn's deprecation/rank notices
         model = SecondLevelModel(mask_img=mask_img, minimize_memory=False)
         model.fit(list(imgs), design_matrix=design)
-        maps = model.compute_contrast(np.asarray(weights), second_level_stat_type=test, output_type="all")
+        maps = model.compute_contrast(
+            np.asarray(weights), second_level_stat_type=test, output_type="all"
+        )
     return maps, model
 
 
@@ -52,8 +54,10 @@ def _assert_matches_nilearn(result, maps, mask, test):
     np.testing.assert_allclose(result.z, _in_mask(maps["z_score"], mask), rtol=0, atol=TOL)
     np.testing.assert_allclose(result.p, _in_mask(maps["p_value"], mask), rtol=0, atol=TOL)
     if test == "t":  # nilearn's F "effect" is whitened, not C @ beta
-        np.testing.assert_allclose(result.effect, _in_mask(maps["effect_size"], mask), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(result.variance, _in_mask(maps["effect_variance"], mask), rtol=1e-10)
+        effect = _in_mask(maps["effect_size"], mask)
+        variance = _in_mask(maps["effect_variance"], mask)
+        np.testing.assert_allclose(result.effect, effect, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(result.variance, variance, rtol=1e-10)
 
 
 def test_one_sample_equals_nilearn_on_wager(wager):

@@ -4,12 +4,15 @@ Each test simulates one first-level map per subject and incoming contrast
 (``simulate_maps``) with a ``participants.tsv`` holding the columns the model
 reads, runs ``bids-stats ... dataset --model models/group_<x>.json``, builds
 the equivalent design matrix by hand from the simulated table, fits it with
-nilearn on the same files and compares the t / F maps (within 1e-5), the
+nilearn on the same maps and compares the t / F maps (within 1e-5), the
 degrees of freedom written in the sidecars and, where one exists, a scipy
-closed form (two-sample, paired t).
+closed form (one-sample, two-sample, paired t). The mixed-effects engine is
+checked against the closed form REML has when all within-subject variances
+are equal.
 """
 import json
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +22,7 @@ from scipy import stats
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
 from conftest import MODELS
-from simulate_maps import SPACE, brain_mask, load, mask_img, simulate_maps
+from simulate_maps import AFFINE, SPACE, brain_mask, load, mask_img, simulate_maps
 
 BRAIN = brain_mask()
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -61,8 +64,13 @@ def _sidecar(path):
 
 
 def _nilearn(maps, design: pd.DataFrame, contrast, test="t"):
-    """nilearn's t or F map (voxels of the brain) for the same files and design."""
-    slm = SecondLevelModel(mask_img=mask_img()).fit([str(m.path) for m in maps], design_matrix=design)
+    """nilearn's t or F map (voxels of the brain) for the same maps and design.
+
+    The maps go in as one 4-D image of the arrays the files hold (float32
+    values): nilearn checks every file of a list on its own, 0.25 s each.
+    """
+    img = nib.Nifti1Image(np.stack([m.effect for m in maps], axis=-1), AFFINE)
+    slm = SecondLevelModel(mask_img=mask_img()).fit(img, design_matrix=design)
     img = slm.compute_contrast(np.asarray(contrast, dtype=float), second_level_stat_type=test,
                                output_type="stat")
     return np.asarray(img.get_fdata(), dtype=np.float64)[BRAIN]
@@ -84,6 +92,15 @@ def _design_tsv(node, task, contrast=None):
     return pd.read_csv(node / f"task-{task}_space-{SPACE}{part}_design.tsv", sep="\t")
 
 
+def _design_order(node, task, maps, contrast=None):
+    """``maps`` in the order of the design's rows (the design JSON lists its inputs)."""
+    part = f"_contrast-{contrast}" if contrast else ""
+    inputs = json.loads((node / f"task-{task}_space-{SPACE}{part}_design.json").read_text())["Inputs"]
+    by_path = {str(m.path.resolve()): m for m in maps}
+    assert len(inputs) == len(maps)
+    return [by_path[p] for p in inputs]
+
+
 def _ds005_participants(subjects, seed):
     """sex 0/1 and age, as in ds000005's participants.tsv."""
     rng = np.random.default_rng(seed)
@@ -93,6 +110,14 @@ def _ds005_participants(subjects, seed):
 
 
 # ---------------------------------------------------------------- GroupBy [contrast]
+
+TESTED_MODELS = {"group_one_sample", "group_covariate", "group_two_sample", "group_two_sample_formula",
+                 "group_interaction", "group_paired", "group_anova_3x3"}
+
+
+def test_every_group_model_file_is_run_here():
+    assert {p.stem for p in MODELS.glob("group_*.json")} == TESTED_MODELS
+
 
 def test_one_sample(tmp_path):
     subjects = _subjects(10)
@@ -119,6 +144,7 @@ def test_covariate(tmp_path):
     maps = simulate_maps(data, task="emoreg", subjects=subjects, contrasts=["c"], participants=participants,
                          mean=lambda e: 0.7 * x[e["subject"]], seed=2)
     node = _run(tmp_path, data, "group_covariate")
+    maps = _design_order(node, "emoreg", maps, "c")
     cov = np.array([x[m.entities["subject"]] for m in maps])
     design = pd.DataFrame({"intercept": np.ones(len(maps)), "X_RVLPFC": cov - cov.mean()})
     np.testing.assert_allclose(_design_tsv(node, "emoreg", "c")[list(design)], design, rtol=1e-12, atol=1e-12)
@@ -136,6 +162,7 @@ def test_two_sample_cell_means(tmp_path):
     maps = simulate_maps(data, task="mixedgamblestask", subjects=subjects, contrasts=["gain"],
                          participants=participants, mean=lambda e: 0.3 + 0.8 * sex[e["subject"]], seed=3)
     node = _run(tmp_path, data, "group_two_sample")
+    maps = _design_order(node, "mixedgamblestask", maps, "gain")
     s = np.array([sex[m.entities["subject"]] for m in maps], dtype=float)
     design = pd.DataFrame({"sex.0": 1 - s, "sex.1": s})
     np.testing.assert_array_equal(_design_tsv(node, "mixedgamblestask", "gain")[list(design)], design)
@@ -154,6 +181,7 @@ def test_two_sample_formula(tmp_path):
     maps = simulate_maps(data, task="mixedgamblestask", subjects=subjects, contrasts=["loss"],
                          participants=participants, mean=lambda e: -0.5 * sex[e["subject"]], seed=4)
     node = _run(tmp_path, data, "group_two_sample_formula")
+    maps = _design_order(node, "mixedgamblestask", maps, "loss")
     s = np.array([sex[m.entities["subject"]] for m in maps], dtype=float)
     design = pd.DataFrame({"intercept": np.ones(len(maps)), "sex.1": s})
     np.testing.assert_array_equal(_design_tsv(node, "mixedgamblestask", "loss")[list(design)], design)
@@ -171,6 +199,7 @@ def test_sex_by_age_interaction(tmp_path):
                          participants=participants, seed=5,
                          mean=lambda e: 0.05 * (age[e["subject"]] - 25) * (1 + sex[e["subject"]]))
     node = _run(tmp_path, data, "group_interaction")
+    maps = _design_order(node, "mixedgamblestask", maps, "gain")
     s = np.array([sex[m.entities["subject"]] for m in maps], dtype=float)
     a = np.array([age[m.entities["subject"]] for m in maps], dtype=float)
     a -= a.mean()
@@ -212,6 +241,7 @@ def test_paired(tmp_path):
     maps = simulate_maps(data, task="rhymejudgment", subjects=subjects, contrasts=["word", "pseudoword"],
                          with_variance=False, seed=6, mean=lambda e: 1.0 if e["contrast"] == "word" else 0.6)
     node = _run(tmp_path, data, "group_paired")
+    maps = _design_order(node, "rhymejudgment", maps)
     design = _factor_design(maps, ["word", "pseudoword"], subjects)
     np.testing.assert_array_equal(_design_tsv(node, "rhymejudgment"), design)
     meta = _check(node, "rhymejudgment", "wordVsPseudoword", maps, _full_rank(design, subjects),
@@ -233,6 +263,7 @@ def test_anova_3x3_repeated_measures(tmp_path):
                          dof=None, seed=7, mean=lambda e: 0.8 * int(e["contrast"][4]) - 0.1 * int(e["contrast"][-1]))
     assert len(maps) == 144
     node = _run(tmp_path, data, "group_anova_3x3")
+    maps = _design_order(node, "mixedgamblestask", maps)
     design = _factor_design(maps, CELLS, subjects)
     np.testing.assert_array_equal(_design_tsv(node, "mixedgamblestask"), design)
     design = _full_rank(design, subjects)

@@ -7,12 +7,12 @@ Per voxel, with ``n`` inputs (subjects, sessions or studies)::
 ``s2_i`` is the known within-level sampling variance of input ``i`` (the
 ``variance`` maps of the level below) and ``tau2 >= 0`` the unknown
 between-input variance. This is the random-effects meta-analysis model, the
-model of FSL FLAME1 and AFNI 3dMEMA. ``tau2`` is estimated by restricted
-(default) or full maximum likelihood by safeguarded Newton iterations,
-vectorised over voxels; ``b`` is then the weighted least-squares estimate with weights
-``1 / (s2_i + tau2)``. Inference uses ``t = c b / sqrt(c Cov(b) c')`` with
-``dof = n - rank(X)``. docs/mixed_effects.md gives the likelihoods and the
-validation.
+model of FSL FLAME1 and AFNI 3dMEMA. ``tau2`` maximises the restricted
+(default) or full likelihood: candidates located on a grid are refined by
+safeguarded Newton iterations, vectorised over voxels. ``b`` is then the
+weighted least-squares estimate with weights ``1 / (s2_i + tau2)``.
+Inference uses ``t = c b / sqrt(c Cov(b) c')`` with ``dof = n - rank(X)``.
+docs/mixed_effects.md gives the likelihoods and the validation.
 """
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def wls_coefficients(Q: np.ndarray, w: np.ndarray, y: np.ndarray):
         ``(Q' W Q)^-1``, the covariance of ``g``.
     """
     A_inv = np.linalg.inv(_gram(Q, w))
-    # einsum, not matmul: BLAS is slow for the skinny (rank x n) products.
-    g = np.einsum("vrs,is,iv->rv", A_inv, Q, w * y, optimize=True)
+    # einsum, not matmul: BLAS (threads) is slow for these skinny products.
+    g = np.einsum("vrs,sv->rv", A_inv, np.einsum("is,iv->sv", Q, w * y))
     return g, A_inv
 
 
@@ -200,8 +200,8 @@ def tau2_upper_bound(Q, y, s2):
     """
     n, rank = Q.shape
     m = n - rank
-    resid = y - np.einsum("ir,jr,jv->iv", Q, Q, y, optimize=True)
-    rss = (resid**2).sum(0)
+    resid = y - np.einsum("ir,rv->iv", Q, np.einsum("jr,jv->rv", Q, y))
+    rss = np.einsum("iv,iv->v", resid, resid)
     return (rss + np.sqrt(rss**2 + 4 * m * rss * s2.max(0))) / (2 * m)
 
 
@@ -211,7 +211,7 @@ def estimate_tau2(Q, y, s2, method="reml", tol=1e-8, max_iter=100, n_grid=N_GRID
     The likelihood of ``tau2`` can have several local maxima when the ``s2``
     differ a lot between inputs (real meta-analysis data do), so:
 
-    1. **Locate**: evaluate ``l`` and ``l'`` on ``n_grid`` points from 0 to
+    1. **Locate**: evaluate ``l'`` on ``n_grid`` points from 0 to
        :func:`tau2_upper_bound`, uniform in ``eta = log(tau2 + min(s2))``.
        The candidates are ``tau2 = 0`` where ``l'(0) <= 0`` (a boundary
        maximum) and every grid interval where ``l'`` changes from > 0 to
@@ -256,7 +256,9 @@ def estimate_tau2(Q, y, s2, method="reml", tol=1e-8, max_iter=100, n_grid=N_GRID
     is_candidate = np.vstack([~rising[:1], rising[:-1] & ~rising[1:]])
     k, v = np.nonzero(is_candidate[1:])
     k += 1
-    tau2_c, iter_c, conv_c = refine_tau2(Q, y[:, v], s2[:, v], grid[k - 1, v], grid[k, v], method, tol, max_iter)
+    tau2_c, iter_c, conv_c = refine_tau2(
+        Q, y[:, v], s2[:, v], grid[k - 1, v], grid[k, v], method, tol, max_iter
+    )
     ll_c = log_likelihood(Q, y[:, v], s2[:, v], tau2_c, method)[0]
 
     # Per voxel, the interior candidate of highest likelihood: sort by voxel
@@ -329,6 +331,15 @@ def refine_tau2(Q, y, s2, lo, hi, method="reml", tol=1e-8, max_iter=100):
         tau2[active], converged[active] = new, done
         active, x, lo, hi = active[~done], new[~done], lo[~done], hi[~done]
     return tau2, n_iter, converged
+
+
+def _valid_chunk(Y, S2, sl):
+    """Float64 data and variances of one chunk, and which voxels are usable."""
+    y = np.asarray(Y[:, sl], dtype=np.float64)
+    s2 = np.asarray(S2[:, sl], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.all(np.isfinite(y), axis=0) & np.all(np.isfinite(s2) & (s2 > 0), axis=0)
+    return y, s2, ok
 
 
 class MixedEffectsEstimator:
@@ -405,7 +416,8 @@ class MixedEffectsEstimator:
             t2, it, conv = estimate_tau2(Q, y, s2, self.method, self.tol, self.max_iter)
             g = wls_coefficients(Q, 1.0 / (s2 + t2), y)[0]
             idx = np.arange(sl.start, sl.stop)[ok]
-            tau2[idx], beta[:, idx], n_iter[idx], converged[idx] = t2, to_beta @ g, it, conv
+            tau2[idx], n_iter[idx], converged[idx] = t2, it, conv
+            beta[:, idx] = np.einsum("pr,rv->pv", to_beta, g)
         return MixedEffectsFit(
             design=X,
             basis=Q,
@@ -418,15 +430,6 @@ class MixedEffectsEstimator:
             info={"n_iter": n_iter, "converged": converged},
             chunk_bytes=self.chunk_bytes,
         )
-
-
-def _valid_chunk(Y, S2, sl):
-    """Float64 data and variances of one chunk, and which voxels are usable."""
-    y = np.asarray(Y[:, sl], dtype=np.float64)
-    s2 = np.asarray(S2[:, sl], dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        ok = np.all(np.isfinite(y), axis=0) & np.all(np.isfinite(s2) & (s2 > 0), axis=0)
-    return y, s2, ok
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,8 @@ class MixedEffectsFit:
     method : {"reml", "ml"}
     info : dict
         ``n_iter`` and ``converged`` per voxel.
+    chunk_bytes : int
+        Working memory per chunk when evaluating contrasts.
     """
 
     design: np.ndarray
@@ -479,7 +484,8 @@ class MixedEffectsFit:
         variance = np.full((C.shape[0], n_voxels), np.nan)
         stat = np.full(n_voxels, np.nan)
         Q = self.basis
-        for sl in voxel_chunks(n_voxels, 8 * (2 * Q.shape[0] + 2 * Q.shape[1] ** 2), self.chunk_bytes):
+        bytes_per_voxel = 8 * (2 * Q.shape[0] + 2 * Q.shape[1] ** 2)
+        for sl in voxel_chunks(n_voxels, bytes_per_voxel, self.chunk_bytes):
             idx = np.arange(sl.start, sl.stop)[np.isfinite(self.tau2[sl])]
             if idx.size == 0:
                 continue
@@ -489,7 +495,8 @@ class MixedEffectsFit:
             if test == "F":
                 Lb = L @ self.beta[:, idx]
                 cov_l = np.einsum("kr,vrs,ls->vkl", L_g, cov_g, L_g)
-                stat[idx] = np.einsum("kv,vk->v", Lb, np.linalg.solve(cov_l, Lb.T[..., None])[..., 0])
+                solved = np.linalg.solve(cov_l, Lb.T[..., None])[..., 0]
+                stat[idx] = np.einsum("kv,vk->v", Lb, solved)
         effect = C @ self.beta
         if test == "t":
             effect, variance = effect[0], variance[0]

@@ -2,7 +2,10 @@
 
 The model per voxel ``v`` is ``Y[:, v] = X @ beta[:, v] + e``, with
 ``e ~ N(0, sigma2[v] I)``; this is nilearn's ``SecondLevelModel`` (its
-``run_glm(..., noise_model="ols")``), and its statistics match nilearn's.
+``run_glm(..., noise_model="ols")``), and its statistics match nilearn's for
+full-rank designs. For a rank-deficient ``X`` nilearn divides the RSS by
+n - n_columns but takes p-values with n - rank (nilearn issue #3361); here
+the error dof are n - rank(X) throughout, as in statsmodels.
 
 The design is the same for every voxel, so its pseudo-inverse is computed
 once and every voxel is a column of one matrix product. Voxels are processed
@@ -57,7 +60,9 @@ def check_design(X) -> np.ndarray:
     """Return the design as a finite float64 (n_samples, n_regressors) array."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] == 0:
-        raise DesignError(f"design matrix must be 2-D with at least one column, got shape {X.shape}")
+        raise DesignError(
+            f"design matrix must be 2-D with at least one column, got shape {X.shape}"
+        )
     if not np.all(np.isfinite(X)):
         raise DesignError("design matrix contains NaN or infinite values")
     return X

@@ -14,6 +14,10 @@ Naming rule (documented in README, "Contrast names"):
 A contrast whose conditions are absent from this group's design (a condition
 without events in one run) is skipped for that group with a warning, never
 silently zero-filled.
+
+A ``pass`` contrast (the specification's "pass the estimate on, no test")
+is evaluated as a t contrast: its effect and variance are what flows to the
+child node; the t, z and p maps come with them.
 """
 from __future__ import annotations
 
@@ -31,8 +35,9 @@ INTERCEPT = "intercept"
 class PlannedContrast:
     """A contrast ready to evaluate on one design.
 
-    ``weights`` spans all design columns: (n_columns,) for t/pass,
-    (n_rows, n_columns) for F.
+    ``test`` is what the estimator evaluates, ``"t"`` or ``"F"`` (a ``pass``
+    contrast is planned as ``"t"``). ``weights`` spans all design columns:
+    (n_columns,) for t, (n_rows, n_columns) for F.
     """
 
     name: str
@@ -95,5 +100,5 @@ def plan_contrasts(node: Node, columns: list[str], x_columns: list[str],
         if incoming is not None:
             is_intercept = is_dummy and cols == [INTERCEPT]
             name = incoming if is_intercept else f"{incoming}_{name}"
-        planned.append(PlannedContrast(name, test, tuple(conds), cw, full))
+        planned.append(PlannedContrast(name, "t" if test == "pass" else test, tuple(conds), cw, full))
     return planned, warnings

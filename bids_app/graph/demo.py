@@ -11,10 +11,13 @@ from bids_app.demo import simulate_dataset
 from bids_app.derivatives.naming import output_dir
 from bids_app.graph.pipeline import run_app
 from bids_app.graph.units import Settings
+from bids_app.inference.clusters import cluster_table
 from bids_app.spec import load_model
 
 #: one-sided uncorrected p = 0.05
 _FALSE_POSITIVE_Z = 1.6449
+#: one-sided uncorrected p = 0.001, the usual cluster-forming threshold
+_CLUSTER_Z = 3.0902
 
 
 def demo_model_path() -> Path:
@@ -24,29 +27,38 @@ def demo_model_path() -> Path:
 
 
 def score_recovery(zmap: Path, truth: dict) -> dict:
-    """Peak z and its distance to the planted centre; false-positive rate far from it.
+    """Where the largest cluster peaks, how far from the planted centre; false positives far from it.
 
+    The recovered activation is the largest cluster at z > 3.09 (p < 0.001
+    one-sided, uncorrected), as a reader of the cluster table would find it:
+    with few subjects the t test has few degrees of freedom, and the single
+    highest voxel of a whole-brain map can be a heavy-tailed null voxel.
     Voxels farther than three radii from the centre carry no signal, so the
-    fraction of them above z = 1.645 estimates the uncorrected false-positive
-    rate (nominal 5 %).
+    fraction of them above z = 1.645 estimates the uncorrected
+    false-positive rate (nominal 5 %).
     """
     img = nb.load(zmap)
     z = np.asarray(img.dataobj, dtype=float)
     valid = np.isfinite(z)
-    ijk = np.argwhere(valid)
-    xyz = nb.affines.apply_affine(img.affine, ijk)
+    xyz = nb.affines.apply_affine(img.affine, np.argwhere(valid))
     values = z[valid]
-    peak = int(np.argmax(values))
     centre = np.asarray(truth["center_mm"], dtype=float)
-    dist = np.linalg.norm(xyz - centre, axis=1)
-    far = dist > 3 * float(truth["radius_mm"])
-    return {
-        "peak_z": float(values[peak]),
-        "peak_mm": xyz[peak].round(1).tolist(),
-        "peak_distance_mm": float(dist[peak]),
+    far = np.linalg.norm(xyz - centre, axis=1) > 3 * float(truth["radius_mm"])
+    clusters = cluster_table(z, img.affine, _CLUSTER_Z, atlases=())
+    peaks = clusters[clusters["peak"] == 0]
+    score = {
+        "max_z": float(values.max()),
+        "n_clusters": int(len(peaks)),
         "false_positive_rate": float(np.mean(values[far] > _FALSE_POSITIVE_Z)),
         "n_far_voxels": int(far.sum()),
     }
+    if len(peaks):
+        largest = peaks.sort_values(["cluster_size_voxels", "peak_stat"], ascending=False).iloc[0]
+        peak_mm = largest[["x", "y", "z"]].to_numpy(dtype=float)
+        score.update(peak_z=float(largest["peak_stat"]), peak_mm=peak_mm.round(1).tolist(),
+                     peak_distance_mm=float(np.linalg.norm(peak_mm - centre)),
+                     cluster_size_voxels=int(largest["cluster_size_voxels"]))
+    return score
 
 
 def run_demo(root: Path, seed: int = 0, n_subjects: int = 6) -> dict:
@@ -65,8 +77,11 @@ def run_demo(root: Path, seed: int = 0, n_subjects: int = 6) -> dict:
         f"simulated dataset: {bids}",
         f"results: {out} (report: {out / 'report.html'})",
         f"planted activation: {truth['contrast']} at {truth['center_mm']} mm, radius {truth['radius_mm']} mm",
-        f"dataset-level peak z = {score['peak_z']:.2f} at {score['peak_mm']} mm, "
-        f"{score['peak_distance_mm']:.1f} mm from the planted centre",
+        (f"largest dataset-level cluster at z > {_CLUSTER_Z:.2f}: {score['cluster_size_voxels']} voxels, "
+         f"peak z = {score['peak_z']:.2f} at {score['peak_mm']} mm, "
+         f"{score['peak_distance_mm']:.1f} mm from the planted centre"
+         if score["n_clusters"] else f"no dataset-level cluster at z > {_CLUSTER_Z:.2f}: activation not recovered"),
+        f"{score['n_clusters']} cluster(s) in all; highest z in the map {score['max_z']:.2f}",
         f"false-positive rate far from the activation (z > 1.645): {100 * score['false_positive_rate']:.1f} % "
         f"of {score['n_far_voxels']} voxels (nominal 5 %)",
     ]

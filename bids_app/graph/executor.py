@@ -30,6 +30,7 @@ from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeserie
 from bids_app.graph import higher_level as hl
 from bids_app.graph import run_level as rl
 from bids_app.graph.contrasts import plan_contrasts
+from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph.index import FileIndex
 from bids_app.graph.inference_step import inference_settings, permute_contrast, threshold_contrast
 from bids_app.graph.units import LEVEL_RANK, Settings, StatMap
@@ -82,7 +83,7 @@ def nodes_to_run(model: StatsModel, analysis_level: str) -> list[Node]:
 def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
     """Effect maps already on disk (nilearn, SPM, FitLins outputs) for a root node above Run."""
     eff = ctx.index.select(stat="effect", suffix="statmap", extension=[".nii.gz", ".nii"])
-    eff = rl._match(eff, {k: v for k, v in ctx.model.input.items() if k not in ("extension", "suffix")})
+    eff = match_frame(eff, {k: v for k, v in ctx.model.input.items() if k not in ("extension", "suffix")})
     if ctx.settings.participant_label and "subject" in eff:
         eff = eff[eff["subject"].isin(ctx.settings.participant_label)]
     if ctx.settings.space and "space" in eff:
@@ -111,7 +112,7 @@ def _passes(m: StatMap, filt: dict, participants: pd.DataFrame) -> bool:
         if value is None and key in participants and m.entities.get("subject") is not None:
             row = participants[participants["subject"] == m.entities["subject"]]
             value = row.iloc[0][key] if len(row) else None
-        if value is None or str(value) not in {str(a) for a in allowed}:
+        if not value_matches(value, allowed):
             return False
     return True
 
@@ -279,7 +280,9 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     files_in = [m.effect for m in maps] + [m.variance for m in maps if m.variance]
     record = _record_path(ctx, node, entities)
     inference = inference_settings(node, ctx.settings.inference)
-    fp = _fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference})
+    # participants.tsv rows enter the design: a changed covariate must refit
+    covariates = hl.input_table(maps, ctx.index.participants).to_json(orient="split")
+    fp = _fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference, "table": covariates})
     reused = _reuse(ctx, record, fp)
     if reused is not None:
         return reused
@@ -378,7 +381,7 @@ def _options_mask(ctx: Context, node: Node):
     filt = node.model.options.get("Mask")
     if not filt:
         return None
-    hits = rl._match(ctx.index.select(extension=[".nii.gz", ".nii"]),
+    hits = match_frame(ctx.index.select(extension=[".nii.gz", ".nii"]),
                      {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
     if hits.empty:
         raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no file")
@@ -400,9 +403,10 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
             runs = rl.collect_runs(ctx.index, ctx.model, node, ctx.settings)
+            designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
+            rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = rl.run_masks(runs)
-            planned[node.name] = [(run, rl.prepare_design(run, node, ctx.settings), masks[i])
-                                  for i, run in enumerate(runs)]
+            planned[node.name] = [(run, design, masks[i]) for i, (run, design) in enumerate(zip(runs, designs))]
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             try:

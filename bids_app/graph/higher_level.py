@@ -38,9 +38,21 @@ def common_entities(maps: list[StatMap]) -> dict:
 
 
 def input_table(maps: list[StatMap], participants: pd.DataFrame) -> pd.DataFrame:
-    """One row per incoming map: its entities joined with participants.tsv on ``subject``."""
+    """One row per incoming map: its entities joined with participants.tsv on ``subject``.
+
+    Raises
+    ------
+    InputDataError
+        A subject of these maps has several rows in participants.tsv (the
+        join would duplicate its maps' rows, and the values may conflict).
+    """
     rows = pd.DataFrame([m.entities for m in maps])
     if "subject" in rows and len(participants):
+        listed = participants["subject"]
+        repeated = sorted(set(listed[listed.duplicated()]) & set(rows["subject"]))
+        if repeated:
+            raise InputDataError("participants.tsv lists " + ", ".join(f"sub-{s}" for s in repeated)
+                                 + " more than once; keep one row per participant_id")
         extra = participants.drop(columns=[c for c in participants if c in rows and c != "subject"])
         rows = rows.merge(extra, on="subject", how="left")
     return rows

@@ -1,8 +1,12 @@
 """Run level: find each run's inputs, build its design, fit, write maps."""
 from __future__ import annotations
 
+import gzip
 import logging
+import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import nibabel as nb
@@ -12,7 +16,8 @@ import pandas as pd
 from bids_app.design.confounds import read_confounds
 from bids_app.design.events import read_events
 from bids_app.design.first_level import RunDesign, build_run_design
-from bids_app.errors import InputDataError, NoInputsError
+from bids_app.errors import DesignError, InputDataError, NoInputsError
+from bids_app.graph.filters import match_frame
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import RunInputs, Settings
 from bids_app.spec.model import Node, StatsModel
@@ -22,19 +27,13 @@ log = logging.getLogger(__name__)
 _RUN_KEYS = ("subject", "session", "task", "acquisition", "run")
 
 
-def _match(frame: pd.DataFrame, filters: dict) -> pd.DataFrame:
-    for key, values in filters.items():
-        col = frame[key] if key in frame else pd.Series(None, index=frame.index, dtype=object)
-        frame = frame[col.isin([str(v) for v in values])]
-    return frame
-
-
 def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Settings) -> list[RunInputs]:
     """One :class:`RunInputs` per BOLD series selected by ``Input``, labels and space.
 
     Preprocessed BOLD (``desc-preproc``, or ``--desc-label``) from derivatives
     is preferred; raw BOLD is used only when no derivatives provide any, with
-    a warning.
+    a warning. Every selected image is checked with :func:`check_bold`, so a
+    broken file stops the run before anything is written.
     """
     bold = index.select(suffix="bold", extension=[".nii.gz", ".nii"])
     desc = settings.desc_label or "preproc"
@@ -51,7 +50,7 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
     else:
         bold = bold[bold["is_raw"].astype(bool)]
         log.warning("no preprocessed BOLD (desc-%s) in the derivatives: fitting raw BOLD images", desc)
-    bold = _match(bold, {k: v for k, v in model.input.items() if k not in ("extension", "suffix")})
+    bold = match_frame(bold, {k: v for k, v in model.input.items() if k not in ("extension", "suffix")})
     if settings.participant_label:
         bold = bold[bold["subject"].isin(settings.participant_label)]
     if bold.empty:
@@ -62,8 +61,50 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
         )
     runs = []
     for _, row in bold.sort_values("path").iterrows():
+        check_bold(Path(row["path"]))
         runs.append(_run_inputs(index, node, row))
     return runs
+
+
+def check_bold(path: Path) -> None:
+    """Raise :class:`InputDataError` naming ``path`` if the BOLD image cannot be read in full.
+
+    Done while planning, before anything is written: a header-only load
+    misses a truncated file, which otherwise fails only when its run is
+    fitted, after other runs' outputs exist. Reading every image twice would
+    double the I/O, so a gzip file is decompressed here only when the size
+    recorded in its trailer (ISIZE, the uncompressed size modulo 2**32)
+    disagrees with the size the header implies; an uncompressed file is
+    checked by its size on disk.
+    """
+    try:
+        img = nb.load(path)
+        expected = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
+    if len(img.shape) != 4:
+        raise InputDataError(f"BOLD image {path} is not 4D (shape {img.shape})")
+    if not str(path).endswith(".gz"):
+        if os.path.getsize(path) < expected:
+            raise InputDataError(f"cannot read BOLD image {path}: file is truncated "
+                                 f"({os.path.getsize(path)} bytes, the header implies {expected})")
+        return
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        isize = struct.unpack("<I", fh.read(4))[0]
+    if isize == expected % 2**32:
+        return
+    # multi-member gzip files or trailing bytes also get here: decompress to be sure
+    size = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while block := fh.read(1 << 24):
+                size += len(block)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
+    if size < expected:
+        raise InputDataError(f"cannot read BOLD image {path}: file is truncated "
+                             f"({size} bytes uncompressed, the header implies {expected})")
 
 
 def _first(frame: pd.DataFrame) -> Path | None:
@@ -79,7 +120,7 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
     mask_filter = node.model.options.get("Mask")
     space = {"space": row.get("space")}
     if mask_filter:
-        candidates = _match(index.select(is_raw=False, extension=[".nii.gz", ".nii"], **same_run, **space),
+        candidates = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"], **same_run, **space),
                             {k: v if isinstance(v, list) else [v] for k, v in mask_filter.items()})
         mask = _first(candidates)
         if mask is None:
@@ -90,7 +131,7 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
     meta = index.metadata(row["path"])
     tr = meta.get("RepetitionTime")
     if tr is None:
-        raise InputDataError(f"{Path(row['path']).name}: RepetitionTime missing from its JSON sidecar")
+        raise InputDataError(f"{row['path']}: RepetitionTime missing from its JSON sidecar(s)")
     slice_ref = 0.0
     if meta.get("SliceTimingCorrected") and meta.get("StartTime") is not None:
         slice_ref = float(meta["StartTime"]) / float(tr)
@@ -105,9 +146,44 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
         raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
     events = read_events(run.events) if run.events else pd.DataFrame(columns=["onset", "duration"])
     confounds = read_confounds(run.confounds) if run.confounds else None
-    return build_run_design(node, events, tr=run.tr, n_vols=n_vols, confounds=confounds,
-                            slice_time_ref=run.slice_time_ref, source=str(run.events or run.bold),
-                            missing_confounds=settings.missing_confounds)
+    source = str(run.events or run.bold)
+    try:
+        return build_run_design(node, events, tr=run.tr, n_vols=n_vols, confounds=confounds,
+                                slice_time_ref=run.slice_time_ref, source=source,
+                                missing_confounds=settings.missing_confounds)
+    except (DesignError, InputDataError) as exc:
+        # some design errors (transformations, HRF, X) name the column but not the run
+        if any(p.name in str(exc) for p in (run.bold, run.events, run.confounds) if p):
+            raise
+        raise type(exc)(f"{source}: {exc}") from exc
+
+
+def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy: str = "drop") -> None:
+    """Warn, in each design's ``info["warnings"]``, about columns other runs of the task have.
+
+    A ``Model.X`` pattern (``trans_*``, ``trial_type.*``) that matches fewer
+    columns in one run than in the others is not an error for
+    :func:`build_run_design`, which sees one run; across runs it is the same
+    silent omission as a missing named column, so it follows the same
+    ``--missing-confounds`` policy: a warning (``"drop"``) or a
+    :class:`DesignError` (``"error"``). Columns already reported as dropped
+    are not repeated.
+    """
+    by_task: dict = {}
+    for run, design in zip(runs, designs):
+        by_task.setdefault(run.entities.get("task"), []).append(design)
+    for group in by_task.values():
+        union = list(dict.fromkeys(c for d in group for c in d.info["x_columns"]))
+        for design in group:
+            dropped = {d["entry"] for d in design.info["dropped"]}
+            absent = [c for c in union if c not in design.info["x_columns"] and c not in dropped]
+            if not absent:
+                continue
+            message = (f"{design.info['source']}: column(s) {', '.join(map(repr, absent))} of other runs' "
+                       "designs are absent from this run (a Model.X pattern matched fewer columns here)")
+            if policy == "error":
+                raise DesignError(message + "; use --missing-confounds drop to fit the run without them")
+            design.info["warnings"].append(message)
 
 
 def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image]:

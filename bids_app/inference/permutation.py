@@ -168,8 +168,11 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     del unit
     for start in range(0, n_perm, batch_size):
         batch = slice(start, min(start + batch_size, n_perm))
-        t_perm = _resampled_t(unit32, basis, draws[batch], design.sign_flip, design.dof)
-        null["max_t"][batch] = (np.abs(t_perm) if two_sided else t_perm).max(axis=1)
+        a, b_squared = _resampled_projections(unit32, basis, draws[batch], design.sign_flip)
+        null["max_t"][batch] = _max_t(a, b_squared, design.dof, two_sided)
+        if labeller is None and not tfce:
+            continue
+        t_perm = _t_from_projections(a, b_squared, np.float32(design.dof))
         if labeller is not None:
             for i, t_map in enumerate(t_perm, start=batch.start):
                 _, sizes, masses = labeller.clusters(t_map, t_cluster, two_sided)
@@ -184,14 +187,8 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         null=null)
     if labeller is not None:
         label, sizes, masses = labeller.clusters(t_obs, t_cluster, two_sided)
-        in_cluster = label > 0
-        for name, values in (("size", sizes), ("mass", masses)):
-            per_voxel = np.zeros(n_voxels)
-            per_voxel[in_cluster] = values[label[in_cluster] - 1]
-            logp = np.zeros(n_voxels)
-            logp[in_cluster] = _fwe_logp(values, null[f"max_{name}"])[label[in_cluster] - 1]
-            setattr(result, f"cluster_{name}", per_voxel)
-            setattr(result, f"logp_max_{name}", logp)
+        result.cluster_size, result.logp_max_size = _cluster_maps(label, sizes, null["max_size"])
+        result.cluster_mass, result.logp_max_mass = _cluster_maps(label, masses, null["max_mass"])
     if tfce:
         result.tfce = _tfce.tfce(t_obs, graph, two_sided=two_sided, dh=tfce_dh)
         result.logp_max_tfce = _fwe_logp(np.abs(result.tfce), null["max_tfce"])
@@ -199,7 +196,7 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     result.info = {
         "statistic": "t",
         "n_perm": int(n_perm),
-        "seed": seed,
+        "seed": int(seed),
         "scheme": "sign-flip" if design.sign_flip else "permutation",
         "nuisance": "Freedman-Lane" if design.nuisance.shape[1] else "none",
         "two_sided": bool(two_sided),
@@ -207,7 +204,7 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         "exchangeability_blocks": None if blocks is None else int(np.unique(blocks).size),
         "within_block": bool(within_block),
         "n_possible": _n_possible(n_samples, design.sign_flip, blocks, within_block),
-        "cluster_threshold_z": cluster_threshold,
+        "cluster_threshold_z": None if cluster_threshold is None else float(cluster_threshold),
         "cluster_threshold_t": t_cluster,
         "connectivity": "faces (6)",
         "tfce": {"E": _tfce.E, "H": _tfce.H, "dh": tfce_dh} if tfce else None,
@@ -314,12 +311,19 @@ def _unit_residuals(Y, nuisance):
 
 def _t_from_projections(a, b_squared, dof):
     """t from projections of unit-norm data: effect ``a`` and nuisance ``|b|^2``."""
-    rss = np.maximum(1.0 - a * a - b_squared, np.finfo(np.float32).tiny)
-    return a * np.sqrt(dof / rss)
+    # in place on one fresh array: these (batch, voxels) passes dominate maxT time
+    t = np.multiply(a, a)
+    t += b_squared
+    np.subtract(1.0, t, out=t)
+    np.maximum(t, np.finfo(np.float32).tiny, out=t)
+    np.divide(dof, t, out=t)
+    np.sqrt(t, out=t)
+    t *= a
+    return t
 
 
-def _resampled_t(unit32, basis, draws, sign_flip, dof):
-    """t maps (n_draws, n_voxels) of a batch of resamplings, float32."""
+def _resampled_projections(unit32, basis, draws, sign_flip):
+    """Projections of a batch of resampled data: ``a`` (B, v) and ``|b|^2`` (B, v) or 0."""
     if sign_flip:
         stacked = draws[:, :, None] * basis[None]          # (B, n, p)
     else:
@@ -327,8 +331,47 @@ def _resampled_t(unit32, basis, draws, sign_flip, dof):
     n_draws, _, n_basis = stacked.shape
     rows = np.ascontiguousarray(stacked.transpose(0, 2, 1), dtype=np.float32)
     proj = (rows.reshape(n_draws * n_basis, -1) @ unit32).reshape(n_draws, n_basis, -1)
-    b_squared = np.einsum("bkv,bkv->bv", proj[:, 1:], proj[:, 1:]) if n_basis > 1 else 0.0
-    return _t_from_projections(proj[:, 0], b_squared, np.float32(dof))
+    if n_basis == 1:
+        return proj[:, 0], 0.0
+    b_squared = np.square(proj[:, 1])
+    for k in range(2, n_basis):
+        b_squared += np.square(proj[:, k])
+    return proj[:, 0], b_squared
+
+
+def _max_t(a, b_squared, dof, two_sided):
+    """Largest t (|t| if two-sided) of each map, without forming the t maps.
+
+    t increases with ``score = a |a| / (1 - a^2 - |b|^2)`` (``t^2 = dof |score|``),
+    and with ``a`` itself when there is no nuisance: only extremes of that
+    score are converted, which saves most of the elementwise work.
+    """
+    if np.isscalar(b_squared):
+        score = a
+    else:
+        rss = np.multiply(a, a)
+        rss += b_squared
+        np.subtract(1.0, rss, out=rss)
+        np.maximum(rss, np.finfo(np.float32).tiny, out=rss)
+        score = np.abs(a)
+        score *= a
+        score /= rss
+    extreme = score.max(axis=1).astype(np.float64)
+    if two_sided:
+        extreme = np.maximum(extreme, -score.min(axis=1))
+    if np.isscalar(b_squared):
+        return _t_from_projections(extreme, 0.0, dof)
+    return np.sign(extreme) * np.sqrt(dof * np.abs(extreme))
+
+
+def _cluster_maps(label, values, null_max):
+    """Per-voxel cluster measure and its FWE -log10 p (0 outside clusters)."""
+    in_cluster = label > 0
+    index = label[in_cluster] - 1
+    measure, logp = np.zeros(label.size), np.zeros(label.size)
+    measure[in_cluster] = values[index]
+    logp[in_cluster] = _fwe_logp(values, null_max)[index]
+    return measure, logp
 
 
 def _fwe_logp(observed, null_max):

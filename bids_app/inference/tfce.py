@@ -18,9 +18,11 @@ height is connected: the voxels born there and the face-neighbour pairs whose
 lower end sits there (:func:`scipy.sparse.csgraph.connected_components` on
 that small graph of "clusters of the level above + new voxels"). Every pair and
 voxel is handled once, which builds the component tree of the map; the sums
-above are then accumulated from the root down. The result equals the
-definition to rounding (see the tests) at ~10x the speed of per-height
-labelling.
+above are then accumulated from the root down. Several maps (permutations)
+are processed together as one graph of disjoint copies, which shares the
+per-height overhead. The result equals the label-every-height definition to
+rounding (see the tests); on 2 mm whole-brain maps it is ~25x faster than
+nilearn's TFCE in its permutation loop (``benchmarks/bench_permutation.py``).
 """
 from __future__ import annotations
 

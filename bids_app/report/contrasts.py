@@ -68,8 +68,8 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
         cut = (strongest.x, strongest.y, strongest.z)
     figure = budget.draw("map", f"z map {title}", lambda: figures.stat_map(
         img, thr, f"z {title}  |z| > {thr:.2f}", glass=files.in_mni, cut_coords=cut, outline=outline))
-    f_note = (" The z map of an F test comes from its p value: only positive values mean an effect."
-              if side.get("Test") == "F" else "")
+    f_note = ("" if summary.two_sided else " The z map of an F test comes from its p value: only positive "
+              "values mean an effect, so only positive peaks are listed.")
     counts = (f"<p>{summary.n_voxels} voxels analysed; {summary.n_positive} with z &gt; {thr:.2f} and "
               f"{summary.n_negative} with z &lt; -{thr:.2f} (display threshold: p &lt; {DISPLAY_P} one-sided, "
               f"uncorrected; not a corrected inference). Positive effects in red, negative in blue.{f_note}</p>")
@@ -77,9 +77,10 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
              "<h5>Peaks (local maxima at least 8 mm apart, from the z map)</h5>",
              peak_table(summary, labels, files.z.name)]
     if summary.outside_brain is not None:
-        parts.append(f'<p class="{"alert bad" if summary.outside_brain["flagged"] else "note"}">'
-                     f'{esc(summary.outside_brain["message"])} (|z| &gt; {thr:.2f}).</p>')
-    z = np.asarray(img.dataobj, dtype=np.float64)
+        klass = "alert bad" if summary.outside_brain["flagged"] else "note"
+        stat = "|z|" if summary.two_sided else "z"
+        parts.append(f'<p class="{klass}">{esc(summary.outside_brain["message"])} ({stat} &gt; {thr:.2f}).</p>')
+    z = img.get_fdata(dtype=np.float64)  # cached by nibabel: the map is read once
     for derived in files.thresholded:
         parts.append(_thresholded(derived, z, summary, files.in_mni, budget, outline))
     for derived in files.fwe:
@@ -126,12 +127,11 @@ def _thresholded(derived: DerivedMap, z: np.ndarray, summary: MapSummary, mni: b
              f"<p>{threshold_rule(meta) or 'rule not recorded'}. {int(kept.sum())} voxels survive "
              f"({int((data > 0).sum())} positive, {int((data < 0).sum())} negative).</p>"]
     two_sided = meta.get("TwoSided", meta.get("two_sided"))
-    if two_sided is False and summary.n_negative:
+    if two_sided is False and summary.two_sided and summary.n_negative:
         parts.append(f'<p class="alert">One-sided threshold: the {summary.n_negative} voxels with '
                      f"z &lt; -{summary.threshold:.2f} in the z map are not tested here (see --two-sided).</p>")
     parts.append(_scalars(meta))
-    with np.errstate(invalid="ignore"):
-        shown_above = (z > summary.threshold) | (two_sided is not False) & (z < -summary.threshold)
+    shown_above = (z > summary.threshold) | (two_sided is not False) & (z < -summary.threshold)
     if kept.any() and np.array_equal(kept, shown_above):
         parts.append(f'<p class="note">Same voxels as the z map figure above at |z| &gt; {summary.threshold:.2f}'
                      f'{"" if two_sided is not False else " (its positive part)"}: not drawn again.</p>')

@@ -124,7 +124,7 @@ def stat_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool,
     """
     from nilearn.plotting import plot_glass_brain, plot_stat_map
 
-    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    data = np.nan_to_num(img.get_fdata(dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     clean = nib.Nifti1Image(data, img.affine)
     fig = plt.figure(figsize=(10, 3.2))
     common = dict(threshold=threshold, title=title, figure=fig, colorbar=True, symmetric_cbar=signed,

@@ -91,7 +91,8 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
         for unit in outputs.units:
             for files in unit.contrasts:
                 img = nib.load(files.z)
-                summary = summarize_map(img.get_fdata(dtype="float64"), img.affine, mni=files.in_mni)
+                summary = summarize_map(img.get_fdata(dtype="float64"), img.affine, mni=files.in_mni,
+                                        two_sided=files.sidecar.get("Test") != "F")
                 summaries.append((outputs.node.name, files, summary))
                 blocks.append(contrast_block(files, unit.label, img, summary, _peak_labels(summary, files.in_mni),
                                              budget, outline=unit.mask if unit.mask.exists() else None))
@@ -102,7 +103,8 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
         if blocks is not None:
             maps = f"<h3>Contrasts ({len(blocks)} map(s))</h3>" + "".join(blocks)
         elif outputs.node.level == "Run":
-            maps = '<p class="note">Run-level maps are not drawn (there are usually many); they are in the node folder.</p>'
+            maps = ('<p class="note">Run-level maps are not drawn (there are usually many); '
+                    "they are in the node folder.</p>")
         else:
             maps = (f'<p class="note">Maps of this intermediate node are not drawn (more than {FEW_MAPS}); '
                     "they are in the node folder.</p>")
@@ -118,6 +120,8 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
                    + "".join(f"<li>{esc(s)}</li>" for s in budget.skipped) + "</ul>")
     toc = "".join(f'<li><a href="#node-{esc(n.node.name)}">Node {esc(n.node.name)} ({esc(n.node.level)})</a></li>'
                   for n in nodes)
+    if skipped:
+        toc += '<li><a href="#skipped">Figures not drawn</a></li>'
     nav = (f'<nav><ul><li><a href="#warnings">Warnings and checks</a></li><li><a href="#model">Model graph</a></li>'
            f"{toc}</ul></nav>")
     body = "".join([summary_section(model, record, read_software(out_dir)), nav,

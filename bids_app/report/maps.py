@@ -21,7 +21,7 @@ DISPLAY_Z = float(stats.norm.isf(DISPLAY_P))
 PEAK_COLUMNS = ["sign", "value", "x", "y", "z", "i", "j", "k"]
 
 
-def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0) -> pd.DataFrame:
+def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0, signs=(1, -1)) -> pd.DataFrame:
     """Strongest local maxima of each sign of a statistic map.
 
     A voxel is a positive (negative) peak when it is > 0 (< 0) and no
@@ -41,6 +41,9 @@ def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0) 
         Peaks kept per sign.
     min_distance_mm : float
         Minimum distance between two kept peaks of one sign.
+    signs : sequence of {1, -1}
+        Signs to look for (``(1,)`` for maps where only large values mean
+        something, such as z from an F test).
 
     Returns
     -------
@@ -52,7 +55,7 @@ def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0) 
     stat = np.asarray(stat, dtype=np.float64)
     affine = np.asarray(affine, dtype=np.float64)
     rows = []
-    for sign in (1.0, -1.0):
+    for sign in map(float, signs):
         signed = np.where(np.isfinite(stat), sign * stat, -np.inf)
         is_max = (signed == ndimage.maximum_filter(signed, size=3, mode="constant", cval=-np.inf)) & (signed > 0)
         ijk = np.argwhere(is_max)
@@ -80,8 +83,10 @@ class MapSummary:
         Analysed (finite) voxels.
     n_positive, n_negative : int
         Voxels with z > threshold and z < -threshold.
+    two_sided : bool
+        Whether negative z is an effect (t tests) or not (F tests).
     peaks : pandas.DataFrame
-        :func:`find_peaks` output.
+        :func:`find_peaks` output (positive peaks only when one-sided).
     outside_brain : dict or None
         :func:`bids_app.design.group_mask.outside_brain_report` for maps in an
         MNI space, else None.
@@ -91,11 +96,13 @@ class MapSummary:
     n_voxels: int
     n_positive: int
     n_negative: int
+    two_sided: bool
     peaks: pd.DataFrame
     outside_brain: dict | None
 
 
-def summarize_map(z, affine, *, threshold: float = DISPLAY_Z, mni: bool = False) -> MapSummary:
+def summarize_map(z, affine, *, threshold: float = DISPLAY_Z, mni: bool = False, two_sided: bool = True
+                  ) -> MapSummary:
     """Supra-threshold counts of both signs, peaks and (MNI only) voxels outside the brain.
 
     Parameters
@@ -107,15 +114,19 @@ def summarize_map(z, affine, *, threshold: float = DISPLAY_Z, mni: bool = False)
         |z| threshold for the counts and the outside-brain check.
     mni : bool
         Whether the map is in an MNI space (the template check needs it).
+    two_sided : bool
+        Whether negative z values are effects: False for z converted from
+        an F test, whose negative values are merely p > 0.5.
     """
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
-    outside = outside_brain_report(z, threshold, affine) if mni else None
+    outside = outside_brain_report(z, threshold, affine, two_sided=two_sided) if mni else None
     return MapSummary(
         threshold=float(threshold),
         n_voxels=int(finite.sum()),
         n_positive=int(np.count_nonzero(finite & (z > threshold))),
         n_negative=int(np.count_nonzero(finite & (z < -threshold))),
-        peaks=find_peaks(z, affine),
+        two_sided=two_sided,
+        peaks=find_peaks(z, affine, signs=(1, -1) if two_sided else (1,)),
         outside_brain=outside,
     )

@@ -56,8 +56,11 @@ def model_section(model: StatsModel, budget: FigureBudget) -> str:
               for n in model.nodes}
     graph = budget.draw("graph", "model graph", lambda: figures.model_graph(
         _depths(model), [(e.source, e.destination, _filter_text(e.filter)) for e in model.edges], labels))
-    implicit = "" if model.raw.get("Edges") or len(model.nodes) < 2 else '<p class="note">The model has no Edges: nodes are chained in file order.</p>'
+    edge_html = ""
+    if edges:
+        implicit = "" if model.raw.get("Edges") else \
+            '<p class="note">The model has no Edges: nodes are chained in file order.</p>'
+        edge_html = f"<h3>Edges</h3>{implicit}{table(edges)}"
     input_filter = _filter_text(model.input) or "(none)"
     return (f'<h2 id="model">Model graph</h2><p>Input: <code>{esc(input_filter)}</code></p>{graph}'
-            f"<h3>Nodes</h3>{table(nodes)}<h3>Edges</h3>{implicit}{table(edges)}"
-            f"<h3>Contrasts</h3>{table(contrast_rows(model))}")
+            f"<h3>Nodes</h3>{table(nodes)}{edge_html}<h3>Contrasts</h3>{table(contrast_rows(model))}")

@@ -35,8 +35,9 @@ def summary_section(model, record: dict, software: dict) -> str:
         "Units of work": f"{len(record['Units'])} fitted" + (f", {n_reused} reused from an earlier run"
                                                              if n_reused else ""),
         "Random seed": esc(record.get("RandomSeed", "")),
-        "Software": esc(versions) + (f"<details><summary>all</summary>{key_values({k: esc(v) for k, v in others.items()})}"
-                                     "</details>" if others else ""),
+        "Software": esc(versions) + (f"<details><summary>all</summary>"
+                                     f"{key_values({k: esc(v) for k, v in others.items()})}</details>"
+                                     if others else ""),
     }
     if record.get("Settings"):
         pairs["Settings"] = (f"<details><summary>{len(record['Settings'])} options</summary>"
@@ -88,7 +89,7 @@ def _map_checks(maps) -> list[str]:
     out = []
     for node, files, summary in maps:
         where = f"node {node}, contrast {files.name}"
-        if files.sidecar.get("Test") != "F" and summary.n_negative:
+        if summary.two_sided and summary.n_negative:
             low = summary.peaks[summary.peaks.sign < 0].iloc[0]
             one_sided = [d.path.name for d in files.thresholded if d.sidecar.get("TwoSided") is False]
             out.append(f"{where}: {summary.n_negative} voxel(s) with z < -{summary.threshold:.2f} "
