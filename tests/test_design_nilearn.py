@@ -8,6 +8,7 @@ from scipy.stats import gamma
 
 from bids_app.design import build_run_design, read_events
 from bids_app.design.hrf import HRFModel, convolve, frame_times
+from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -137,13 +138,33 @@ def test_default_high_pass_is_recorded(events):
     np.testing.assert_allclose(design.matrix[drifts].to_numpy(), ref[drifts].to_numpy(), atol=1e-12)
 
 
-def test_zero_high_pass_adds_no_drift_and_low_pass_is_recorded(events):
-    options = {"HighPassFilterCutoffHz": 0, "LowPassFilterCutoffHz": 0.1}
-    design = build_run_design(run_node("spm", options=options), events, tr=TR, n_vols=N_VOLS)
+def test_zero_high_pass_adds_no_drift(events):
+    design = build_run_design(run_node("spm", options={"HighPassFilterCutoffHz": 0}), events, tr=TR, n_vols=N_VOLS)
     assert not any(c.startswith("drift") for c in design.matrix.columns)
     assert design.info["high_pass"]["applied"] is False
-    assert design.info["low_pass"] == {"cutoff_hz": 0.1, "applied": False}
-    assert any("LowPassFilterCutoffHz" in w for w in design.info["warnings"])
+    assert design.info["low_pass"] is None
+
+
+def test_low_pass_filters_every_design_column_as_nilearn_butterworth(events):
+    from nilearn.signal import butterworth
+
+    plain = build_run_design(run_node("spm", options={"HighPassFilterCutoffHz": 0.01}), events,
+                             tr=TR, n_vols=N_VOLS).matrix
+    options = {"HighPassFilterCutoffHz": 0.01, "LowPassFilterCutoffHz": 0.1}
+    design = build_run_design(run_node("spm", options=options), events, tr=TR, n_vols=N_VOLS)
+    expected = butterworth(plain.to_numpy(copy=True), sampling_rate=1 / TR, low_pass=0.1, order=5)
+    np.testing.assert_allclose(design.matrix.to_numpy(), expected, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(design.matrix.to_numpy(), plain.to_numpy(), atol=1e-3)  # it did something
+    np.testing.assert_allclose(design.matrix["intercept"], 1.0, atol=1e-12)  # constant stays constant
+    assert design.info["low_pass"]["cutoff_hz"] == 0.1 and design.info["low_pass"]["applied"] is True
+    assert any("low-pass filter at 0.1 Hz" in w for w in design.info["warnings"])
+
+
+@pytest.mark.parametrize("cutoff", [0.2, 0.3, 0.0])
+def test_low_pass_at_or_above_nyquist_is_an_error(events, cutoff):
+    options = {"HighPassFilterCutoffHz": 0, "LowPassFilterCutoffHz": cutoff}
+    with pytest.raises(DesignError, match="Nyquist frequency 0.2 Hz"):
+        build_run_design(run_node("spm", options=options), events, tr=TR, n_vols=N_VOLS)
 
 
 def test_all_runs_build_and_info_is_json(events):

@@ -280,6 +280,64 @@ def test_glob_matching_fewer_confounds_is_reported(tmp_path):
     assert len(messages) == 1 and str(_events(bids, "02")) in messages[0]
 
 
+def test_glob_matching_fewer_confounds_error_policy(tmp_path, capsys):
+    bids = _haxby(tmp_path)
+    _rewrite_tsv(_confounds(bids, "02"), lambda t: t.drop(columns="trans_x"))
+    out = tmp_path / "out"
+    model = _write_model(tmp_path, _haxby_model())
+    assert _cli(bids, out, "run", model, "--missing-confounds", "error") == 20
+    err = capsys.readouterr().err
+    assert "'trans_x'" in err and str(_events(bids, "02")) in err
+    assert not out.exists()
+
+
+def test_low_pass_filters_data_and_design_like_nilearn(tmp_path):
+    """LowPassFilterCutoffHz: t equals nilearn's AR(1) run_glm on Butterworth-filtered data and design."""
+    from nilearn.glm.contrasts import compute_contrast
+    from nilearn.glm.first_level import run_glm
+    from nilearn.glm.first_level.first_level import mean_scaling
+    from nilearn.masking import apply_mask
+    from nilearn.signal import butterworth
+
+    bids = _haxby(tmp_path, runs=("01",))
+    model = _haxby_model()
+    model["Nodes"] = model["Nodes"][:1]
+    model["Nodes"][0]["Model"]["Options"]["LowPassFilterCutoffHz"] = 0.1
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", _write_model(tmp_path, model)) == 0
+    folder = out / "node-run"
+    design = pd.read_csv(_only(folder, "*_design.tsv"), sep="\t")
+    info = json.loads(_only(folder, "*_design.json").read_text())
+    assert info["low_pass"]["cutoff_hz"] == 0.1 and info["low_pass"]["applied"] is True
+    mask_path = _only(folder, "*_mask.nii.gz")
+    mask = _load(mask_path) > 0
+
+    # the reference filters nilearn's own design and the mean-scaled data
+    from nilearn.glm.first_level import make_first_level_design_matrix
+    events = pd.read_csv(_events(bids, "01"), sep="\t")
+    events = events.assign(trial_type="trial_type." + events["trial_type"])[["onset", "duration", "trial_type"]]
+    confounds = pd.read_csv(_confounds(bids, "01"), sep="\t")
+    ref_design = make_first_level_design_matrix(
+        2.5 * np.arange(121), events, hrf_model="spm", drift_model="cosine", high_pass=0.0078125,
+        add_regs=confounds[[c for c in design.columns if c in confounds]],
+    ).rename(columns={"constant": "intercept"})[design.columns]
+    X = butterworth(ref_design.to_numpy(copy=True), sampling_rate=1 / 2.5, low_pass=0.1, order=5)
+    np.testing.assert_allclose(design.to_numpy(), X, rtol=1e-8, atol=1e-10)
+    Y = butterworth(mean_scaling(apply_mask(str(_bold(bids, "01")), str(mask_path)).astype(np.float64))[0],
+                    sampling_rate=1 / 2.5, low_pass=0.1, order=5)
+    labels, results = run_glm(Y, X, noise_model="ar1")
+    weights = np.array([{"trial_type.face": 1.0, "trial_type.house": -1.0}.get(c, 0.0) for c in design.columns])
+    ref_t = compute_contrast(labels, results, weights, stat_type="t").stat()
+    ours = _load(_only(folder, "*contrast-faceVsHouse_stat-t_statmap.nii.gz"))[mask]
+    np.testing.assert_allclose(ours, ref_t, rtol=1e-4, atol=1e-6 * np.abs(ref_t).max())
+    # and it changed the answer: without the filter t differs
+    plain = tmp_path / "plain"
+    del model["Nodes"][0]["Model"]["Options"]["LowPassFilterCutoffHz"]
+    assert _cli(bids, plain, "run", _write_model(tmp_path, model)) == 0
+    unfiltered = _load(_only(plain / "node-run", "*contrast-faceVsHouse_stat-t_statmap.nii.gz"))[mask]
+    assert np.max(np.abs(unfiltered - ours)) > 0.1
+
+
 # ---------------------------------------------------------------- 4. a condition absent from one run
 
 def test_absent_condition_skips_contrasts_in_that_run_only(tmp_path):

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from bids.layout import parse_file_entities
 from bids.variables import SparseRunVariable
-from nilearn.signal import create_cosine_drift
+from nilearn.signal import butterworth, create_cosine_drift
 
 from bids_app.design.columns import INTERCEPT, close_hint, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
@@ -44,6 +44,9 @@ from bids_app.spec.model import Node
 DEFAULT_HIGH_PASS_HZ = 1.0 / 128.0
 EVENTS_NAN_POLICY = "events with n/a in a column are left out of that column's variable (pybids)"
 MISSING_CONFOUNDS_POLICIES = ("drop", "error")
+LOW_PASS_ORDER = 5
+LOW_PASS_METHOD = ("zero-phase Butterworth, order 5 (nilearn.signal.butterworth), applied to the "
+                   "percent-signal-change data and to every design column")
 
 
 @dataclass
@@ -59,7 +62,9 @@ class RunDesign:
         standing for Model.X entries: no HRF derivatives, no drifts; FIR
         delay columns replace their variable), ``hrf``, ``convolved``,
         ``not_convolved``, ``high_pass`` (cutoff in Hz, ``source`` "model" or
-        "default", drift columns), ``low_pass``, ``nan_policy`` (with filled
+        "default", drift columns), ``low_pass`` (None, or the cutoff in Hz:
+        the matrix is already filtered and the data must be filtered with
+        :func:`low_pass_filter` before fitting), ``nan_policy`` (with filled
         confound gaps), ``dropped`` (X entries absent from this run),
         ``slice_time_ref``, ``transformations``, ``warnings``.
     """
@@ -135,6 +140,45 @@ def _high_pass(options: dict, times: np.ndarray, info: dict) -> tuple[np.ndarray
     info["high_pass"] = {"cutoff_hz": cutoff, "source": source, "applied": cutoff > 0,
                          "drift_columns": names}
     return drift, names
+
+
+def _low_pass(options: dict, tr: float, info: dict) -> dict | None:
+    cutoff = options.get("LowPassFilterCutoffHz")
+    if cutoff is None:
+        return None
+    cutoff, nyquist = float(cutoff), 0.5 / tr
+    if not 0 < cutoff < nyquist:
+        raise DesignError(f"{info['source']}: Model.Options.LowPassFilterCutoffHz={cutoff} Hz must be "
+                          f"between 0 and the Nyquist frequency {nyquist:g} Hz of TR = {tr:g} s")
+    info["warnings"].append(
+        f"low-pass filter at {cutoff:g} Hz: the data and the design are filtered alike; the filter "
+        "makes the noise smoother than the AR(1) model assumes, so t values are approximate")
+    return {"cutoff_hz": cutoff, "applied": True, "method": LOW_PASS_METHOD}
+
+
+def low_pass_filter(values: np.ndarray, tr: float, cutoff_hz: float) -> np.ndarray:
+    """Zero-phase low-pass filter along time, for the design and the data alike.
+
+    Filtering only the data would leave the regressors with power the data
+    no longer have (SPM's K applies to both sides of the GLM for that
+    reason). The constant column stays constant.
+
+    Parameters
+    ----------
+    values : ndarray, (n_vols, n_columns)
+        Time series, one per column, sampled every ``tr`` seconds.
+    tr : float
+        Repetition time in seconds.
+    cutoff_hz : float
+        Cutoff in Hz, below the Nyquist frequency ``0.5 / tr``.
+
+    Returns
+    -------
+    ndarray, (n_vols, n_columns), float64
+        A filtered copy.
+    """
+    values = np.array(values, dtype=np.float64)
+    return butterworth(values, sampling_rate=1.0 / tr, low_pass=cutoff_hz, order=LOW_PASS_ORDER)
 
 
 def _sample_dense(var, times: np.ndarray, tr: float) -> np.ndarray:
@@ -356,15 +400,12 @@ def build_run_design(
         info["warnings"].append(
             "Model.X includes fMRIPrep cosine regressors and a cosine drift is added too: "
             "set HighPassFilterCutoffHz to 0 to use only fMRIPrep's")
-    lp = node.model.options.get("LowPassFilterCutoffHz")
-    info["low_pass"] = None if lp is None else {"cutoff_hz": float(lp), "applied": False}
-    if lp is not None:
-        info["warnings"].append(
-            f"Model.Options.LowPassFilterCutoffHz={lp} is recorded but not applied: a low-pass "
-            "filter acts on the data, not on the design matrix")
+    info["low_pass"] = _low_pass(node.model.options, tr, info)
 
     names += drift_names
     values = np.column_stack([*blocks, drift]).astype(np.float64)
+    if info["low_pass"]:
+        values = low_pass_filter(values, tr, info["low_pass"]["cutoff_hz"])
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DesignError(f"{info['source']}: duplicate design columns {', '.join(duplicates)}")

@@ -23,6 +23,7 @@ from bids_app.derivatives.naming import build_name, output_dir, parse_entities
 from bids_app.derivatives.statmaps import unmask, write_contrast
 from bids_app.design.columns import expand_x
 from bids_app.design.diagnostics import check_design
+from bids_app.design.first_level import low_pass_filter
 from bids_app.design.group_mask import group_mask
 from bids_app.design.input_qc import qc_maps
 from bids_app.errors import DesignError, InputDataError, NoInputsError
@@ -206,6 +207,8 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
 
     Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
     Y, _ = scale_timeseries(Y)
+    if design.info.get("low_pass"):
+        Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
     X = design.matrix
     noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
     fit = FirstLevelEstimator(noise_model=noise).fit(Y, X.to_numpy(dtype=np.float64))
