@@ -46,7 +46,9 @@ RUN if [ -n "${PIP_CERT}" ]; then set -- --cert "${PIP_CERT}"; else unset PIP_CE
  && mkdir -p -m 1777 /home/bids
 
 # Caches go to /tmp: writable under docker, docker -u and read-only Apptainer images.
+# BIDS_STATS_CONTAINER: recorded as GeneratedBy.Container in dataset_description.json.
 ENV HOME=/home/bids \
+    BIDS_STATS_CONTAINER="bids-stats:${VERSION}" \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/.cache \

@@ -21,9 +21,8 @@ _CLUSTER_Z = 3.0902
 
 
 def demo_model_path() -> Path:
-    """``models/demo.json`` from the source tree, or the copy installed with the package."""
-    repo = Path(__file__).resolve().parents[2] / "models" / "demo.json"
-    return repo if repo.exists() else Path(str(files("bids_app") / "data" / "demo.json"))
+    """The demo model, installed with the package (``models/demo.json`` links to it)."""
+    return Path(str(files("bids_app") / "data" / "demo.json"))
 
 
 def score_recovery(zmap: Path, truth: dict) -> dict:
