@@ -108,3 +108,16 @@ def test_undefined_inputs_give_nan():
     assert np.all(np.isnan(f_to_z([2.0, 1e80], 2, 0.0)))
     assert_array_equal(t_to_z([np.inf, -np.inf], 10.0), [np.inf, -np.inf])
     assert_array_equal(f_to_z([np.inf, 0.0], 3, 10.0), [np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("dof", [1.0, 4.0, 29.0, 500.0, 1e8])
+def test_t_tail_from_f_form_equals_scipy_t_sf(dof):
+    """The F(1, dof) form of the t tail is scipy's t.sf, across 300 orders of magnitude."""
+    from bids_app.inference.conversions import t_to_z_p
+
+    t = np.concatenate([-np.logspace(-6, 2, 200), np.logspace(-6, 2.5, 400)])
+    z, p = t_to_z_p(t, dof)
+    assert_allclose(p, stats.t.sf(t, dof), rtol=1e-13, atol=0)
+    comparable = stats.t.sf(np.abs(t), dof) > TAIL_SWITCH
+    assert_allclose(z[comparable], np.sign(t[comparable]) * stats.norm.isf(stats.t.sf(np.abs(t[comparable]), dof)),
+                    rtol=1e-12)

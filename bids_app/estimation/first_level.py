@@ -28,7 +28,7 @@ import scipy.linalg
 
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
-from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
+from bids_app.inference.conversions import f_to_z_p, t_to_z_p
 
 NOISE_MODELS = ("ar1", "ols")
 
@@ -227,13 +227,14 @@ class FirstLevelFit:
             quad_form[voxels] = np.einsum("iv,ij,jv->v", e, np.linalg.pinv(cov), e)
         with np.errstate(divide="ignore", invalid="ignore"):
             stat = np.where(self.dispersion > 0, quad_form / (dof_num * self.dispersion), np.nan)
+        z, p = f_to_z_p(stat, dof_num, self.dof)
         return ContrastResult(
             test="F",
             effect=effect,
             variance=variance,
             stat=stat,
-            z=f_to_z(stat, dof_num, self.dof),
-            p=f_to_p(stat, dof_num, self.dof),
+            z=z,
+            p=p,
             dof=self.dof,
             dof_num=int(dof_num),
         )
@@ -250,9 +251,8 @@ class FirstLevelFit:
 def _t_result(effect, variance, dof):
     with np.errstate(divide="ignore", invalid="ignore"):
         stat = np.where(variance > 0, effect / np.sqrt(variance), np.nan)
-    return ContrastResult(
-        test="t", effect=effect, variance=variance, stat=stat, z=t_to_z(stat, dof), p=t_to_p(stat, dof), dof=dof
-    )
+    z, p = t_to_z_p(stat, dof)
+    return ContrastResult(test="t", effect=effect, variance=variance, stat=stat, z=z, p=p, dof=dof)
 
 
 def _check_contrast(weights, test, row_space):

@@ -23,7 +23,7 @@ import numpy as np
 
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
-from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
+from bids_app.inference.conversions import f_to_z_p, t_to_z_p
 
 
 @dataclass(frozen=True)
@@ -147,13 +147,14 @@ class FixedEffectsFit:
         variance = np.einsum("vii->iv", contrast_cov)
         if test == "t":
             stat = effect[0] / np.sqrt(variance[0])
+            z, p = t_to_z_p(stat, self.dof)
             return ContrastResult(
                 test="t",
                 effect=effect[0],
                 variance=variance[0],
                 stat=stat,
-                z=t_to_z(stat, self.dof),
-                p=t_to_p(stat, self.dof),
+                z=z,
+                p=p,
                 dof=self.dof,
             )
         dof_num = np.linalg.matrix_rank(C)
@@ -162,13 +163,14 @@ class FixedEffectsFit:
         stat[valid] = np.einsum(
             "iv,vij,jv->v", effect[:, valid], np.linalg.pinv(contrast_cov[valid]), effect[:, valid]
         ) / dof_num
+        z, p = f_to_z_p(stat, dof_num, self.dof)
         return ContrastResult(
             test="F",
             effect=effect,
             variance=variance,
             stat=stat,
-            z=f_to_z(stat, dof_num, self.dof),
-            p=f_to_p(stat, dof_num, self.dof),
+            z=z,
+            p=p,
             dof=self.dof,
             dof_num=int(dof_num),
         )

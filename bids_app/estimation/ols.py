@@ -132,11 +132,9 @@ def stat_to_z_p(stat: np.ndarray, test: str, dof, dof_num: int):
     """Return ``(z, p)`` for t or F statistics (one-sided upper-tail p, as nilearn)."""
     # Imported here: conversions live in the inference layer, which is
     # written alongside this module.
-    from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
+    from bids_app.inference.conversions import f_to_z_p, t_to_z_p
 
-    if test == "t":
-        return t_to_z(stat, dof), t_to_p(stat, dof)
-    return f_to_z(stat, dof_num, dof), f_to_p(stat, dof_num, dof)
+    return t_to_z_p(stat, dof) if test == "t" else f_to_z_p(stat, dof_num, dof)
 
 
 class OLSEstimator:
