@@ -73,7 +73,9 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
     zpath = folder / build_name({**entities, "stat": "z", "desc": method}, "statmap", ".nii.gz")
     files.append(write_nifti(zpath, np.where(mask, result.thresholded, np.nan), affine))
     meta = {"Method": settings["HeightControl"], "Alpha": settings["Alpha"], "TwoSided": settings["TwoSided"],
-            "ClusterMinSizeVoxels": settings["ClusterMinSize"], "ZThreshold": result.threshold, **result.info}
+            "ClusterMinSizeVoxels": settings["ClusterMinSize"], "ZThreshold": result.threshold,
+            "NVoxelsTested": result.info["n_voxels_tested"], "NVoxelsSurviving": result.info["n_voxels_surviving"],
+            "NClusters": result.info["n_clusters"], "VoxelVolumeMm3": result.info["voxel_volume_mm3"]}
     if np.isfinite(result.threshold) and in_mni:
         outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, affine,
                                        two_sided=bool(settings["TwoSided"]))
