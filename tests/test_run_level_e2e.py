@@ -291,6 +291,16 @@ def test_glob_matching_fewer_confounds_error_policy(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_options_mask_matching_nothing_is_exit_18_before_writing(tmp_path, capsys):
+    bids = _haxby(tmp_path)
+    model = _haxby_model()
+    model["Nodes"][0]["Model"]["Options"]["Mask"] = {"desc": ["nosuchmask"], "suffix": ["mask"]}
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", _write_model(tmp_path, model)) == 18
+    assert "Options.Mask" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_low_pass_filters_data_and_design_like_nilearn(tmp_path):
     """LowPassFilterCutoffHz: t equals nilearn's AR(1) run_glm on Butterworth-filtered data and design."""
     from nilearn.glm.contrasts import compute_contrast

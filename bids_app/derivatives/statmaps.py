@@ -44,23 +44,27 @@ def write_contrast(root: Path, node_name: str, entities: dict, result, mask: np.
     dict mapping stat name (``effect``, ``variance``, ``t``/``F``, ``z``, ``p``) to path.
     """
     folder = output_dir(root, node_name, entities)
-    maps = {
-        "effect": result.effect,
-        "variance": result.variance,
-        result.test: result.stat,
-        "z": result.z,
-        "p": result.p,
-    }
-    dof = result.dof
-    dof_json = float(dof) if np.ndim(dof) == 0 else "per-voxel"
+    meta = {**sidecar, **contrast_metadata(result)}
     paths = {}
-    for stat, values in maps.items():
+    for stat, values in contrast_values(result).items():
         name = build_name({**entities, "stat": stat}, "statmap", ".nii.gz")
         path = folder / name
         write_nifti(path, unmask(values, mask), affine)
-        meta = {**sidecar, "Statistic": stat, "Test": result.test, "DegreesOfFreedom": dof_json}
-        if result.test == "F":
-            meta["NumeratorDegreesOfFreedom"] = int(result.dof_num)
-        write_json(path.with_name(name.replace(".nii.gz", ".json")), meta)
+        write_json(path.with_name(name.replace(".nii.gz", ".json")), {**meta, "Statistic": stat})
         paths[stat] = path
     return paths
+
+
+def contrast_values(result) -> dict[str, np.ndarray]:
+    """``effect``, ``variance``, ``t`` or ``F``, ``z``, ``p`` of a ContrastResult, in writing order."""
+    return {"effect": result.effect, "variance": result.variance, result.test: result.stat,
+            "z": result.z, "p": result.p}
+
+
+def contrast_metadata(result) -> dict:
+    """Sidecar fields every output of a contrast shares: test and degrees of freedom."""
+    meta = {"Test": result.test,
+            "DegreesOfFreedom": float(result.dof) if np.ndim(result.dof) == 0 else "per-voxel"}
+    if result.test == "F":
+        meta["NumeratorDegreesOfFreedom"] = int(result.dof_num)
+    return meta

@@ -13,6 +13,9 @@ Each file is checked on its own, before the group mask is built:
   non-zero: the file's own brain). A variance of 0 there would give an
   infinite weight in fixed or mixed effects.
 
+Region (ROI) tables are checked the same way without geometry, and without
+the "constant" rule: a table of one region always holds one value.
+
 Policy ``"exclude"`` (default) drops bad files and records why, JSON-able for
 provenance; ``"fail"`` raises :class:`InputDataError` listing every bad file.
 Either way, no usable file left is an error.
@@ -71,24 +74,27 @@ class QCReport:
         }
 
 
-def qc_maps(effects, variances, names, affines, shapes, *, policy: str = "exclude"
-            ) -> QCReport:
+def qc_maps(effects, variances, names, affines=None, shapes=None, *, policy: str = "exclude",
+            constant: bool = True) -> QCReport:
     """Check every input map and decide which ones enter the model.
 
     Parameters
     ----------
     effects : list of ndarray
-        Effect maps (3-D, any units).
+        Effect maps (3-D, any units), or region tables' effects (n_regions,).
     variances : list of (ndarray or None), or None
         Matching sampling-variance maps (squared effect units); None when
         the inputs have none.
     names : list of str
         File names (or labels) used in messages.
-    affines : list of ndarray, shape (4, 4)
-        Voxel-to-world affines, mm.
-    shapes : list of tuple of int
+    affines : list of ndarray, shape (4, 4), or None
+        Voxel-to-world affines, mm; None (with ``shapes``) skips the
+        geometry checks, for region tables.
+    shapes : list of tuple of int, or None
         Image shapes as stored (may differ from a bad array's shape).
     policy : {"exclude", "fail"}
+    constant : bool
+        Exclude maps whose non-zero values are all equal (False for tables).
 
     Returns
     -------
@@ -104,19 +110,21 @@ def qc_maps(effects, variances, names, affines, shapes, *, policy: str = "exclud
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     variances = list(variances) if variances is not None else [None] * len(effects)
-    lengths = {len(effects), len(variances), len(names), len(affines), len(shapes)}
+    geometry = affines is not None
+    lengths = {len(effects), len(variances), len(names),
+               *((len(affines), len(shapes)) if geometry else ())}
     if len(lengths) != 1:
         raise ValueError("effects, variances, names, affines and shapes differ in length")
-    shapes = [tuple(int(d) for d in s) for s in shapes]
-    affines = [np.asarray(a, dtype=np.float64) for a in affines]
-    ref_shape, ref_affine = _reference(shapes, affines)
-
-    report = QCReport(policy=policy, names=list(names), kept=[],
-                      reference_shape=ref_shape, reference_affine=ref_affine)
+    report = QCReport(policy=policy, names=list(names), kept=[])
+    if geometry:
+        shapes = [tuple(int(d) for d in s) for s in shapes]
+        affines = [np.asarray(a, dtype=np.float64) for a in affines]
+        report.reference_shape, report.reference_affine = _reference(shapes, affines)
     for i, (effect, variance) in enumerate(zip(effects, variances)):
-        reasons = _geometry_reasons(shapes[i], affines[i], ref_shape, ref_affine)
+        reasons = _geometry_reasons(shapes[i], affines[i], report.reference_shape,
+                                    report.reference_affine) if geometry else []
         reasons += map_reasons(np.asarray(effect), None if variance is None
-                               else np.asarray(variance))
+                               else np.asarray(variance), constant=constant)
         if reasons:
             report.excluded.append({"index": i, "name": str(names[i]), "reasons": reasons})
         else:
@@ -128,8 +136,11 @@ def qc_maps(effects, variances, names, affines, shapes, *, policy: str = "exclud
     return report
 
 
-def map_reasons(effect: np.ndarray, variance: np.ndarray | None) -> list[str]:
-    """Why one effect map (and its variance) is unusable; empty when fine."""
+def map_reasons(effect: np.ndarray, variance: np.ndarray | None, constant: bool = True) -> list[str]:
+    """Why one effect map (and its variance) is unusable; empty when fine.
+
+    ``constant=False`` accepts maps whose non-zero values are all equal.
+    """
     reasons = []
     finite = np.isfinite(effect)
     defined = finite & (effect != 0)
@@ -138,7 +149,7 @@ def map_reasons(effect: np.ndarray, variance: np.ndarray | None) -> list[str]:
                        else "no finite value (NaN or inf everywhere)")
     elif not defined.any():
         reasons.append("all values are zero")
-    else:
+    elif constant:
         values = effect[defined]
         if values.min() == values.max():
             reasons.append(f"constant map: every non-zero value is {values.flat[0]:g}")

@@ -8,6 +8,7 @@ reuses the unit's maps instead of refitting (resumable runs).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -20,15 +21,18 @@ import pandas as pd
 
 from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir, parse_entities
+from bids_app.derivatives.roistats import write_region_timeseries, write_roi_contrast
 from bids_app.derivatives.statmaps import unmask, write_contrast
 from bids_app.design.columns import expand_x
 from bids_app.design.diagnostics import check_design
 from bids_app.design.first_level import low_pass_filter
 from bids_app.design.group_mask import group_mask
 from bids_app.design.input_qc import qc_maps
+from bids_app.design.regions import aggregate_method, region_timeseries
 from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
 from bids_app.graph import higher_level as hl
+from bids_app.graph import roi
 from bids_app.graph import run_level as rl
 from bids_app.graph.contrasts import plan_contrasts
 from bids_app.graph.filters import match_frame, value_matches
@@ -195,8 +199,8 @@ def _sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
 
 
 def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
-    """Fit one run and write its maps."""
-    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask) if p]
+    """Fit one run and write its maps, or its region tables when the node aggregates."""
+    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *roi.label_inputs(run.regions)) if p]
     entities = dict(run.entities)
     record = _record_path(ctx, node, entities)
     fp = _fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(),
@@ -206,6 +210,12 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
         return reused
 
     Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
+    method = aggregate_method(node.model.options)
+    regions = roi.load_regions(run.regions, mask_img) if method else None
+    if regions is not None:
+        # each region series is one column of Y: the GLM below is the voxels' one
+        series = region_timeseries(Y, regions.voxels, method)
+        Y = series[:, regions.fitted]
     Y, _ = scale_timeseries(Y)
     if design.info.get("low_pass"):
         Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
@@ -217,6 +227,9 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
     mask = np.asarray(mask_img.dataobj).astype(bool)
     folder = output_dir(ctx.out, node.name, entities)
+    ref = functools.partial(_ref, ctx)
+    # contrast sidecars name the method and label images as the model's Options do
+    aggregation = {} if regions is None else {"Aggregate": method, "Mask": [ref(p) for p in run.regions]}
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
     files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
                              mask_img.affine))
@@ -224,25 +237,49 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
         "Node": node.name, "Level": node.level, "Sources": [_ref(ctx, p) for p in inputs],
         "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
-        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info}))
-    for key, values in fit.model_maps().items():
-        files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
-                                 unmask(values, mask), mask_img.affine))
+        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
+        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, ref)})}))
+    if regions is None:
+        for key, values in fit.model_maps().items():
+            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                     unmask(values, mask), mask_img.affine))
+    else:
+        files += write_region_timeseries(folder, entities, method, series, regions.names,
+                                         {**roi.timeseries_sidecar(method, regions, run.tr, ref), **aggregation})
+        warnings += [*regions.notes, *roi.empty_region_notes(regions)]
     maps = []
     for c in contrasts:
         res = fit.contrast(c.weights, c.test)
         ents = {**entities, "contrast": c.name}
-        paths = write_contrast(ctx.out, node.name, ents, res, mask, mask_img.affine,
-                               _sidecar(node, c, f"first-level-{noise}", {"Sources": [_ref(ctx, run.bold)]}))
-        files += list(paths.values())
+        written, effect, variance = _write_result(
+            ctx, node, ents, res, _sidecar(node, c, f"first-level-{noise}",
+                                           {"Sources": [_ref(ctx, run.bold)], **aggregation}),
+            mask_img.affine, mask if regions is None else regions.fitted, None if regions is None else regions.names)
+        files += written
         if c.flows:
-            maps.append(StatMap(ents, paths["effect"], paths["variance"], float(res.dof), node.name))
+            maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))
     for w in design.info.get("warnings", []) + warnings:
         ctx.log.warn(f"{run.bold.name}: {w}")
     summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
-               "warnings": design.info.get("warnings", []) + warnings, "design": str(files[0])}
+               "warnings": design.info.get("warnings", []) + warnings, "design": str(files[0]),
+               **({} if regions is None else {"n_regions": int(regions.fitted.sum())})}
     _save(ctx, record, fp, maps, files, summary)
     return maps
+
+
+def _write_result(ctx: Context, node: Node, entities: dict, result, sidecar: dict, affine, fitted,
+                  regions) -> tuple[list[Path], Path, Path]:
+    """Write one evaluated contrast: maps over the ``fitted`` voxels of a grid, or,
+    when ``regions`` names the columns of the fit, a region table.
+
+    Returns the files written and the effect and variance files that flow on
+    (one table holds both for regions).
+    """
+    if regions is not None:
+        written = write_roi_contrast(ctx.out, node.name, entities, result, regions, fitted, sidecar)
+        return written, written[0], written[0]
+    paths = write_contrast(ctx.out, node.name, entities, result, fitted, affine, sidecar)
+    return list(paths.values()), paths["effect"], paths["variance"]
 
 
 def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img):
@@ -276,23 +313,31 @@ def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
 
 
 def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> list[StatMap]:
-    """Fit one GroupBy group at a higher level and write its maps."""
+    """Fit one GroupBy group at a higher level and write its maps, or its region
+    tables when the inputs are region tables (regions are then the columns of ``Y``)."""
     entities = hl.common_entities(maps)
     contrast_names = sorted({m.entities.get("contrast") for m in maps})
     incoming = contrast_names[0] if len(contrast_names) == 1 else None
-    files_in = [m.effect for m in maps] + [m.variance for m in maps if m.variance]
+    files_in = list(dict.fromkeys([m.effect for m in maps] + [m.variance for m in maps if m.variance]))
     record = _record_path(ctx, node, entities)
     inference = inference_settings(node, ctx.settings.inference)
-    # participants.tsv rows enter the design: a changed covariate must refit
-    covariates = hl.input_table(maps, ctx.index.participants).to_json(orient="split")
+    # participants.tsv rows enter the design: a changed covariate must refit. Columns are
+    # sorted because reused maps come back from their records with their entities sorted.
+    covariates = hl.input_table(maps, ctx.index.participants).sort_index(axis=1).to_json(orient="split")
     fp = _fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference, "table": covariates})
     reused = _reuse(ctx, record, fp)
     if reused is not None:
         return reused
 
-    effects, variances, affines, shapes = hl.load_maps(maps)
+    # only the root Run node aggregates, so inputs are all region tables or all maps
+    tables = roi.read_tables(maps) if maps[0].is_region_table else None
     names = [_ref(ctx, m.effect) for m in maps]
-    qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
+    if tables is None:
+        effects, variances, affines, shapes = hl.load_maps(maps)
+        qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
+    else:
+        effects, variances = list(tables.effects), list(tables.variances)
+        qc = qc_maps(effects, variances, names, policy=ctx.settings.qc_policy, constant=False)
     keep = list(qc.kept)
     for exc in qc.excluded:
         ctx.log.exclusions.append({"node": node.name, "file": exc["name"], "reasons": exc["reasons"]})
@@ -311,19 +356,19 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     data = np.stack([effects[i] for i in keep])
     var = np.stack([variances[i] for i in keep]) if all(variances[i] is not None for i in keep) else None
     fwhm = ctx.settings.smoothing_at(node.level)
-    if fwhm:
-        if var is not None:
-            raise DesignError(f"node {node.name!r}: --smoothing at level {node.level} would smooth effects but "
-                              "not their variances; smooth at the run level for nodes that use variances")
-        data = _smooth(data, affines[keep[0]], fwhm)
-    explicit = _options_mask(ctx, node)
-    # the MNI template fallback only makes sense for inputs in an MNI space
-    in_mni = "MNI" in str(entities.get("space", "")).upper()
-    mask, mask_info = group_mask(data, affines[keep[0]], explicit_mask=explicit,
-                                 brain_mask="auto" if in_mni else False)
+    affine, in_mni = None, False
+    if tables is None:
+        affine = affines[keep[0]]
+        in_mni = "MNI" in str(entities.get("space", "")).upper()
+        data, mask, mask_info = _voxel_mask(ctx, node, data, var, affine, fwhm, in_mni)
+    else:
+        mask = np.isfinite(data).all(axis=0)
     if var is not None:
         # variances must be usable wherever we fit (fixed and mixed effects divide by them)
         mask &= (np.isfinite(var) & (var > 0)).all(axis=0)
+    if tables is not None:
+        mask_info, notes = roi.fitted_regions(tables.names, mask)
+        warnings += notes
     Y = data[:, mask]
     V = var[:, mask] if var is not None else None
     dofs = np.array([m.dof if m.dof is not None else np.inf for m in maps])
@@ -331,25 +376,27 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     if node.model.type == "meta" and V is None:
         raise DesignError(f"node {node.name!r} is a fixed-effects ('meta') node but its inputs have no variance maps")
     fit = estimator.fit(Y, X.to_numpy(dtype=np.float64), variances=V)
-    affine = affines[keep[0]]
     folder = output_dir(ctx.out, node.name, entities)
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
     files.append(write_json(folder / build_name(entities, "design", ".json"), {
         "Node": node.name, "Level": node.level, "Estimator": est_name, "SmoothingFWHM": fwhm,
         "Inputs": [_ref(ctx, m.effect) for m in maps], "Design": design_info,
-        "Diagnostics": diagnostics.to_dict(), "Mask": mask_info, "QC": qc.to_dict()}))
-    files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
-    for key, values in fit.model_maps().items():
-        files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
-                                 unmask(values, mask), affine))
+        "Diagnostics": diagnostics.to_dict(), **mask_info, "QC": qc.to_dict()}))
+    if tables is None:
+        files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
+        for key, values in fit.model_maps().items():
+            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                     unmask(values, mask), affine))
+    sidecar_extra = {"Inputs": [_ref(ctx, m.effect) for m in maps], **({} if tables is None else tables.inherited())}
     out = []
     for c in contrasts:
         res = fit.contrast(c.weights, c.test)
         ents = {**entities, "contrast": c.name}
-        paths = write_contrast(ctx.out, node.name, ents, res, mask, affine,
-                               _sidecar(node, c, est_name, {"Inputs": [_ref(ctx, m.effect) for m in maps]}))
-        files += list(paths.values())
-        if inference is not None:
+        written, effect, variance = _write_result(ctx, node, ents, res, _sidecar(node, c, est_name, sidecar_extra),
+                                                  affine, mask, None if tables is None else tables.names)
+        files += written
+        # thresholds, clusters and permutations are voxel-map inference; region tables keep their p column
+        if inference is not None and tables is None:
             inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, inference, in_mni)
             files += inf_files
             warnings += inf_warnings
@@ -360,15 +407,37 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
                                           mask, affine, inference, ctx.settings.seed, blocks)
         if c.flows:
             dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
-            out.append(StatMap(ents, paths["effect"], paths["variance"], dof, node.name))
+            out.append(StatMap(ents, effect, variance, dof, node.name))
     all_warnings = warnings + list(diagnostics.warnings)
     for w in all_warnings:
         ctx.log.warn(f"node {node.name} {entities}: {w}")
     summary = {"node": node.name, "entities": entities, "n_inputs": len(maps), "estimator": est_name,
                "contrasts": [c.name for c in contrasts], "warnings": all_warnings, "design": str(files[0]),
-               "n_voxels": int(mask.sum())}
+               ("n_voxels" if tables is None else "n_regions"): int(mask.sum())}
     _save(ctx, record, fp, out, files, summary)
     return out
+
+
+def _voxel_mask(ctx: Context, node: Node, data: np.ndarray, var, affine: np.ndarray, fwhm, in_mni: bool):
+    """Smooth the incoming maps if asked, and choose the voxels to fit.
+
+    Returns
+    -------
+    data : ndarray, (n_inputs, x, y, z)
+        Smoothed when ``fwhm``.
+    mask : ndarray of bool, (x, y, z)
+    mask_info : dict
+        ``{"Mask": ...}`` for the design sidecar.
+    """
+    if fwhm:
+        if var is not None:
+            raise DesignError(f"node {node.name!r}: --smoothing at level {node.level} would smooth effects but "
+                              "not their variances; smooth at the run level for nodes that use variances")
+        data = _smooth(data, affine, fwhm)
+    # the MNI template fallback only makes sense for inputs in an MNI space
+    mask, mask_info = group_mask(data, affine, explicit_mask=_options_mask(ctx, node),
+                                 brain_mask="auto" if in_mni else False)
+    return data, mask, {"Mask": mask_info}
 
 
 def _smooth(data: np.ndarray, affine: np.ndarray, fwhm: float) -> np.ndarray:
@@ -409,7 +478,9 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
             rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = rl.run_masks(runs)
+            roi.check_regions(runs, masks)
             planned[node.name] = [(run, design, masks[i]) for i, (run, design) in enumerate(zip(runs, designs))]
+    roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             try:

@@ -16,8 +16,9 @@ import pandas as pd
 from bids_app.design.confounds import read_confounds
 from bids_app.design.events import read_events
 from bids_app.design.first_level import RunDesign, build_run_design
+from bids_app.design.regions import aggregate_method
 from bids_app.errors import DesignError, InputDataError, NoInputsError
-from bids_app.graph.filters import match_frame
+from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import RunInputs, Settings
 from bids_app.spec.model import Node, StatsModel
@@ -119,12 +120,13 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
                                     extension=".tsv", **same_run))
     mask_filter = node.model.options.get("Mask")
     space = {"space": row.get("space")}
-    if mask_filter:
+    regions = _label_images(index, node, row) if aggregate_method(node.model.options) else ()
+    if mask_filter and not regions:
         candidates = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"], **same_run, **space),
                             {k: v if isinstance(v, list) else [v] for k, v in mask_filter.items()})
         mask = _first(candidates)
         if mask is None:
-            raise InputDataError(f"Options.Mask {mask_filter} matched no file for {Path(row['path']).name}")
+            raise NoInputsError(f"Options.Mask {mask_filter} matched no file for {Path(row['path']).name}")
     else:
         mask = _first(index.select(is_raw=False, desc="brain", suffix="mask",
                                    extension=[".nii.gz", ".nii"], **same_run, **space))
@@ -135,7 +137,39 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
     slice_ref = 0.0
     if meta.get("SliceTimingCorrected") and meta.get("StartTime") is not None:
         slice_ref = float(meta["StartTime"]) / float(tr)
-    return RunInputs(ents, Path(row["path"]), events, confounds, mask, float(tr), slice_ref)
+    return RunInputs(ents, Path(row["path"]), events, confounds, mask, float(tr), slice_ref, regions)
+
+
+def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, ...]:
+    """The label images ``Options.Mask`` selects for one run of an aggregating node.
+
+    Searched in the derivatives, like masks, but a label image usually
+    covers more than one run (an anatomical ``dseg``, an atlas): a file
+    qualifies when each of its subject, session, task, acquisition, run and
+    space entities equals the run's or is absent. Of those, the most
+    specific (naming the most of these entities) are used, so a run-specific
+    or same-space image wins over a general one.
+
+    Raises
+    ------
+    NoInputsError
+        No file qualifies.
+    """
+    filt = node.model.options["Mask"]
+    hits = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"]),
+                       {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
+    scope = (*_RUN_KEYS, "space")
+    ranked = []
+    for _, hit in hits.iterrows():
+        named = [k for k in scope if hit.get(k) is not None]
+        if all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named):
+            ranked.append((len(named), Path(hit["path"])))
+    if not ranked:
+        raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no label image for "
+                            f"{Path(row['path']).name} (searched the derivatives for files whose subject, "
+                            "session, task, acquisition, run and space are the run's or absent)")
+    best = max(n for n, _ in ranked)
+    return tuple(sorted(path for n, path in ranked if n == best))
 
 
 def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
@@ -225,16 +259,27 @@ def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image]:
 
 def load_run_data(run: RunInputs, mask_img: nb.Nifti1Image, smoothing_fwhm: float | None):
     """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid."""
-    from nilearn.image import resample_to_img, smooth_img
+    from nilearn.image import smooth_img
     from nilearn.masking import apply_mask
 
     try:
         img = nb.load(run.bold)
         if smoothing_fwhm:
             img = smooth_img(img, smoothing_fwhm)
-        if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
-            mask_img = resample_to_img(mask_img, img, interpolation="nearest")
+        mask_img = on_grid(mask_img, img)
         data = apply_mask(img, mask_img).astype(np.float64)
     except Exception as exc:
         raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
     return data, mask_img
+
+
+def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:
+    """``img`` resampled nearest-neighbour onto ``reference``'s voxel grid, unless already on it.
+
+    Nearest neighbour keeps mask and label values as they are.
+    """
+    from nilearn.image import resample_to_img
+
+    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-3):
+        return img
+    return resample_to_img(img, reference, interpolation="nearest")

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bids_app.derivatives.roistats import ROI_SUFFIX
+
 LEVEL_RANK = {"Run": 0, "Session": 1, "Subject": 2, "Dataset": 3}
 
 
@@ -36,7 +38,9 @@ class StatMap:
     """One effect map (with its variance) that flows into a node.
 
     ``entities`` carry the group's entities plus ``contrast``; ``metadata``
-    holds participants.tsv columns joined on ``subject``.
+    holds participants.tsv columns joined on ``subject``. A region (ROI)
+    result is one ``_roistats.tsv`` table holding both the effect and the
+    variance columns: ``effect`` and ``variance`` are that same file.
     """
 
     entities: dict
@@ -44,6 +48,10 @@ class StatMap:
     variance: Path | None = None
     dof: float | None = None
     source_node: str | None = None
+
+    @property
+    def is_region_table(self) -> bool:
+        return Path(self.effect).name.endswith(f"_{ROI_SUFFIX}.tsv")
 
 
 @dataclass
@@ -57,3 +65,5 @@ class RunInputs:
     mask: Path | None
     tr: float
     slice_time_ref: float = 0.0
+    #: label images of ``Options.Mask`` when the node aggregates to regions (``mask`` is then the brain mask)
+    regions: tuple[Path, ...] = ()

@@ -1,4 +1,5 @@
-"""One contrast's results: z map of both signs, peaks, thresholded and permutation maps, cluster tables."""
+"""One contrast's results: z map of both signs, peaks, thresholded and permutation maps, cluster tables;
+or, for region (ROI) models, the table of regions."""
 from __future__ import annotations
 
 import nibabel as nib
@@ -10,7 +11,7 @@ from bids_app.report.figures import FigureBudget
 from bids_app.report.maps import DISPLAY_P, MapSummary
 from bids_app.report.markup import esc, key_values, table
 from bids_app.report.model_graph import weights_text
-from bids_app.report.outputs import ContrastFiles, DerivedMap
+from bids_app.report.outputs import ContrastFiles, DerivedMap, RegionTableFiles
 
 #: Cluster-table rows shown; the rest stay in the file.
 _CLUSTER_ROWS = 30
@@ -93,18 +94,33 @@ def contrast_block(files: ContrastFiles, unit_label: str, img: nib.Nifti1Image, 
     return "".join(parts)
 
 
+def region_block(files: RegionTableFiles, unit_label: str) -> str:
+    """HTML of one contrast of a region model: its facts and the region table (uncorrected p)."""
+    side = files.sidecar
+    frame = pd.read_csv(files.path, sep="\t", dtype={"region": str}, keep_default_na=False, na_values=["n/a"])
+    facts = {"Test": esc(side.get("Test", "?")), "Degrees of freedom": esc(side.get("DegreesOfFreedom", "?")),
+             "Estimator": esc(side.get("Estimator", "?")), "Aggregate": esc(side.get("Aggregate", "?")),
+             "Label images": esc(", ".join(map(str, side.get("Mask", []))) or "?")}
+    if side.get("ConditionList"):
+        facts["Weights"] = esc(weights_text(side["ConditionList"], side.get("Weights", [])))
+    shown = [c for c in frame.columns if c.split("_")[0] in ("region", "effect", "t", "F", "z", "p")]
+    return (f'<div class="contrast"><h4>{esc(files.name)} ({esc(unit_label)})</h4>{key_values(facts)}'
+            f"<h5>Regions <code>{esc(files.path.name)}</code> (p uncorrected; n/a: region not fitted)</h5>"
+            f'{table(frame[shown], css_class="regions", attrs={"data-file": files.path.name}, fold="regions")}</div>')
+
+
 def threshold_rule(meta: dict) -> str:
     """A thresholded map's rule in words, from its sidecar (empty when the sidecar does not say)."""
-    method = meta.get("Method", meta.get("height_control"))
+    method = meta.get("Method")
     if method is None:
         return ""
-    z = meta.get("ZThreshold", meta.get("threshold"))
-    two_sided = bool(meta.get("TwoSided", meta.get("two_sided")))
-    rule = (f"{_METHODS.get(method, method)}, alpha {meta.get('Alpha', meta.get('alpha', '?'))}, "
+    z = meta.get("ZThreshold")
+    two_sided = bool(meta.get("TwoSided"))
+    rule = (f"{_METHODS.get(method, method)}, alpha {meta.get('Alpha', '?')}, "
             f"{'two' if two_sided else 'one'}-sided")
     if isinstance(z, (int, float)):
         rule += f": {'|z|' if two_sided else 'z'} &ge; {z:.3f}" if np.isfinite(z) else ": no voxel qualifies"
-    size = meta.get("ClusterMinSizeVoxels", meta.get("cluster_min_size"))
+    size = meta.get("ClusterMinSizeVoxels")
     if size:
         rule += f"; clusters of at least {size} voxels"
     return rule
@@ -126,7 +142,7 @@ def _thresholded(derived: DerivedMap, z: np.ndarray, summary: MapSummary, mni: b
     parts = [f"<h5>Thresholded map <code>{esc(derived.path.name)}</code></h5>",
              f"<p>{threshold_rule(meta) or 'rule not recorded'}. {int(kept.sum())} voxels survive "
              f"({int((data > 0).sum())} positive, {int((data < 0).sum())} negative).</p>"]
-    two_sided = meta.get("TwoSided", meta.get("two_sided"))
+    two_sided = meta.get("TwoSided")
     if two_sided is False and summary.two_sided and summary.n_negative:
         parts.append(f'<p class="alert">One-sided threshold: the {summary.n_negative} voxels with '
                      f"z &lt; -{summary.threshold:.2f} in the z map are not tested here (see --two-sided).</p>")

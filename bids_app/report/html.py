@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 
 from bids_app.derivatives.atomic import write_text
-from bids_app.report.contrasts import contrast_block
+from bids_app.report.contrasts import contrast_block, region_block
 from bids_app.report.figures import FigureBudget
 from bids_app.report.maps import summarize_map
 from bids_app.report.markup import esc, page
@@ -96,15 +96,16 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
                 summaries.append((outputs.node.name, files, summary))
                 blocks.append(contrast_block(files, unit.label, img, summary, _peak_labels(summary, files.in_mni),
                                              budget, outline=unit.mask if unit.mask.exists() else None))
+            blocks += [region_block(files, unit.label) for files in unit.region_tables]
 
     node_html, design_checks = [], []
     for outputs in nodes:
         blocks = contrast_html.get(outputs.node.name)
         if blocks is not None:
-            maps = f"<h3>Contrasts ({len(blocks)} map(s))</h3>" + "".join(blocks)
+            maps = f"<h3>Contrasts ({len(blocks)} map(s) or region table(s))</h3>" + "".join(blocks)
         elif outputs.node.level == "Run":
             maps = ('<p class="note">Run-level maps are not drawn (there are usually many); '
-                    "they are in the node folder.</p>")
+                    "they, or a region model's tables, are in the node folder.</p>")
         else:
             maps = (f'<p class="note">Maps of this intermediate node are not drawn (more than {FEW_MAPS}); '
                     "they are in the node folder.</p>")

@@ -5,7 +5,8 @@ which contrasts each evaluated; file names follow
 :mod:`bids_app.derivatives.naming`. The inference files beside a contrast
 (thresholded ``stat-z_desc-<method>`` maps, ``desc-<method>_clusters.tsv``
 tables, ``stat-logp_desc-<correction>`` permutation maps) are found by their
-entities, whatever order those are written in.
+entities, whatever order those are written in. Region (ROI) models write one
+``_roistats.tsv`` table per contrast instead of maps.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bids_app.derivatives.naming import build_name, output_dir, parse_entities
+from bids_app.derivatives.roistats import ROI_SUFFIX
 from bids_app.spec.model import Node, StatsModel
 
 # entities that tell apart files of one contrast (not the contrast itself)
@@ -64,14 +66,25 @@ class ContrastFiles:
 
 
 @dataclass(frozen=True)
+class RegionTableFiles:
+    """One evaluated contrast of a region (ROI) model: its ``_roistats.tsv`` and the table's sidecar."""
+
+    name: str
+    path: Path
+    sidecar: dict
+
+
+@dataclass(frozen=True)
 class UnitOutputs:
-    """One fitted unit: its record, design matrix (TSV and JSON sidecar), mask and contrasts."""
+    """One fitted unit: its record, design matrix (TSV and JSON sidecar), mask and contrasts
+    (maps, or region tables for region models)."""
 
     record: dict
     design_tsv: Path
     design_json: dict
     mask: Path
     contrasts: list[ContrastFiles] = field(default_factory=list)
+    region_tables: list[RegionTableFiles] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -108,9 +121,13 @@ def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
     design = design if design.is_absolute() else out_dir / design
     folder = output_dir(out_dir, node.name, unit["entities"])
     neighbours = [(p, parse_entities(p)) for p in sorted(folder.iterdir())] if folder.exists() else []
-    contrasts = []
+    contrasts, tables = [], []
     for name in unit["contrasts"]:
         entities = {**unit["entities"], "contrast": name}
+        table = folder / build_name(entities, ROI_SUFFIX, ".tsv")
+        if table.exists():
+            tables.append(RegionTableFiles(name, table, _sidecar(table)))
+            continue
         z = folder / build_name({**entities, "stat": "z"}, "statmap", ".nii.gz")
         if not z.exists():
             continue
@@ -120,7 +137,7 @@ def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
         contrasts.append(ContrastFiles(name, entities, z, _sidecar(z), _derived(mine, "z"), _derived(mine, "logp"),
                                        clusters))
     return UnitOutputs(unit, design, _sidecar(design), folder / build_name(unit["entities"], "mask", ".nii.gz"),
-                       contrasts)
+                       contrasts, tables)
 
 
 def _derived(files: list[tuple[Path, dict]], stat: str) -> tuple[DerivedMap, ...]:

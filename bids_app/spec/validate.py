@@ -45,7 +45,10 @@ resolved (accepted unless they cannot be run):
   ``HRF.Variables`` must be in ``X``.
 * ``Options``: cutoffs are positive and the low-pass cutoff lies above the
   high-pass one. Filter values (``Input``, ``Edge.Filter``, ``Mask``) are a
-  scalar or a non-empty list of scalars.
+  scalar or a non-empty list of scalars. ``Aggregate`` "mean" or "pca"
+  (:data:`AGGREGATE_METHODS`) averages BOLD within the regions of ``Mask``:
+  it needs a ``Mask`` and belongs to Run nodes (higher levels combine the
+  region tables without it); "none" is accepted everywhere.
 """
 from __future__ import annotations
 
@@ -76,6 +79,8 @@ HRF_MODELS = (
 # Accepted spellings of the FIR delays parameter, compared without case or
 # "_": the spec's ``fir_delays`` and pybids' ``FIRDelays``/``Delays``.
 FIR_KEYS = frozenset({"firdelays", "delays"})
+#: ``Model.Options.Aggregate`` values that fit regions instead of voxels ("none" is voxelwise).
+AGGREGATE_METHODS = ("mean", "pca")
 _GLOB_CHARS = frozenset("*?[")
 _MAX_LISTED = 12
 
@@ -416,6 +421,20 @@ def _options_issues(options, where: str) -> list[Issue]:
     return issues
 
 
+def _aggregate_issues(options, level, where: str) -> list[Issue]:
+    method = options.get("Aggregate") if isinstance(options, dict) else None
+    if method not in AGGREGATE_METHODS:
+        return []  # "none", absent, or a schema error reported already
+    path = f"{where}.Aggregate"
+    if level != "Run":
+        return [(path, f"{method!r} reduces BOLD time series to regions, which only a Run node has; "
+                       "higher levels combine the Run node's region tables as they are: remove it here")]
+    if not options.get("Mask"):
+        return [(path, f"{method!r} aggregates BOLD within the regions of Options.Mask, and there is none: "
+                       'add Options.Mask selecting a label image, e.g. {"desc": ["aseg"], "suffix": ["dseg"]}')]
+    return []
+
+
 def _filter_issues(filt, where: str) -> list[Issue]:
     if not isinstance(filt, dict):
         return []
@@ -476,6 +495,7 @@ def _node_issues(node: dict, where: str) -> list[Issue]:
     issues += f_issues
     issues += _hrf_issues(model.get("HRF"), x, f"{mpath}.HRF")
     issues += _options_issues(model.get("Options"), f"{mpath}.Options")
+    issues += _aggregate_issues(model.get("Options"), node.get("Level"), f"{mpath}.Options")
 
     names: dict[str, str] = {}
     dummy = node.get("DummyContrasts")
