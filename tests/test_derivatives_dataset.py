@@ -37,3 +37,22 @@ def test_apptainer_wins_over_the_image_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("APPTAINER_CONTAINER", "/images/bids-stats.sif")
     monkeypatch.setenv("APPTAINER_NAME", "bids-stats.sif")
     assert _generated(tmp_path)["GeneratedBy"][0]["Container"] == {"Type": "apptainer", "Tag": "bids-stats.sif"}
+
+
+def test_atomic_writes_have_the_umask_mode_and_leave_no_temporary_file(tmp_path):
+    import os
+
+    import numpy as np
+    import pandas as pd
+
+    from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [write_json(tmp_path / "a.json", {"x": 1}),
+             write_tsv(tmp_path / "b.tsv", pd.DataFrame({"x": [1.0, np.nan]})),
+             write_nifti(tmp_path / "c.nii.gz", np.zeros((2, 2, 2)), np.eye(4))]
+    for path in files:
+        assert (path.stat().st_mode & 0o777) == 0o666 & ~umask, path
+    assert (tmp_path / "b.tsv").read_text() == "x\n1.0\nn/a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.tsv", "c.nii.gz"]

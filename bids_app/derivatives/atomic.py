@@ -14,6 +14,10 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+# read once: os.umask can only be read by setting it
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(target):
@@ -23,6 +27,9 @@ def atomic_path(target):
     # keep the real suffix so writers that dispatch on it (nibabel, matplotlib) work
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="".join(target.suffixes), dir=target.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; derivatives get the mode a plain open() would
+    # give, so collaborators (and other container users) can read them
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, target)
