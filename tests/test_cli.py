@@ -132,3 +132,17 @@ def test_participant_label_and_rerun_reuses(tmp_path):
     assert prov3["Units"][0]["n_inputs"] == 5
     t3 = np.asarray(nb.load(out3 / tmap.relative_to(out)).dataobj)
     assert not np.allclose(np.nan_to_num(t3), np.nan_to_num(np.asarray(nb.load(tmap).dataobj)))
+
+
+def test_relative_paths_give_the_same_outputs_and_a_complete_report(tmp_path, monkeypatch):
+    """BIDS and output folders given relative to the working directory (a common shell habit)."""
+    _wager_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["wager", "out", "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")]) == 0
+    out = tmp_path / "out"
+    prov = json.loads((out / "provenance.json").read_text())
+    unit = prov["Units"][0]
+    assert not unit["design"].startswith("/") and (out / unit["design"]).exists()
+    assert all(p["Path"].startswith(str(tmp_path / "wager")) for p in prov["Inputs"])
+    report = (out / "report.html").read_text()
+    assert "design matrix file not found" not in report and "Design matrices (1 distinct" in report

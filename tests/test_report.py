@@ -211,7 +211,7 @@ def test_peak_tables_equal_the_z_maps(wager):
 
 def test_design_diagnostics_equal_the_design(wager):
     out, record, text, page, _ = wager
-    design = pd.read_csv(record["Units"][0]["design"], sep="\t")
+    design = pd.read_csv(out / record["Units"][0]["design"], sep="\t")
     X = design.to_numpy(dtype=float)
     X = X / np.linalg.norm(X, axis=0)
     s = np.linalg.svd(X, compute_uv=False)
@@ -330,14 +330,14 @@ def haxby(tmp_path_factory):
 def test_run_level_design_settings(haxby):
     out, record, text = haxby
     run = next(u for u in record["Units"] if u["node"] == "run")
-    info = json.loads(open(run["design"].replace(".tsv", ".json")).read())
+    info = json.loads(open(out / run["design"].replace(".tsv", ".json")).read())
     assert "Run-level model (first run:" in text
     cutoff = info["high_pass"]["cutoff_hz"]
     assert f"{cutoff:g} Hz (period {1 / cutoff:.0f} s), {len(info['high_pass']['drift_columns'])} cosine drift" in text
     assert f"{info['hrf']['model']} on {', '.join(info['hrf']['variables'])}" in text
     assert escape(info["nan_policy"]["confounds"]) in text
     assert f"{info['n_vols']} volumes" in text
-    design = pd.read_csv(run["design"], sep="\t")
+    design = pd.read_csv(out / run["design"], sep="\t")
     varying = [c for c in design.columns if not c.startswith("drift") and design[c].nunique() > 1]
     r = np.abs(design[varying].corr().to_numpy())
     np.fill_diagonal(r, 0)

@@ -40,7 +40,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
         unknown = sorted(set(settings.participant_label) - known)
         if unknown:
             raise NoInputsError(f"participant label(s) not in the dataset: {', '.join('sub-' + u for u in unknown)}")
-    out_dir = Path(out_dir)
+    # absolute from here on: records and the report must not depend on the working directory
+    out_dir = Path(out_dir).absolute()
     created = not out_dir.exists()
     ctx = Context(model, index, out_dir, settings)
     try:

@@ -68,12 +68,19 @@ def png(fig, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def design_matrix(matrix: pd.DataFrame, title: str) -> str:
-    """nilearn's design-matrix plot (columns rescaled to unit maximum)."""
+def design_matrix(matrix: pd.DataFrame, title: str, rows: str = "scan number") -> str:
+    """nilearn's design-matrix plot (columns rescaled to unit maximum).
+
+    ``rows`` labels the vertical axis: scans at the Run level, input maps
+    above it (then one integer tick per map, up to 30 maps).
+    """
+    from matplotlib.ticker import MaxNLocator
     from nilearn.plotting import plot_design_matrix
 
     fig, ax = plt.subplots(figsize=(min(2.5 + 0.35 * matrix.shape[1], 14), 4.5))
     plot_design_matrix(matrix, axes=ax)
+    ax.set_ylabel(rows)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(len(matrix), 30)))
     ax.set_title(title, fontsize=9)
     return png(fig, f"design matrix {title}")
 

@@ -160,7 +160,7 @@ def design_section(outputs: NodeOutputs, budget: FigureBudget) -> tuple[str, lis
         parts.append(f"<h4>Design {i + 1}: {matrix.shape[0]} inputs x {matrix.shape[1]} columns, "
                      f"used by {len(group)} unit(s)</h4><p class=\"note\">{esc(used_by)}</p>")
         parts.append(budget.draw("design", f"design {name} {head.label}",
-                                 lambda m=matrix, h=head: figures.design_matrix(m, h.label)))
+                                 lambda m=matrix, h=head: figures.design_matrix(m, h.label, "input map")))
         diag = head.design_json.get("Diagnostics")
         parts.append(diagnostics_table(diag) if diag else '<p class="note">no stored diagnostics</p>')
         if i == 0:
