@@ -137,6 +137,8 @@ def _design(argv: list[str]) -> int:
     p.add_argument("--tr", type=float, required=True, help="repetition time (s)")
     p.add_argument("--nvol", type=int, required=True, help="number of volumes")
     p.add_argument("--confounds", type=Path, help="fMRIPrep confounds TSV")
+    p.add_argument("--physio", type=Path, nargs="+", default=[], metavar="F",
+                   help="the run's *_physio.tsv.gz / *_stim.tsv.gz recordings, each with its JSON sidecar beside it")
     p.add_argument("--node", help="Run-level node to use (default: the first)")
     p.add_argument("--output-tsv", type=Path, required=True)
     p.add_argument("--no-png", action="store_true", help="do not write a PNG of the matrix")
@@ -144,7 +146,8 @@ def _design(argv: list[str]) -> int:
     from bids_app.design.synthesizer import synthesize
 
     out = synthesize(args.events_tsv, args.model, args.tr, args.nvol, args.output_tsv,
-                     confounds_tsv=args.confounds, node_name=args.node, png=not args.no_png)
+                     confounds_tsv=args.confounds, node_name=args.node, png=not args.no_png,
+                     physio=args.physio)
     print(f"design matrix written to {out}")
     return 0
 

@@ -1,7 +1,8 @@
-"""Build one run's design matrix from its events, confounds and a Run node.
+"""Build one run's design matrix from its events, confounds, recordings and a Run node.
 
-Steps: validate events -> apply the confound missing-value policy ->
-pybids variables -> ``Transformations`` -> resolve ``Model.X`` -> sample every
+Steps: validate events -> apply the confound missing-value policy -> read
+the physio/stim recordings the node references -> pybids variables ->
+``Transformations`` -> resolve ``Model.X`` -> sample every
 column at the frame times (convolving ``Model.HRF.Variables``) -> append
 cosine drifts for the high-pass filter.
 
@@ -17,6 +18,9 @@ Sampling at the frame times ``tr * (arange(n_vols) + slice_time_ref)``:
   warning: usually a forgotten HRF entry);
 * dense variables at one sample per volume (confounds, ``Convolve``
   outputs): taken row by row;
+* physio/stim recordings (pybids source ``physio``/``stim``) faster than
+  1/TR: low-pass filtered below the TR's Nyquist frequency, then linearly
+  interpolated at the frame times (:mod:`bids_app.design.recordings`);
 * other dense variables (``ToDense``/``Resample`` outputs): linearly
   interpolated at the frame times.
 """
@@ -36,8 +40,10 @@ from bids_app.design.columns import INTERCEPT, close_hint, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
 from bids_app.design.events import REQUIRED, validate_events
 from bids_app.design.hrf import convolve, frame_times, parse_hrf_model, variable_events
+from bids_app.design.recordings import (RECORDING_SOURCES, Recording, RecordingFile,
+                                        anti_alias_record, read_recording, sample_recording)
 from bids_app.design.transforms import apply_transformations, make_collection
-from bids_app.errors import DesignError
+from bids_app.errors import DesignError, InputDataError
 from bids_app.spec.model import Node
 
 #: High-pass cutoff when the model sets none: SPM's and FSL's usual 128 s.
@@ -66,7 +72,10 @@ class RunDesign:
         the matrix is already filtered and the data must be filtered with
         :func:`low_pass_filter` before fitting), ``nan_policy`` (with filled
         confound gaps), ``dropped`` (X entries absent from this run),
-        ``slice_time_ref``, ``transformations``, ``warnings``.
+        ``recordings`` (the physio/stim files read: path, sampling
+        frequency, StartTime, columns, interval covered), ``anti_aliasing``
+        (None without recordings, else the filter and the columns it was
+        applied to), ``slice_time_ref``, ``transformations``, ``warnings``.
     """
 
     matrix: pd.DataFrame
@@ -181,10 +190,15 @@ def low_pass_filter(values: np.ndarray, tr: float, cutoff_hz: float) -> np.ndarr
     return butterworth(values, sampling_rate=1.0 / tr, low_pass=cutoff_hz, order=LOW_PASS_ORDER)
 
 
-def _sample_dense(var, times: np.ndarray, tr: float) -> np.ndarray:
+def _sample_dense(var, times: np.ndarray, tr: float, info: dict) -> np.ndarray:
     values = np.asarray(var.values, dtype=np.float64).reshape(-1)
     if np.isclose(var.sampling_rate * tr, 1.0) and values.size == times.size:
         return values
+    if var.source in RECORDING_SOURCES:
+        sampled, filtered = sample_recording(var, times, tr)
+        if filtered:
+            info["anti_aliasing"]["columns"].append(var.name)
+        return sampled
     return np.interp(times, np.arange(values.size) / var.sampling_rate, values)
 
 
@@ -207,6 +221,31 @@ def _prepare(confounds, node: Node, events: pd.DataFrame, n_vols: int, info: dic
                 f"{prepared.source}: {n['other']} non-leading n/a in {col!r} filled with the "
                 "previous value")
     return prepared
+
+
+def _read_recordings(files, node: Node, *, taken: dict, duration: float,
+                     info: dict) -> tuple[Recording, ...]:
+    """The recordings whose sidecar ``Columns`` the node references, read and cut to the run.
+
+    Files whose columns the node does not reference are never read. A
+    referenced name must come from one file only: ``taken`` maps the run's
+    event and (referenced) confound columns to their file.
+    """
+    owners = dict(taken)
+    wanted = []
+    for file in files:
+        used = _referenced(file.columns, node)
+        for col in used:
+            if col in owners:
+                raise InputDataError(f"column {col!r} is in both {owners[col]} and {file.path}: "
+                                     "rename it in one file's sidecar Columns, or remove one file")
+            owners[col] = str(file.path)
+        if used:
+            wanted.append((file, used))
+    recordings = tuple(read_recording(file, used, duration=duration) for file, used in wanted)
+    info["recordings"] = [r.record() for r in recordings]
+    info["anti_aliasing"] = {**anti_alias_record(info["tr"]), "columns": []} if recordings else None
+    return recordings
 
 
 def _hrf(node: Node, available: list[str], info: dict):
@@ -294,7 +333,7 @@ def _sample(selected: list[str], variables: dict, *, hrf_model, hrf_columns: lis
             blocks.append(regressors)
             continue
         names.append(col)
-        blocks.append(_sample_dense(var, times, tr)[:, None])
+        blocks.append(_sample_dense(var, times, tr, info)[:, None])
     return names, blocks
 
 
@@ -308,6 +347,7 @@ def build_run_design(
     slice_time_ref: float = 0.0,
     source: str = "",
     missing_confounds: str = "drop",
+    recordings: tuple[RecordingFile, ...] = (),
 ) -> RunDesign:
     """Design matrix of one run for a Run-level node.
 
@@ -336,6 +376,11 @@ def build_run_design(
         naming the file and column. Absent event variables (a condition not
         shown in this run) are always dropped with a warning and listed in
         ``info["dropped"]``.
+    recordings : tuple of RecordingFile
+        The run's ``*_physio.tsv.gz``/``*_stim.tsv.gz`` files with their
+        sidecar metadata; their columns are variables named by the sidecar's
+        ``Columns``. Only files with a column the node references (X,
+        HRF.Variables, a transformation) are read.
 
     Returns
     -------
@@ -344,7 +389,10 @@ def build_run_design(
     Raises
     ------
     bids_app.errors.InputDataError
-        Invalid events or confounds (missing onset, wrong row count...).
+        Invalid events or confounds (missing onset, wrong row count...); a
+        recording without sidecar ``Columns``; a referenced recording that
+        is unreadable, inconsistent with its sidecar or shorter than the run;
+        a referenced column provided by two files.
     bids_app.errors.DesignError
         Unknown HRF model or transformation, a transformation naming a
         missing column, text values where numbers are needed, a missing
@@ -370,9 +418,12 @@ def build_run_design(
         info["warnings"].append("Model.Formula is not used: the design is built from Model.X")
 
     prepared = _prepare(confounds, node, events, n_vols, info)
+    taken = {**({c: prepared.source for c in prepared.table.columns} if prepared else {}),
+             **{c: events_source for c in events.columns}}
+    recorded = _read_recordings(recordings, node, taken=taken, duration=n_vols * tr, info=info)
     collection = make_collection(events, prepared.table if prepared else None, tr=tr,
                                  n_vols=n_vols, entities=_entities(source or events_source),
-                                 source=events_source)
+                                 source=events_source, recordings=recorded)
     outcome = apply_transformations(collection, node.transformations, times=times, tr=tr)
     info["warnings"] += outcome.warnings
     info["convolved"].update(outcome.convolved)
@@ -383,7 +434,8 @@ def build_run_design(
     selected = _select(
         node, available, event_columns=[c for c in events.columns if c not in REQUIRED],
         prepared=prepared, missing_confounds=missing_confounds, events_source=events_source,
-        all_confounds=[str(c) for c in confounds.columns] if confounds is not None else [],
+        all_confounds=[*(map(str, confounds.columns) if confounds is not None else []),
+                       *(c for file in recordings for c in file.columns)],
         info=info)
     for c in hrf_columns:
         if c not in selected:

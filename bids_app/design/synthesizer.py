@@ -19,6 +19,7 @@ from nilearn.plotting import plot_design_matrix
 from bids_app.design.confounds import read_confounds
 from bids_app.design.events import read_events
 from bids_app.design.first_level import RunDesign, build_run_design
+from bids_app.design.recordings import RecordingFile
 from bids_app.errors import DesignError
 from bids_app.spec import load_model
 from bids_app.spec.model import Node, StatsModel
@@ -76,6 +77,7 @@ def synthesize(
     confounds_tsv=None,
     node_name: str | None = None,
     png: bool = True,
+    physio=(),
 ) -> Path:
     """Build and write the design matrix of one run.
 
@@ -98,6 +100,9 @@ def synthesize(
         Run-level node to use; default: the first Run-level node.
     png : bool
         Also write the PNG picture.
+    physio : sequence of path-like
+        The run's ``*_physio.tsv.gz``/``*_stim.tsv.gz`` recordings, each
+        with its JSON sidecar beside it (same name, ``.json``).
 
     Returns
     -------
@@ -109,7 +114,8 @@ def synthesize(
     events = read_events(events_tsv)
     confounds = read_confounds(confounds_tsv) if confounds_tsv is not None else None
     design = build_run_design(node, events, tr=tr, n_vols=n_vols, confounds=confounds,
-                              source=str(events_tsv))
+                              source=str(events_tsv),
+                              recordings=tuple(RecordingFile.beside(p) for p in physio))
     output = Path(output_tsv)
     output.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(output, lambda p: design.matrix.to_csv(p, sep="\t", index=False))

@@ -2,8 +2,9 @@
 
 Every transformation pybids implements is run by pybids itself on a
 :class:`~bids.variables.BIDSRunVariableCollection` holding the run's events
-(sparse variables) and confounds (dense, one sample per volume). We only fix
-what pybids gets wrong or leaves out:
+(sparse variables), confounds (dense, one sample per volume) and physio/stim
+recordings (dense at their own rate). We only fix what pybids gets wrong or
+leaves out:
 
 * ``GroupBy`` (the spelling users write) reaches pybids as ``groupby``;
   pybids' camel-to-snake conversion would otherwise make it ``group_by``,
@@ -12,8 +13,8 @@ what pybids gets wrong or leaves out:
   see :mod:`bids_app.design.hrf`); its outputs are dense variables sampled
   once per volume and named as nilearn names them (``x``, ``x_derivative``,
   ``x_dispersion``, ``x_delay_<d>``).
-* ``Scale`` also works on dense variables (confounds), where pybids' own
-  raises.
+* ``Scale`` also works on dense variables (confounds, recordings), where
+  pybids' own raises.
 * A name that matches no variable raises a :class:`DesignError` naming the
   instruction index and the column, before pybids sees it.
 * We loop over the instructions ourselves: pybids' ``TransformerManager``
@@ -36,6 +37,7 @@ from bids_app.design.columns import close_hint, is_glob
 from bids_app.design.confounds import dense_variables
 from bids_app.design.events import sparse_variables
 from bids_app.design.hrf import convolve, parse_hrf_model, variable_events
+from bids_app.design.recordings import Recording, recording_variables
 from bids_app.errors import DesignError
 
 TRANSFORMER = "pybids-transforms-v1"
@@ -91,8 +93,9 @@ def make_collection(
     n_vols: int,
     entities: dict | None = None,
     source: str = "",
+    recordings: tuple[Recording, ...] = (),
 ) -> BIDSRunVariableCollection | None:
-    """Collect a run's event columns and confound columns as pybids variables.
+    """Collect a run's event, confound and recording columns as pybids variables.
 
     Parameters
     ----------
@@ -108,16 +111,22 @@ def make_collection(
         BIDS entities of the run, for ``GroupBy``/``Split`` by entity.
     source : str
         Events file name, kept in the pybids ``RunInfo``.
+    recordings : tuple of Recording
+        Physio/stim columns cut to the run (:mod:`bids_app.design.recordings`),
+        dense at their own rate; names must not clash with the others.
 
     Returns
     -------
     BIDSRunVariableCollection or None
-        None when there is no variable at all (empty events, no confounds).
+        None when there is no variable at all (empty events, no confounds,
+        no recordings).
     """
     run_info = RunInfo(dict(entities or {}), n_vols * tr, tr, source, n_vols)
     variables = sparse_variables(events, run_info)
     if confounds is not None:
         variables += dense_variables(confounds, run_info, tr)
+    for recording in recordings:
+        variables += recording_variables(recording, run_info)
     return BIDSRunVariableCollection(variables) if variables else None
 
 

@@ -200,7 +200,8 @@ def _sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
 
 def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     """Fit one run and write its maps, or its region tables when the node aggregates."""
-    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *roi.label_inputs(run.regions)) if p]
+    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *roi.label_inputs(run.regions),
+                          *(Path(r["path"]) for r in design.info["recordings"])) if p]
     entities = dict(run.entities)
     record = _record_path(ctx, node, entities)
     fp = _fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(),
@@ -261,8 +262,9 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     for w in design.info.get("warnings", []) + warnings:
         ctx.log.warn(f"{run.bold.name}: {w}")
     summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
-               "warnings": design.info.get("warnings", []) + warnings, "design": str(files[0]),
-               **({} if regions is None else {"n_regions": int(regions.fitted.sum())})}
+               "warnings": design.info.get("warnings", []) + warnings, "design": _ref(ctx, files[0]),
+               "estimator": f"first-level-{noise}",
+               **({"n_voxels": int(mask.sum())} if regions is None else {"n_regions": int(regions.fitted.sum())})}
     _save(ctx, record, fp, maps, files, summary)
     return maps
 
@@ -412,7 +414,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     for w in all_warnings:
         ctx.log.warn(f"node {node.name} {entities}: {w}")
     summary = {"node": node.name, "entities": entities, "n_inputs": len(maps), "estimator": est_name,
-               "contrasts": [c.name for c in contrasts], "warnings": all_warnings, "design": str(files[0]),
+               "contrasts": [c.name for c in contrasts], "warnings": all_warnings, "design": _ref(ctx, files[0]),
                ("n_voxels" if tables is None else "n_regions"): int(mask.sum())}
     _save(ctx, record, fp, out, files, summary)
     return out

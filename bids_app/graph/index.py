@@ -18,7 +18,7 @@ import pandas as pd
 from bids_app.derivatives.naming import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
 
-_INDEXED = (".nii.gz", ".nii", ".tsv", ".json")
+_INDEXED = (".nii.gz", ".nii", ".tsv", ".tsv.gz", ".json")
 
 
 @dataclass
@@ -40,10 +40,11 @@ class FileIndex:
 
     @classmethod
     def build(cls, bids_dir, derivatives=()) -> "FileIndex":
-        bids_dir = Path(bids_dir)
+        # absolute: paths recorded in sidecars must not depend on the working directory
+        bids_dir = Path(bids_dir).absolute()
         if not bids_dir.is_dir():
             raise InvalidDatasetError(f"BIDS directory not found: {bids_dir}")
-        derivatives = [Path(d) for d in derivatives]
+        derivatives = [Path(d).absolute() for d in derivatives]
         for d in derivatives:
             if not d.is_dir():
                 raise InvalidDatasetError(f"derivatives directory not found: {d}")

@@ -16,6 +16,7 @@ import pandas as pd
 from bids_app.design.confounds import read_confounds
 from bids_app.design.events import read_events
 from bids_app.design.first_level import RunDesign, build_run_design
+from bids_app.design.recordings import RecordingFile
 from bids_app.design.regions import aggregate_method
 from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph.filters import match_frame, value_matches
@@ -137,7 +138,11 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
     slice_ref = 0.0
     if meta.get("SliceTimingCorrected") and meta.get("StartTime") is not None:
         slice_ref = float(meta["StartTime"]) / float(tr)
-    return RunInputs(ents, Path(row["path"]), events, confounds, mask, float(tr), slice_ref, regions)
+    # any recording- label, raw or derivatives; the sidecar (with inheritance) says which columns each has
+    recordings = tuple(RecordingFile(Path(p), index.metadata(p)) for p in sorted(
+        index.select(suffix=["physio", "stim"], extension=".tsv.gz", **same_run)["path"]))
+    return RunInputs(ents, Path(row["path"]), events, confounds, mask, float(tr), slice_ref, regions,
+                     recordings)
 
 
 def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, ...]:
@@ -184,10 +189,12 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
     try:
         return build_run_design(node, events, tr=run.tr, n_vols=n_vols, confounds=confounds,
                                 slice_time_ref=run.slice_time_ref, source=source,
-                                missing_confounds=settings.missing_confounds)
+                                missing_confounds=settings.missing_confounds,
+                                recordings=run.recordings)
     except (DesignError, InputDataError) as exc:
         # some design errors (transformations, HRF, X) name the column but not the run
-        if any(p.name in str(exc) for p in (run.bold, run.events, run.confounds) if p):
+        named = (run.bold, run.events, run.confounds, *(r.path for r in run.recordings))
+        if any(p.name in str(exc) for p in named if p):
             raise
         raise type(exc)(f"{source}: {exc}") from exc
 

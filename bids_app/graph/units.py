@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bids_app.derivatives.roistats import ROI_SUFFIX
+from bids_app.design.recordings import RecordingFile
 
 LEVEL_RANK = {"Run": 0, "Session": 1, "Subject": 2, "Dataset": 3}
 
@@ -67,3 +68,5 @@ class RunInputs:
     slice_time_ref: float = 0.0
     #: label images of ``Options.Mask`` when the node aggregates to regions (``mask`` is then the brain mask)
     regions: tuple[Path, ...] = ()
+    #: the run's physio/stim recordings with their sidecar metadata, read only if the node uses them
+    recordings: tuple[RecordingFile, ...] = ()
