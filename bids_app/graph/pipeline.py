@@ -13,7 +13,8 @@ from bids_app.derivatives.atomic import write_json
 from bids_app.derivatives.dataset import write_dataset_description, write_provenance
 from bids_app.derivatives.naming import sanitize_label
 from bids_app.errors import NoInputsError
-from bids_app.graph.executor import Context, execute
+from bids_app.graph.context import Context
+from bids_app.graph.executor import execute
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import Settings
 from bids_app.report.html import write_report

@@ -1,0 +1,175 @@
+"""Higher-level units: fit one GroupBy group of incoming maps (or region tables) and write its outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.derivatives.statmaps import unmask
+from bids_app.design.diagnostics import check_design
+from bids_app.design.group_mask import group_mask
+from bids_app.design.input_qc import qc_maps
+from bids_app.errors import DesignError, NoInputsError
+from bids_app.graph import higher_level as hl
+from bids_app.graph import roi
+from bids_app.graph.context import Context
+from bids_app.graph.contrasts import plan_contrasts
+from bids_app.graph.filters import match_frame
+from bids_app.graph.inference_step import inference_settings, permute_contrast, threshold_contrast
+from bids_app.graph.outputs import contrast_sidecar, ref, write_result
+from bids_app.graph.records import fingerprint, record_path, reuse, save
+from bids_app.graph.units import StatMap
+from bids_app.spec.model import Node
+
+
+def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> list[StatMap]:
+    """Fit one GroupBy group at a higher level and write its maps, or its region
+    tables when the inputs are region tables (regions are then the columns of ``Y``)."""
+    entities = hl.common_entities(maps)
+    contrast_names = sorted({m.entities.get("contrast") for m in maps})
+    incoming = contrast_names[0] if len(contrast_names) == 1 else None
+    files_in = list(dict.fromkeys([m.effect for m in maps] + [m.variance for m in maps if m.variance]))
+    record = record_path(ctx, node, entities)
+    inference = inference_settings(node, ctx.settings.inference)
+    # participants.tsv rows enter the design: a changed covariate must refit. Columns are
+    # sorted because reused maps come back from their records with their entities sorted.
+    covariates = hl.input_table(maps, ctx.index.participants).sort_index(axis=1).to_json(orient="split")
+    fp = fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference, "table": covariates})
+    reused = reuse(ctx, record, fp)
+    if reused is not None:
+        return reused
+
+    # only the root Run node aggregates, so inputs are all region tables or all maps
+    tables = roi.read_tables(maps) if maps[0].is_region_table else None
+    names = [ref(ctx, m.effect) for m in maps]
+    if tables is None:
+        effects, variances, affines, shapes = hl.load_maps(maps)
+        qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
+    else:
+        effects, variances = list(tables.effects), list(tables.variances)
+        qc = qc_maps(effects, variances, names, policy=ctx.settings.qc_policy, constant=False)
+    keep = list(qc.kept)
+    for exc in qc.excluded:
+        ctx.log.exclusions.append({"node": node.name, "file": exc["name"], "reasons": exc["reasons"]})
+        ctx.log.warn(f"node {node.name}: excluded {exc['name']}: {'; '.join(exc['reasons'])}")
+    maps = [maps[i] for i in keep]
+    if not maps:
+        raise NoInputsError(f"node {node.name!r}, group {group}: every input map was excluded by QC")
+    table = hl.input_table(maps, ctx.index.participants)
+    X, design_info = hl.design_for(node, table)
+    columns = list(X.columns)
+    x_columns = design_info.get("x") or columns
+    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming)
+    diagnostics = check_design(X, [(c.name, c.weights) for c in contrasts],
+                               require_residual_dof=node.model.type != "meta")
+
+    data = np.stack([effects[i] for i in keep])
+    var = np.stack([variances[i] for i in keep]) if all(variances[i] is not None for i in keep) else None
+    fwhm = ctx.settings.smoothing_at(node.level)
+    affine, in_mni = None, False
+    if tables is None:
+        affine = affines[keep[0]]
+        in_mni = "MNI" in str(entities.get("space", "")).upper()
+        data, mask, mask_info = _voxel_mask(ctx, node, data, var, affine, fwhm, in_mni)
+    else:
+        mask = np.isfinite(data).all(axis=0)
+    if var is not None:
+        # variances must be usable wherever we fit (fixed and mixed effects divide by them)
+        mask &= (np.isfinite(var) & (var > 0)).all(axis=0)
+    if tables is not None:
+        mask_info, notes = roi.fitted_regions(tables.names, mask)
+        warnings += notes
+    Y = data[:, mask]
+    V = var[:, mask] if var is not None else None
+    dofs = np.array([m.dof if m.dof is not None else np.inf for m in maps])
+    estimator, est_name = hl.make_estimator(node, ctx.settings, dofs)
+    if node.model.type == "meta" and V is None:
+        raise DesignError(f"node {node.name!r} is a fixed-effects ('meta') node but its inputs have no variance maps")
+    fit = estimator.fit(Y, X.to_numpy(dtype=np.float64), variances=V)
+    folder = output_dir(ctx.out, node.name, entities)
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
+    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+        "Node": node.name, "Level": node.level, "Estimator": est_name, "SmoothingFWHM": fwhm,
+        "Inputs": [ref(ctx, m.effect) for m in maps], "Design": design_info,
+        "Diagnostics": diagnostics.to_dict(), **mask_info, "QC": qc.to_dict()}))
+    if tables is None:
+        files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
+        for key, values in fit.model_maps().items():
+            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                     unmask(values, mask), affine))
+    sidecar_extra = {"Inputs": [ref(ctx, m.effect) for m in maps], **({} if tables is None else tables.inherited())}
+    out = []
+    for c in contrasts:
+        res = fit.contrast(c.weights, c.test)
+        ents = {**entities, "contrast": c.name}
+        written, effect, variance = write_result(ctx, node, ents, res, contrast_sidecar(node, c, est_name, sidecar_extra),
+                                                  affine, mask, None if tables is None else tables.names)
+        files += written
+        # thresholds, clusters and permutations are voxel-map inference; region tables keep their p column
+        if inference is not None and tables is None:
+            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, inference, in_mni)
+            files += inf_files
+            warnings += inf_warnings
+            if inference["NPerm"] and c.test == "t" and est_name == "ols":
+                block_col = inference["ExchangeabilityBlocks"]
+                blocks = table[block_col].factorize()[0] if block_col else None
+                files += permute_contrast(ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights,
+                                          mask, affine, inference, ctx.settings.seed, blocks)
+        if c.flows:
+            dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
+            out.append(StatMap(ents, effect, variance, dof, node.name))
+    all_warnings = warnings + list(diagnostics.warnings)
+    for w in all_warnings:
+        ctx.log.warn(f"node {node.name} {entities}: {w}")
+    summary = {"node": node.name, "entities": entities, "n_inputs": len(maps), "estimator": est_name,
+               "contrasts": [c.name for c in contrasts], "warnings": all_warnings, "design": ref(ctx, files[0]),
+               ("n_voxels" if tables is None else "n_regions"): int(mask.sum())}
+    save(ctx, record, fp, out, files, summary)
+    return out
+
+
+def _voxel_mask(ctx: Context, node: Node, data: np.ndarray, var, affine: np.ndarray, fwhm, in_mni: bool):
+    """Smooth the incoming maps if asked, and choose the voxels to fit.
+
+    Returns
+    -------
+    data : ndarray, (n_inputs, x, y, z)
+        Smoothed when ``fwhm``.
+    mask : ndarray of bool, (x, y, z)
+    mask_info : dict
+        ``{"Mask": ...}`` for the design sidecar.
+    """
+    if fwhm:
+        if var is not None:
+            raise DesignError(f"node {node.name!r}: --smoothing at level {node.level} would smooth effects but "
+                              "not their variances; smooth at the run level for nodes that use variances")
+        data = _smooth(data, affine, fwhm)
+    # the MNI template fallback only makes sense for inputs in an MNI space
+    mask, mask_info = group_mask(data, affine, explicit_mask=_options_mask(ctx, node),
+                                 brain_mask="auto" if in_mni else False)
+    return data, mask, {"Mask": mask_info}
+
+
+def _smooth(data: np.ndarray, affine: np.ndarray, fwhm: float) -> np.ndarray:
+    """Gaussian smoothing (FWHM in mm) of maps (n, x, y, z); NaN (outside the inputs) becomes 0 first."""
+    from nilearn.image import smooth_img
+
+    img = nb.Nifti1Image(np.moveaxis(np.nan_to_num(data), 0, -1), affine)
+    smoothed = np.moveaxis(np.asarray(smooth_img(img, fwhm).dataobj, dtype=np.float64), -1, 0)
+    return np.where(np.isfinite(data), smoothed, np.nan)
+
+
+def _options_mask(ctx: Context, node: Node):
+    filt = node.model.options.get("Mask")
+    if not filt:
+        return None
+    hits = match_frame(ctx.index.select(extension=[".nii.gz", ".nii"]),
+                     {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
+    if hits.empty:
+        raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no file")
+    path = Path(hits.sort_values("path").iloc[0]["path"])
+    ctx.log.hash(path)
+    return nb.load(path)

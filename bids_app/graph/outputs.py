@@ -1,0 +1,43 @@
+"""What both kinds of unit write the same way: paths in sidecars, contrast sidecars, one contrast's files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bids_app.derivatives.roistats import write_roi_contrast
+from bids_app.derivatives.statmaps import write_contrast
+from bids_app.graph.context import Context
+from bids_app.spec.model import Node
+
+
+def ref(ctx: Context, path: Path) -> str:
+    """A file as sidecars name it: relative to the output folder when inside it
+    (so outputs move together), else absolute."""
+    try:
+        return Path(path).resolve().relative_to(ctx.out.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def contrast_sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
+    return {
+        "Node": node.name, "Level": node.level, "Contrast": contrast.name,
+        "ConditionList": list(contrast.conditions), "Weights": np.asarray(contrast.condition_weights).tolist(),
+        "Estimator": estimator, **extra,
+    }
+
+
+def write_result(ctx: Context, node: Node, entities: dict, result, sidecar: dict, affine, fitted,
+                 regions) -> tuple[list[Path], Path, Path]:
+    """Write one evaluated contrast: maps over the ``fitted`` voxels of a grid, or,
+    when ``regions`` names the columns of the fit, a region table.
+
+    Returns the files written and the effect and variance files that flow on
+    (one table holds both for regions).
+    """
+    if regions is not None:
+        written = write_roi_contrast(ctx.out, node.name, entities, result, regions, fitted, sidecar)
+        return written, written[0], written[0]
+    paths = write_contrast(ctx.out, node.name, entities, result, fitted, affine, sidecar)
+    return list(paths.values()), paths["effect"], paths["variance"]

@@ -1,0 +1,126 @@
+"""Run-level units: fit one BOLD series (voxels or regions) and write its maps or tables."""
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.derivatives.roistats import write_region_timeseries
+from bids_app.derivatives.statmaps import unmask
+from bids_app.design.columns import expand_x
+from bids_app.design.first_level import low_pass_filter
+from bids_app.design.regions import aggregate_method, region_timeseries
+from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
+from bids_app.graph import roi
+from bids_app.graph import run_level as rl
+from bids_app.graph.context import Context, RunLog
+from bids_app.graph.contrasts import plan_contrasts
+from bids_app.graph.outputs import contrast_sidecar, ref, write_result
+from bids_app.graph.records import fingerprint, record_path, reuse, save
+from bids_app.graph.units import StatMap
+from bids_app.spec.model import Node
+
+
+def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
+    """Fit one run and write its maps, or its region tables when the node aggregates."""
+    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *roi.label_inputs(run.regions),
+                          *(Path(r["path"]) for r in design.info["recordings"])) if p]
+    entities = dict(run.entities)
+    record = record_path(ctx, node, entities)
+    fp = fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(),
+                                          "mask": hashlib.sha256(np.asarray(mask_img.dataobj).tobytes()).hexdigest()})
+    reused = reuse(ctx, record, fp)
+    if reused is not None:
+        return reused
+
+    Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
+    method = aggregate_method(node.model.options)
+    regions = roi.load_regions(run.regions, mask_img) if method else None
+    if regions is not None:
+        # each region series is one column of Y: the GLM below is the voxels' one
+        series = region_timeseries(Y, regions.voxels, method)
+        Y = series[:, regions.fitted]
+    Y, _ = scale_timeseries(Y)
+    if design.info.get("low_pass"):
+        Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
+    X = design.matrix
+    noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
+    fit = FirstLevelEstimator(noise_model=noise).fit(Y, X.to_numpy(dtype=np.float64))
+    columns = list(X.columns)
+    x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
+    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
+    mask = np.asarray(mask_img.dataobj).astype(bool)
+    folder = output_dir(ctx.out, node.name, entities)
+    rel = functools.partial(ref, ctx)
+    # contrast sidecars name the method and label images as the model's Options do
+    aggregation = {} if regions is None else {"Aggregate": method, "Mask": [rel(p) for p in run.regions]}
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
+    files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
+                             mask_img.affine))
+    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+        "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
+        "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
+        "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
+        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
+        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})}))
+    if regions is None:
+        for key, values in fit.model_maps().items():
+            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                     unmask(values, mask), mask_img.affine))
+    else:
+        files += write_region_timeseries(folder, entities, method, series, regions.names,
+                                         {**roi.timeseries_sidecar(method, regions, run.tr, rel), **aggregation})
+        warnings += [*regions.notes, *roi.empty_region_notes(regions)]
+    maps = []
+    for c in contrasts:
+        res = fit.contrast(c.weights, c.test)
+        ents = {**entities, "contrast": c.name}
+        written, effect, variance = write_result(
+            ctx, node, ents, res, contrast_sidecar(node, c, f"first-level-{noise}",
+                                           {"Sources": [ref(ctx, run.bold)], **aggregation}),
+            mask_img.affine, mask if regions is None else regions.fitted, None if regions is None else regions.names)
+        files += written
+        if c.flows:
+            maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))
+    for w in design.info.get("warnings", []) + warnings:
+        ctx.log.warn(f"{run.bold.name}: {w}")
+    summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
+               "warnings": design.info.get("warnings", []) + warnings, "design": ref(ctx, files[0]),
+               "estimator": f"first-level-{noise}",
+               **({"n_voxels": int(mask.sum())} if regions is None else {"n_regions": int(regions.fitted.sum())})}
+    save(ctx, record, fp, maps, files, summary)
+    return maps
+
+
+def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img):
+    maps = run_unit(ctx, node, run, design, mask_img)
+    return maps, ctx.log
+
+
+def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
+    """Fit every run, in ``--n-procs`` worker processes when asked.
+
+    Workers get a copy of the context without the file index (runs need none)
+    and send back their maps and log, merged here in run order so outputs
+    and provenance do not depend on scheduling.
+    """
+    if ctx.settings.n_procs <= 1 or len(planned) < 2:
+        return [m for run, design, mask in planned for m in run_unit(ctx, node, run, design, mask)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)))
+    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs) as pool:
+        futures = [pool.submit(_run_unit_in_worker, light, node, run, design, mask)
+                   for run, design, mask in planned]
+        results = [f.result() for f in futures]
+    maps = []
+    for run_maps, run_log in results:
+        maps += run_maps
+        ctx.log.input_hashes.update(run_log.input_hashes)
+        ctx.log.warnings += run_log.warnings
+        ctx.log.units += run_log.units
+    return maps
