@@ -111,8 +111,8 @@ def test_undefined_inputs_give_nan():
 
 
 @pytest.mark.parametrize("dof", [1.0, 4.0, 29.0, 500.0, 1e8])
-def test_t_tail_from_f_form_equals_scipy_t_sf(dof):
-    """The F(1, dof) form of the t tail is scipy's t.sf, across 300 orders of magnitude."""
+def test_shared_t_tail_equals_scipy_t_sf(dof):
+    """The shared tail equals scipy's t.sf, across 300 orders of magnitude."""
     from bids_app.inference.conversions import t_to_z_p
 
     t = np.concatenate([-np.logspace(-6, 2, 200), np.logspace(-6, 2.5, 400)])

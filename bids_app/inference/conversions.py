@@ -129,15 +129,12 @@ def f_to_z(f, dof_num, dof_den):
 
 
 def _t_upper_tail(abs_t, dof):
-    """``P(T >= |t|)`` as ``P(F(1, dof) >= t^2) / 2``.
+    """``P(T >= |t|)``: scipy's t distribution function without scipy.stats' wrapper.
 
-    One incomplete beta function without scipy.stats' wrapper: about four
-    times faster than ``scipy.stats.t.sf`` at equal values (1e-13 relative,
-    tested). ``t^2`` overflows only where the tail is far below
-    :data:`TAIL_SWITCH`, which :func:`_log_tail` then handles.
+    Computed once per map and shared by z and p (evaluating it twice was most
+    of the cost of a contrast on whole-brain maps).
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        return 0.5 * special.fdtrc(1.0, dof, abs_t * abs_t)
+    return special.stdtr(dof, -abs_t)
 
 
 def _broadcast_float(*arrays):
