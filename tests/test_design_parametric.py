@@ -95,3 +95,20 @@ def test_all_na_column_is_dropped_as_absent_event():
     assert design.info["dropped"] == [{"entry": "parametric loss", "kind": "event",
                                        "reason": "no such event variable in this run"}]
     assert any("parametric loss" in w for w in design.info["warnings"])
+
+
+def test_model_file_builds_the_hand_checked_design():
+    """models/ds005_parametric.json (what users copy) gives the same modulators as the checked node."""
+    import json
+
+    from bids_app.spec import load_model
+
+    path = Path(__file__).resolve().parents[1] / "models" / "ds005_parametric.json"
+    node = load_model(path).nodes[0]
+    assert json.loads(path.read_text())["Nodes"][0]["Name"] == node.name
+    events = read_events(RUNS[0])
+    design = build_run_design(node, events, tr=TR, n_vols=N_VOLS, source=str(RUNS[0]))
+    gain, loss = (events[c].to_numpy(float) for c in ("gain", "loss"))
+    np.testing.assert_allclose(design.matrix["gain"], by_hand(events, gain - gain.mean()), atol=1e-10, rtol=0)
+    np.testing.assert_allclose(design.matrix["loss"], by_hand(events, loss - loss.mean()), atol=1e-10, rtol=0)
+    assert list(design.matrix.columns[:3]) == ["task", "gain", "loss"]
