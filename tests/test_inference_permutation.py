@@ -278,3 +278,38 @@ def test_null_familywise_error_is_controlled(group):
     for key in ("max_t", "tfce"):
         # k is uniform on 1..100 under the null: not conservative either
         assert 6 <= np.sum(np.asarray(smallest_k[key]) <= 50) <= 24, key
+
+
+def test_sparse_cluster_labelling_equals_ndimage_label():
+    """Clusters found among supra-threshold voxels equal ndimage.label on the whole volume."""
+    from bids_app.inference.permutation import _ClusterLabeller
+
+    rng = np.random.default_rng(3)
+    shape = (23, 19, 17)
+    mask = ndimage.binary_erosion(np.ones(shape, bool), iterations=2)
+    mask[10:13, :, 8] = False  # a wall: clusters must not connect through non-mask voxels
+    faces = ndimage.generate_binary_structure(3, 1)
+    labeller = _ClusterLabeller(mask)
+    for smooth in (0.8, 1.5):
+        volume = ndimage.gaussian_filter(rng.standard_normal(shape), smooth)
+        volume /= volume[mask].std()
+        stat = volume[mask]
+        for threshold, two_sided in ((1.0, True), (2.3, False), (0.2, True)):
+            label, sizes, masses = labeller.clusters(stat, threshold, two_sided)
+            expected_label = np.zeros(stat.size, dtype=np.int64)
+            expected_sizes, expected_masses, offset = [], [], 0
+            for sign in ((1, -1) if two_sided else (1,)):
+                box = np.zeros(shape)
+                box[mask] = sign * stat
+                lab, n = ndimage.label(box > threshold, faces)
+                inside = lab[mask] > 0
+                expected_label[inside] = lab[mask][inside] + offset
+                offset += n
+                expected_sizes.append(ndimage.sum(np.ones(shape), lab, range(1, n + 1)))
+                expected_masses.append(ndimage.sum(box - threshold, lab, range(1, n + 1)))
+            assert offset > 3  # several clusters: not vacuous
+            np.testing.assert_array_equal(label, expected_label)
+            np.testing.assert_array_equal(sizes, np.concatenate(expected_sizes))
+            np.testing.assert_allclose(masses, np.concatenate(expected_masses), rtol=1e-12)
+    empty = labeller.clusters(np.zeros(int(mask.sum())), 1.0, True)
+    assert not empty[0].any() and empty[1].size == 0

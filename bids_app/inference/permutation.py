@@ -36,7 +36,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import linalg, ndimage, stats
+from scipy import linalg, stats
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError
@@ -373,25 +375,24 @@ def _blockwise_max_t(rows, unit32, dof, two_sided):
 def _max_t(a, b_squared, dof, two_sided):
     """Largest t (|t| if two-sided) of each map, without forming the t maps.
 
-    t increases with ``score = a |a| / (1 - a^2 - |b|^2)`` (``t^2 = dof |score|``),
-    and with ``a`` itself when there is no nuisance: only extremes of that
-    score are converted, which saves most of the elementwise work.
+    ``t^2 / dof = a^2 / (1 - a^2 - |b|^2)``: two-sided, only the largest of
+    that ratio is converted; one-sided, the largest of ``a |a| / (...)``
+    (t's sign); with no nuisance, t increases with ``a`` itself. Each step
+    is one in-place pass: these (batch, voxels) passes are the maxT time.
     """
     if np.isscalar(b_squared):
-        score = a
-    else:
-        rss = np.multiply(a, a)
-        rss += b_squared
-        np.subtract(1.0, rss, out=rss)
-        np.maximum(rss, np.finfo(np.float32).tiny, out=rss)
-        score = np.abs(a)
-        score *= a
-        score /= rss
-    extreme = score.max(axis=1).astype(np.float64)
-    if two_sided:
-        extreme = np.maximum(extreme, -score.min(axis=1))
-    if np.isscalar(b_squared):
+        extreme = a.max(axis=1).astype(np.float64)
+        if two_sided:
+            extreme = np.maximum(extreme, -a.min(axis=1))
         return _t_from_projections(extreme, 0.0, dof)
+    ratio = np.multiply(a, a)
+    denominator = np.subtract(1.0, ratio)
+    denominator -= b_squared
+    np.maximum(denominator, np.finfo(np.float32).tiny, out=denominator)
+    if not two_sided:
+        np.copysign(ratio, a, out=ratio)
+    ratio /= denominator
+    extreme = ratio.max(axis=1).astype(np.float64)
     return np.sign(extreme) * np.sqrt(dof * np.abs(extreme))
 
 
@@ -413,14 +414,27 @@ def _fwe_logp(observed, null_max):
 
 
 class _ClusterLabeller:
-    """Face-connected clusters of masked maps, labelled on the mask's bounding box."""
+    """Face-connected clusters of masked maps, found among the supra-threshold voxels only.
+
+    Labelling the whole bounding box (``scipy.ndimage.label``) costs the same
+    for every map; under the null only ~0.1 % of voxels pass p < 0.001, so
+    connecting those few through a precomputed face-neighbour table is ~20x
+    cheaper per permutation. Clusters are numbered by their first voxel in
+    mask order, as ``ndimage.label`` numbers them (tested equal).
+    """
 
     def __init__(self, mask):
         mask = np.asarray(mask, dtype=bool)
-        box = ndimage.find_objects(mask.astype(np.int8))[0]
-        self._box_mask = mask[box]
-        self._volume = np.zeros(self._box_mask.shape, dtype=np.float64)
-        self._structure = ndimage.generate_binary_structure(3, 1)
+        index = np.full(mask.shape, -1, dtype=np.int64)
+        index[mask] = np.arange(int(mask.sum()))
+        padded = np.pad(index, 1, constant_values=-1)
+        centre = tuple(slice(1, -1) for _ in range(3))
+        neighbours = []
+        for axis in range(3):
+            for step in (-1, 1):
+                neighbours.append(np.roll(padded, step, axis=axis)[centre][mask])
+        self._neighbours = np.column_stack(neighbours)    # (n_voxels, 6), -1: outside the mask
+        self._position = np.full(int(mask.sum()) + 1, -1, dtype=np.int64)  # last entry: "outside"
 
     def clusters(self, stat, threshold, two_sided):
         """Clusters of ``stat > threshold`` (and ``< -threshold`` if two-sided).
@@ -432,24 +446,34 @@ class _ClusterLabeller:
         sizes, masses : ndarray, (n_clusters,)
             Voxel count and sum of ``|stat| - threshold`` per cluster.
         """
-        self._volume[self._box_mask] = stat
+        stat = np.asarray(stat, dtype=np.float64)
         label = np.zeros(stat.shape, dtype=np.int64)
         sizes, masses, offset = [], [], 0
         for sign in ((1, -1) if two_sided else (1,)):
-            supra = self._volume > threshold if sign == 1 else self._volume < -threshold
-            if not supra.any():
+            supra = np.flatnonzero(sign * stat > threshold)
+            if supra.size == 0:
                 continue
-            box_label, n_found = ndimage.label(supra, self._structure)
-            voxel_label = box_label[self._box_mask]
-            inside = voxel_label > 0
-            label[inside] = voxel_label[inside] + offset
+            component, n_found = self._components(supra)
+            label[supra] = component + 1 + offset
             offset += n_found
-            sizes.append(np.bincount(voxel_label, minlength=n_found + 1)[1:])
-            excess = np.where(inside, sign * np.asarray(stat, dtype=np.float64) - threshold, 0.0)
-            masses.append(np.bincount(voxel_label, weights=excess, minlength=n_found + 1)[1:])
+            sizes.append(np.bincount(component, minlength=n_found))
+            masses.append(np.bincount(component, weights=sign * stat[supra] - threshold, minlength=n_found))
         if not sizes:
             return label, np.zeros(0, dtype=np.int64), np.zeros(0)
         return label, np.concatenate(sizes), np.concatenate(masses)
+
+    def _components(self, supra):
+        """Connected components (0-based, by first voxel) of the voxels ``supra`` (sorted indices)."""
+        self._position[supra] = np.arange(supra.size)
+        try:
+            neighbour_position = self._position[self._neighbours[supra]]   # -1 index hits "outside"
+        finally:
+            self._position[supra] = -1
+        rows, cols = np.nonzero(neighbour_position >= 0)
+        graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, neighbour_position[rows, cols])),
+                           shape=(supra.size, supra.size))
+        n_found, component = connected_components(graph, directed=False)
+        return component, n_found
 
 
 def _n_possible(n_samples, sign_flip, blocks, within_block):
