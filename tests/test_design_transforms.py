@@ -153,3 +153,76 @@ def test_transforming_a_confound():
     fd[0] = fd[1]  # leading n/a policy, before transformations
     np.testing.assert_allclose(d.matrix["fd_z"], (fd - fd.mean()) / fd.std(ddof=1), atol=1e-12)
     np.testing.assert_array_equal(d.matrix["trans_x"], table["trans_x"].to_numpy(float))
+
+
+def test_logical_and_or_not_on_event_amplitudes(events):
+    """And/Or/Not give 0/1 amplitudes per event; unconvolved, they are boxcars of those amplitudes."""
+    instr = [
+        {"Name": "Threshold", "Input": ["gain"], "Threshold": 20, "Binarize": True, "Output": ["big_gain"]},
+        {"Name": "Threshold", "Input": ["loss"], "Threshold": 10, "Binarize": True, "Output": ["big_loss"]},
+        {"Name": "And", "Input": ["big_gain", "big_loss"], "Output": ["both"]},
+        {"Name": "Or", "Input": ["big_gain", "big_loss"], "Output": ["either"]},
+        {"Name": "Not", "Input": ["big_gain"], "Output": ["small_gain"]},
+    ]
+    cols = ["both", "either", "small_gain"]
+    d = design(events, instr, cols, {"Variables": cols, "Model": "spm"})
+    big_gain = events["gain"].to_numpy(float) >= 20
+    big_loss = events["loss"].to_numpy(float) >= 10
+    for col, amp in (("both", big_gain & big_loss), ("either", big_gain | big_loss), ("small_gain", ~big_gain)):
+        assert 0 < amp.sum() < len(amp)  # a real mix of events, not vacuous
+        np.testing.assert_allclose(d.matrix[col], spm(events, amp.astype(float))[:, 0], atol=1e-10, err_msg=col)
+
+
+def test_assign_moves_one_variables_amplitude_onto_anothers_events(events):
+    """Assign: RT as the amplitude of the gain events (a parametric RT modulator)."""
+    d = design(events, [{"Name": "Assign", "Input": ["RT"], "Target": "gain", "Output": ["rt_on_gain"]}],
+               ["rt_on_gain"], {"Variables": ["rt_on_gain"], "Model": "spm"})
+    np.testing.assert_allclose(d.matrix["rt_on_gain"], spm(events, events["RT"].to_numpy(float))[:, 0],
+                               atol=1e-10)
+    # onset instead: the gain events moved 2 s later
+    later = events.assign(onset=events["onset"] + 2.0)
+    moved = design(later, [{"Name": "Assign", "Input": ["gain"], "Target": "loss", "InputAttr": "onset",
+                            "TargetAttr": "onset", "Output": ["loss_at_gain"]}],
+                   ["loss_at_gain"], {"Variables": ["loss_at_gain"], "Model": "spm"})
+    np.testing.assert_allclose(moved.matrix["loss_at_gain"],
+                               spm(later, events["loss"].to_numpy(float))[:, 0], atol=1e-10)
+
+
+def test_select_and_delete_control_which_variables_exist(events):
+    kept = design(events, [{"Name": "Select", "Input": ["gain", "loss"]}], ["gain", "loss"],
+                  {"Variables": ["gain", "loss"], "Model": "spm"})
+    assert list(kept.matrix.columns) == ["gain", "loss"]
+    # a variable Select dropped is then absent: Model.X naming it is reported, not silently zero
+    dropped = design(events, [{"Name": "Select", "Input": ["gain"]}], ["gain", "loss"],
+                     {"Variables": ["gain", "loss"], "Model": "spm"})
+    assert list(dropped.matrix.columns) == ["gain"]
+    assert [e["entry"] for e in dropped.info["dropped"]] == ["loss"]
+    deleted = design(events, [{"Name": "Delete", "Input": ["loss"]}], ["gain", "loss"],
+                     {"Variables": ["gain", "loss"], "Model": "spm"})
+    assert list(deleted.matrix.columns) == ["gain"] and deleted.info["dropped"][0]["entry"] == "loss"
+
+
+def test_dropna_removes_the_events_with_missing_values(events):
+    """'parametric loss' is n/a on most rows: DropNA keeps the others, as the HRF then sees them."""
+    column = "parametric loss"
+    with_na = events.assign(**{column: np.where(np.arange(len(events)) % 3 == 0, np.nan,
+                                                events["loss"].to_numpy(float))})
+    d = design(with_na, [{"Name": "DropNA", "Input": [column]}], [column],
+               {"Variables": [column], "Model": "spm"})
+    keep = np.isfinite(with_na[column].to_numpy(float))
+    expected = spm(with_na[keep], with_na[column].to_numpy(float)[keep])[:, 0]
+    np.testing.assert_allclose(d.matrix[column], expected, atol=1e-10)
+
+
+def test_lag_and_resample_on_a_confound():
+    """Lag shifts a dense confound by whole volumes (first value repeated); Resample round-trips."""
+    if not CONFOUNDS.exists():
+        pytest.skip(f"real data absent: {CONFOUNDS}")
+    table = read_confounds(CONFOUNDS)
+    events = read_events(DS005).iloc[:5].assign(onset=[2.0, 12.0, 22.0, 32.0, 42.0])
+    instr = [{"Name": "Lag", "Input": ["trans_x"], "Shift": 1, "Order": 0, "Output": ["trans_x_lag"]},
+             {"Name": "Resample", "Input": ["trans_y"], "SamplingRate": 1 / TR, "Output": ["trans_y_tr"]}]
+    d = design(events, instr, ["trans_x_lag", "trans_y_tr"], confounds=table, n_vols=len(table))
+    x = table["trans_x"].to_numpy(float)
+    np.testing.assert_allclose(d.matrix["trans_x_lag"], np.r_[x[0], x[:-1]], atol=1e-12)
+    np.testing.assert_allclose(d.matrix["trans_y_tr"], table["trans_y"].to_numpy(float), atol=1e-12)

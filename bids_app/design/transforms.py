@@ -15,6 +15,8 @@ leaves out:
   ``x_dispersion``, ``x_delay_<d>``).
 * ``Scale`` also works on dense variables (confounds, recordings), where
   pybids' own raises.
+* ``Assign`` also works on integer-valued targets, which pybids' own fails
+  on with pandas >= 3.
 * A name that matches no variable raises a :class:`DesignError` naming the
   instruction index and the column, before pybids sees it.
 * We loop over the instructions ourselves: pybids' ``TransformerManager``
@@ -61,9 +63,24 @@ class _Scale(pbt.Scale):
         return super()._transform(data, **kwargs)
 
 
+class _Assign(pbt.Assign):
+    """pybids' Assign, made to put float amplitudes on integer-valued targets.
+
+    pybids writes the input's values into a clone of the target in place;
+    when the target holds integers (e.g. ds005's ``gain``), pandas >= 3
+    refuses that lossy write ("Invalid value ... for dtype 'int64'").
+    """
+
+    def _transform(self, input, target, **kwargs):
+        variable = self.collection.variables[target]
+        variable.values = variable.values.astype(np.float64)
+        return super()._transform(input, target, **kwargs)
+
+
 _PYBIDS = {name.rstrip("_"): getattr(pbt, name) for name in pbt.__all__
            if name not in ("TransformerManager", "Convolve", "And_", "Or_")}
 _PYBIDS["Scale"] = _Scale
+_PYBIDS["Assign"] = _Assign
 
 
 @dataclass
