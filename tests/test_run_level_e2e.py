@@ -258,15 +258,17 @@ def test_missing_confound_dropped_with_warning(tmp_path):
     assert json.loads(_only(node, "*run-01_design.json").read_text())["dropped"] == []
 
 
-def test_missing_confound_error_policy(tmp_path, capsys):
+@pytest.mark.parametrize("named", [True, False], ids=["named-confound", "glob-matching-fewer"])
+def test_missing_confound_error_policy(tmp_path, capsys, named):
+    """A confound named in X, or one a glob matches in other runs only, stops the run with
+    --missing-confounds error (exit 20: the design cannot be built), naming the file."""
     bids = _haxby(tmp_path)
     _rewrite_tsv(_confounds(bids, "02"), lambda t: t.drop(columns="trans_x"))
     out = tmp_path / "out"
-    model = _write_model(tmp_path, _explicit_confounds_model())
-    # DesignError: the design the model asks for cannot be built for this run
+    model = _write_model(tmp_path, _explicit_confounds_model() if named else _haxby_model())
     assert _cli(bids, out, "run", model, "--missing-confounds", "error") == 20
     message = capsys.readouterr().err
-    assert str(_confounds(bids, "02")) in message and "'trans_x'" in message
+    assert str(_confounds(bids, "02") if named else _events(bids, "02")) in message and "'trans_x'" in message
     assert not out.exists()
 
 
@@ -278,17 +280,6 @@ def test_glob_matching_fewer_confounds_is_reported(tmp_path):
     assert "trans_x" not in pd.read_csv(_only(out / "node-run", "*run-02_design.tsv"), sep="\t")
     messages = [w for w in _provenance(out)["Warnings"] if "'trans_x'" in w]
     assert len(messages) == 1 and str(_events(bids, "02")) in messages[0]
-
-
-def test_glob_matching_fewer_confounds_error_policy(tmp_path, capsys):
-    bids = _haxby(tmp_path)
-    _rewrite_tsv(_confounds(bids, "02"), lambda t: t.drop(columns="trans_x"))
-    out = tmp_path / "out"
-    model = _write_model(tmp_path, _haxby_model())
-    assert _cli(bids, out, "run", model, "--missing-confounds", "error") == 20
-    err = capsys.readouterr().err
-    assert "'trans_x'" in err and str(_events(bids, "02")) in err
-    assert not out.exists()
 
 
 def test_options_mask_matching_nothing_is_exit_18_before_writing(tmp_path, capsys):
@@ -494,3 +485,18 @@ def test_fmriprep_space_desc_and_participant_selection(tmp_path, capsys, simulat
     assert sorted(sources) == [f"sub-01_task-localizer_run-{r}_space-T1w" for r in (1, 2)]
     for name, files in sources.items():
         assert files[0] == str(bids / "derivatives/fmriprep/sub-01/func" / f"{name}_desc-smoothed_bold.nii.gz")
+
+
+def test_parallel_run_fits_equal_serial_ones(tmp_path):
+    """--n-procs 2 fits runs in worker processes; maps, warnings and unit order are the serial run's."""
+    bids = _haxby(tmp_path)
+    model = _write_model(tmp_path, _haxby_model())
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert _cli(bids, serial, "subject", model) == 0
+    assert _cli(bids, parallel, "subject", model, "--n-procs", "2") == 0
+    maps = sorted(p.relative_to(serial) for p in serial.rglob("*_statmap.nii.gz"))
+    assert len(maps) > 10 and maps == sorted(p.relative_to(parallel) for p in parallel.rglob("*_statmap.nii.gz"))
+    for rel in maps:
+        assert (serial / rel).read_bytes() == (parallel / rel).read_bytes(), rel
+    assert [u["entities"] for u in _provenance(serial)["Units"]] == [u["entities"] for u in _provenance(parallel)["Units"]]
+    assert _provenance(serial)["Warnings"] == _provenance(parallel)["Warnings"]

@@ -107,8 +107,8 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
             rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = rl.run_masks(runs)
-            roi.check_regions(runs, masks)
-            planned[node.name] = [(run, design, masks[i]) for i, (run, design) in enumerate(zip(runs, designs))]
+            regions = roi.plan_regions(runs, masks)
+            planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):

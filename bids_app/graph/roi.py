@@ -145,22 +145,31 @@ def _entity_name(image: Path, required: bool = True) -> str | None:
     return name
 
 
-def check_regions(runs: list[RunInputs], masks: dict[int, nb.Nifti1Image]) -> None:
-    """Build every run's regions while planning: a bad label image stops the
-    run before anything is written.
+def plan_regions(runs: list[RunInputs], masks: dict[int, nb.Nifti1Image]) -> list[Regions | None]:
+    """Every run's regions, built while planning so a bad label image stops the
+    run before anything is written; the fits then use them as they are.
+
+    Returns
+    -------
+    list
+        One :class:`Regions` per run of an aggregating node, None for voxelwise runs.
 
     Raises
     ------
     InputDataError
         As :func:`load_regions`, or no region has a voxel in a run's brain mask.
     """
+    planned = []
     for i, run in enumerate(runs):
         if not run.regions:
+            planned.append(None)
             continue
         regions = load_regions(run.regions, on_grid(masks[i], nb.load(run.bold)))
         if not regions.fitted.any():
             raise InputDataError(f"no region of {', '.join(map(str, run.regions))} has a voxel inside the brain "
                                  f"mask of {run.bold.name}: are the label image and the BOLD in the same space?")
+        planned.append(regions)
+    return planned
 
 
 def empty_region_notes(regions: Regions) -> list[str]:

@@ -25,8 +25,9 @@ from bids_app.graph.units import StatMap
 from bids_app.spec.model import Node
 
 
-def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
-    """Fit one run and write its maps, or its region tables when the node aggregates."""
+def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[StatMap]:
+    """Fit one run and write its maps, or its region tables when the node aggregates
+    (``regions``: the run's :class:`~bids_app.design.regions.Regions` from planning, else None)."""
     inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *roi.label_inputs(run.regions),
                           *(Path(r["path"]) for r in design.info["recordings"])) if p]
     entities = dict(run.entities)
@@ -39,7 +40,6 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
 
     Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
     method = aggregate_method(node.model.options)
-    regions = roi.load_regions(run.regions, mask_img) if method else None
     if regions is not None:
         # each region series is one column of Y: the GLM below is the voxels' one
         series = region_timeseries(Y, regions.voxels, method)
@@ -96,8 +96,8 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img) -> list[StatMap]:
     return maps
 
 
-def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img):
-    maps = run_unit(ctx, node, run, design, mask_img)
+def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions):
+    maps = run_unit(ctx, node, run, design, mask_img, regions)
     return maps, ctx.log
 
 
@@ -109,13 +109,12 @@ def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
     and provenance do not depend on scheduling.
     """
     if ctx.settings.n_procs <= 1 or len(planned) < 2:
-        return [m for run, design, mask in planned for m in run_unit(ctx, node, run, design, mask)]
+        return [m for unit in planned for m in run_unit(ctx, node, *unit)]
     from concurrent.futures import ProcessPoolExecutor
 
     light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)))
     with ProcessPoolExecutor(max_workers=ctx.settings.n_procs) as pool:
-        futures = [pool.submit(_run_unit_in_worker, light, node, run, design, mask)
-                   for run, design, mask in planned]
+        futures = [pool.submit(_run_unit_in_worker, light, node, *unit) for unit in planned]
         results = [f.result() for f in futures]
     maps = []
     for run_maps, run_log in results:
