@@ -64,8 +64,11 @@ def datasets(full_resolution):
     }
 
 
-def experiment(Y, mask, index, n_perm, cluster_z, rng, seed):
-    """One null experiment; returns the smallest FWE p of each method."""
+def experiment(Y, mask, index, n_perm, cluster_z, rng, seed, graph=None):
+    """One null experiment; returns the smallest FWE p of each method.
+
+    ``graph`` (unit neighbours, e.g. mesh edges) replaces ``mask``'s voxel grid.
+    """
     n = Y.shape[0]
     if index % 2 == 0:
         scheme = "sign-flip"
@@ -76,7 +79,7 @@ def experiment(Y, mask, index, n_perm, cluster_z, rng, seed):
         data = Y
         X, contrast = np.column_stack([np.ones(n), rng.standard_normal(n)]), [0.0, 1.0]
     result = permutation_test(data, X, contrast, mask, n_perm=n_perm, seed=seed,
-                              cluster_threshold=cluster_z, tfce=True)
+                              cluster_threshold=cluster_z, tfce=True, graph=graph)
     # p = k / (n_perm + 1) exactly: recover k, as 10 ** -logp is not exact
     def smallest_p(logp):
         return np.round(10.0 ** -logp.max() * (n_perm + 1)) / (n_perm + 1)

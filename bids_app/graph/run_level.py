@@ -22,6 +22,8 @@ from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import RunInputs, Settings
+from bids_app.io.maps import MAP_EXTENSIONS
+from bids_app.io.surface import check_series, is_surface_file, n_samples, read_surface
 from bids_app.spec.model import Node, StatsModel
 
 log = logging.getLogger(__name__)
@@ -32,15 +34,21 @@ _RUN_KEYS = ("subject", "session", "task", "acquisition", "run")
 def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Settings) -> list[RunInputs]:
     """One :class:`RunInputs` per BOLD series selected by ``Input``, labels and space.
 
-    Preprocessed BOLD (``desc-preproc``, or ``--desc-label``) from derivatives
-    is preferred; raw BOLD is used only when no derivatives provide any, with
+    Preprocessed BOLD (``desc-preproc``, or ``--desc-label``; surface series
+    without ``desc-``, as fMRIPrep names them) from derivatives is preferred; raw BOLD is used only when no derivatives provide any, with
     a warning. Every selected image is checked with :func:`check_bold`, so a
     broken file stops the run before anything is written.
     """
-    bold = index.select(suffix="bold", extension=[".nii.gz", ".nii"])
+    bold = index.select(suffix="bold", extension=MAP_EXTENSIONS)
+    # a GIFTI series is its pair of hemisphere files, named by the left one
+    if "hemi" in bold:
+        bold = bold[bold["hemi"].isna() | (bold["hemi"] == "L")]
     desc = settings.desc_label or "preproc"
-    preproc = bold[(~bold["is_raw"].astype(bool)) & (bold["desc"] == desc)] \
-        if "desc" in bold else bold.iloc[0:0]
+    derived = ~bold["is_raw"].astype(bool)
+    no_desc = bold["desc"].isna() if "desc" in bold else pd.Series(True, index=bold.index)
+    # fMRIPrep names surface series without desc- (*_hemi-L_space-fsaverage5_bold.func.gii)
+    surface = bold["path"].map(is_surface_file).astype(bool) & no_desc & (settings.desc_label is None)
+    preproc = bold[derived & (((bold["desc"] == desc) if "desc" in bold else False) | surface)]
     if len(preproc):
         bold = preproc
         if settings.space:
@@ -77,8 +85,12 @@ def check_bold(path: Path) -> None:
     double the I/O, so a gzip file is decompressed here only when the size
     recorded in its trailer (ISIZE, the uncompressed size modulo 2**32)
     disagrees with the size the header implies; an uncompressed file is
-    checked by its size on disk.
+    checked by its size on disk. Surface series (GIFTI pairs, CIFTI
+    dtseries) are checked by :func:`bids_app.io.surface.check_series`.
     """
+    if is_surface_file(path):
+        check_series(path)
+        return
     try:
         img = nb.load(path)
         expected = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
@@ -121,6 +133,9 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
                                     extension=".tsv", **same_run))
     mask_filter = node.model.options.get("Mask")
     space = {"space": row.get("space")}
+    if is_surface_file(row["path"]) and (mask_filter or aggregate_method(node.model.options)):
+        raise DesignError(f"node {node.name!r}: Options.Mask and Options.Aggregate select voxels of volumes; "
+                          f"{Path(row['path']).name} is surface data (its vertices are fitted as they are)")
     regions = _label_images(index, node, row) if aggregate_method(node.model.options) else ()
     if mask_filter and not regions:
         candidates = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"], **same_run, **space),
@@ -179,10 +194,16 @@ def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, .
 
 def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
     """Build (cheaply, before any fitting) the design of one run; raises on bad inputs."""
-    try:
-        n_vols = nb.load(run.bold).shape[3]
-    except Exception as exc:  # nibabel raises several types for broken files
-        raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
+    if is_surface_file(run.bold):
+        if settings.smoothing_at("Run"):
+            raise DesignError(f"{run.bold.name}: --smoothing applies to volumes; surface data are fitted unsmoothed "
+                              "(smooth on the surface before, e.g. with fMRIPrep's CIFTI outputs)")
+        n_vols = n_samples(run.bold)
+    else:
+        try:
+            n_vols = nb.load(run.bold).shape[3]
+        except Exception as exc:  # nibabel raises several types for broken files
+            raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
     events = read_events(run.events) if run.events else pd.DataFrame(columns=["onset", "duration"])
     confounds = read_confounds(run.confounds) if run.confounds else None
     source = str(run.events or run.bold)
@@ -227,8 +248,11 @@ def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy
             design.info["warnings"].append(message)
 
 
-def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image]:
+def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image | None]:
     """The analysis mask of each run (keyed by position in ``runs``).
+
+    Surface runs get None: their vertices are chosen from the data when
+    loaded (:func:`load_run_data`).
 
     A mask file (fMRIPrep ``desc-brain_mask`` or ``Options.Mask``) is used as
     given. Without one, a single EPI mask is computed from all runs of the
@@ -239,7 +263,9 @@ def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image]:
 
     masks, pending = {}, {}
     for i, run in enumerate(runs):
-        if run.mask:
+        if is_surface_file(run.bold):
+            masks[i] = None
+        elif run.mask:
             masks[i] = nb.load(run.mask)
         else:
             key = (run.entities.get("subject"), run.entities.get("session"))
@@ -264,11 +290,25 @@ def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image]:
     return masks
 
 
-def load_run_data(run: RunInputs, mask_img: nb.Nifti1Image, smoothing_fwhm: float | None):
-    """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid."""
+def load_run_data(run: RunInputs, mask_img: nb.Nifti1Image | None, smoothing_fwhm: float | None):
+    """BOLD of the fitted units as (n_vols, n_units) float64, the mask of those units, and the grid.
+
+    Volumes: the voxels of ``mask_img`` on the BOLD grid; returns the mask
+    (x, y, z) and the affine. Surface series: the vertices (grayordinates)
+    whose signal is finite and not constant (the medial wall and vertices
+    outside the sampled volume are 0 or constant); returns the mask
+    (n_units,) and the :class:`~bids_app.io.surface.Surface`.
+    """
     from nilearn.image import smooth_img
     from nilearn.masking import apply_mask
 
+    if is_surface_file(run.bold):
+        data, surface = read_surface(run.bold, run.entities.get("space"))
+        mask = np.isfinite(data).all(axis=0)
+        mask[mask] = np.ptp(data[:, mask], axis=0) > 0
+        if not mask.any():
+            raise InputDataError(f"{run.bold}: no vertex has a varying, finite signal")
+        return data[:, mask], mask, surface
     try:
         img = nb.load(run.bold)
         if smoothing_fwhm:
@@ -277,7 +317,7 @@ def load_run_data(run: RunInputs, mask_img: nb.Nifti1Image, smoothing_fwhm: floa
         data = apply_mask(img, mask_img).astype(np.float64)
     except Exception as exc:
         raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
-    return data, mask_img
+    return data, np.asarray(mask_img.dataobj).astype(bool), mask_img.affine
 
 
 def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:

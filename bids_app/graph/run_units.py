@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.roistats import write_region_timeseries
 from bids_app.derivatives.statmaps import unmask
@@ -22,6 +22,7 @@ from bids_app.graph.contrasts import plan_contrasts
 from bids_app.graph.outputs import contrast_sidecar, ref, write_result
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.units import StatMap
+from bids_app.io.maps import is_surface, map_files, write_map
 from bids_app.spec.model import Node
 
 
@@ -32,13 +33,14 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
                           *(Path(r["path"]) for r in design.info["recordings"])) if p]
     entities = dict(run.entities)
     record = record_path(ctx, node, entities)
-    fp = fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(),
-                                          "mask": hashlib.sha256(np.asarray(mask_img.dataobj).tobytes()).hexdigest()})
+    inputs = [f for p in inputs for f in (map_files(p) if p == run.bold else [p])]
+    mask_hash = None if mask_img is None else hashlib.sha256(np.asarray(mask_img.dataobj).tobytes()).hexdigest()
+    fp = fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(), "mask": mask_hash})
     reused = reuse(ctx, record, fp)
     if reused is not None:
         return reused
 
-    Y, mask_img = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
+    Y, mask, grid = rl.load_run_data(run, mask_img, ctx.settings.smoothing_at("Run"))
     method = aggregate_method(node.model.options)
     if regions is not None:
         # each region series is one column of Y: the GLM below is the voxels' one
@@ -53,24 +55,27 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
     columns = list(X.columns)
     x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
     contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
-    mask = np.asarray(mask_img.dataobj).astype(bool)
     folder = output_dir(ctx.out, node.name, entities)
     rel = functools.partial(ref, ctx)
     # contrast sidecars name the method and label images as the model's Options do
     aggregation = {} if regions is None else {"Aggregate": method, "Mask": [rel(p) for p in run.regions]}
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
-    files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
-                             mask_img.affine))
+    files += write_map(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), grid)
+    if is_surface(grid):
+        mask_source = (f"vertices with a finite, non-constant signal: {int(mask.sum())} of {mask.size} "
+                       "(medial wall and unsampled vertices excluded)")
+    else:
+        mask_source = str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)"
     files.append(write_json(folder / build_name(entities, "design", ".json"), {
         "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
-        "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
+        "Mask": mask_source, **({"Surface": grid.describe()} if is_surface(grid) else {}),
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
         "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
         **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})}))
     if regions is None:
         for key, values in fit.model_maps().items():
-            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
-                                     unmask(values, mask), mask_img.affine))
+            files += write_map(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                               unmask(values, mask), grid)
     else:
         files += write_region_timeseries(folder, entities, method, series, regions.names,
                                          {**roi.timeseries_sidecar(method, regions, run.tr, rel), **aggregation})
@@ -82,7 +87,7 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
         written, effect, variance = write_result(
             ctx, node, ents, res, contrast_sidecar(node, c, f"first-level-{noise}",
                                            {"Sources": [ref(ctx, run.bold)], **aggregation}),
-            mask_img.affine, mask if regions is None else regions.fitted, None if regions is None else regions.names)
+            grid, mask if regions is None else regions.fitted, None if regions is None else regions.names)
         files += written
         if c.flows:
             maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))

@@ -320,3 +320,26 @@ def _read_mesh(path: Path) -> tuple[str, Mesh]:
     if hemi is None:
         raise InputDataError(f"{path}: cannot tell the hemisphere (no hemi- entity or AnatomicalStructurePrimary)")
     return hemi, Mesh(np.asarray(coords, dtype=np.float64), np.asarray(faces, dtype=np.int64), str(path))
+
+
+def check_series(path) -> None:
+    """Raise :class:`InputDataError` naming ``path`` unless it is a readable surface time series.
+
+    GIFTI: both hemisphere files load, with the same number (> 1) of data
+    arrays, one per time point. CIFTI: a dense series (``.dtseries.nii``:
+    time points x grayordinates).
+    """
+    path = Path(path)
+    if is_gifti(path):
+        counts = {f.name: n_samples(f) for f in hemisphere_files(path)}
+        if len(set(counts.values())) != 1 or min(counts.values()) < 2:
+            raise InputDataError(f"{path}: the hemisphere files hold {counts} time points; a BOLD series "
+                                 "needs the same number (> 1) in both")
+        return
+    try:
+        img = nb.load(path)
+        axes = [img.header.get_axis(i) for i in range(2)]
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise InputDataError(f"cannot read surface file {path}: {exc}") from exc
+    if not isinstance(axes[0], cifti2.SeriesAxis) or not isinstance(axes[1], cifti2.BrainModelAxis):
+        raise InputDataError(f"{path}: not a dense CIFTI-2 time series (time points x grayordinates)")

@@ -183,3 +183,44 @@ def _clusters(path) -> str:
     more = (f'<p class="note">{len(frame) - _CLUSTER_ROWS} more rows in <code>{esc(path.name)}</code>.</p>'
             if len(frame) > _CLUSTER_ROWS else "")
     return f"<h5>Cluster table <code>{esc(path.name)}</code> ({len(frame)} rows)</h5>{shown}{more}"
+
+
+def surface_contrast_block(files: ContrastFiles, unit_label: str, values: np.ndarray, surface,
+                           budget: FigureBudget) -> str:
+    """HTML of one contrast of one unit on surface data: facts, surface figure, thresholded maps, clusters.
+
+    ``values`` is the z map over the surface's units; the figure uses the
+    inflated mesh of the space when one is known (nilearn ships fsaverage5).
+    """
+    from scipy import stats
+
+    from bids_app.io.surface import load_meshes
+
+    side = files.sidecar
+    title = f"{files.name} ({unit_label})"
+    facts = {"Test": esc(side.get("Test", "?")), "Degrees of freedom": esc(side.get("DegreesOfFreedom", "?")),
+             "Estimator": esc(side.get("Estimator", "?")), "Space": esc(surface.space)}
+    if side.get("ConditionList"):
+        facts["Weights"] = esc(weights_text(side["ConditionList"], side.get("Weights", [])))
+    thr = float(stats.norm.isf(DISPLAY_P))
+    meshes = load_meshes(surface.space, kind="inflated")
+    if meshes is None:
+        figure = (f'<p class="note">No inflated mesh ships for space {esc(surface.space)}: the map is not '
+                  "drawn (it is in the node folder).</p>")
+    else:
+        figure = budget.draw("map", f"z map {title}", lambda: figures.surface_map(
+            values, surface, meshes, thr, f"z {title}  |z| > {thr:.2f}"))
+    finite = np.isfinite(values)
+    counts = (f"<p>{int(finite.sum())} of {values.size} vertices/grayordinates analysed; "
+              f"{int((values[finite] > thr).sum())} with z &gt; {thr:.2f} and {int((values[finite] < -thr).sum())} "
+              f"with z &lt; -{thr:.2f} (display threshold: p &lt; {DISPLAY_P} one-sided, uncorrected; not a "
+              "corrected inference). Positive effects in red, negative in blue.</p>")
+    parts = [f'<div class="contrast"><h4>{esc(title)}</h4>', key_values(facts), figure, counts]
+    for derived in (*files.thresholded, *files.fwe):
+        rule = threshold_rule(derived.sidecar) or esc(derived.sidecar.get("Correction", ""))
+        parts.append(f"<p><code>{esc(derived.path.name)}</code>: {rule}"
+                     f"{'; ' + esc(derived.sidecar['Connectivity']) if derived.sidecar.get('Connectivity') else ''}</p>")
+    for path in files.clusters:
+        parts.append(_clusters(path))
+    parts.append("</div>")
+    return "".join(parts)

@@ -181,3 +181,37 @@ def model_graph(levels: dict[str, int], edges: list[tuple[str, str, str]], label
     ax.set_ylim(min(ys) - 0.9, max(ys) + 0.9)
     ax.axis("off")
     return png(fig, "model graph")
+
+
+def surface_map(values: np.ndarray, surface, meshes: dict, threshold: float, title: str) -> str:
+    """A surface statistic map on the inflated mesh: lateral and medial views of both hemispheres.
+
+    Parameters
+    ----------
+    values : ndarray, (n_units,)
+        The map over the surface's units (NaN where not analysed, drawn as 0).
+    surface : bids_app.io.surface.Surface
+    meshes : dict of str to Mesh
+        Inflated meshes by hemisphere.
+    threshold : float
+        Values with magnitude below this are not drawn.
+    """
+    from nilearn.plotting import plot_surf_stat_map
+
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    vmax = max(float(np.abs(values).max(initial=0.0)), threshold + 1e-3)
+    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(12, 3.2))
+    panels = [(hemi, columns, vertices, view) for hemi, columns, vertices in surface.parts()
+              for view in ("lateral", "medial")]
+    for ax, (hemi, columns, vertices, view) in zip(axes, panels):
+        mesh = meshes[hemi]
+        full = np.zeros(len(mesh.coordinates))
+        full[slice(None) if vertices is None else vertices] = values[columns]
+        plot_surf_stat_map((mesh.coordinates, mesh.faces), full, hemi="left" if hemi == "L" else "right",
+                           view=view, threshold=threshold, vmax=vmax, cmap="cold_hot", colorbar=False,
+                           axes=ax, figure=fig)
+        ax.set_title(f"{hemi} {view}", fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return png(fig, title)

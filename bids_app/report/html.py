@@ -17,7 +17,8 @@ from pathlib import Path
 import nibabel as nib
 
 from bids_app.derivatives.atomic import write_text
-from bids_app.report.contrasts import contrast_block, region_block
+from bids_app.io.surface import is_surface_file, read_surface
+from bids_app.report.contrasts import contrast_block, region_block, surface_contrast_block
 from bids_app.report.figures import FigureBudget
 from bids_app.report.maps import summarize_map
 from bids_app.report.markup import esc, page
@@ -90,6 +91,10 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
         blocks = contrast_html.setdefault(outputs.node.name, [])
         for unit in outputs.units:
             for files in unit.contrasts:
+                if is_surface_file(files.z):
+                    values, surface = read_surface(files.z, files.entities.get("space"))
+                    blocks.append(surface_contrast_block(files, unit.label, values[0], surface, budget))
+                    continue
                 img = nib.load(files.z)
                 summary = summarize_map(img.get_fdata(dtype="float64"), img.affine, mni=files.in_mni,
                                         two_sided=files.sidecar.get("Test") != "F")

@@ -128,8 +128,12 @@ def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
         if table.exists():
             tables.append(RegionTableFiles(name, table, _sidecar(table)))
             continue
-        z = folder / build_name({**entities, "stat": "z"}, "statmap", ".nii.gz")
-        if not z.exists():
+        # a volume, a GIFTI pair (named by its left file) or a CIFTI map
+        z = next((p for p in (folder / build_name({**entities, "stat": "z"}, "statmap", ".nii.gz"),
+                              folder / build_name({**entities, "stat": "z", "hemi": "L"}, "statmap", ".func.gii"),
+                              folder / build_name({**entities, "stat": "z"}, "statmap", ".dscalar.nii"))
+                  if p.exists()), None)
+        if z is None:
             continue
         key = _identity(parse_entities(z))
         mine = [(p, e) for p, e in neighbours if e.get("desc") and _identity(e) == key]
@@ -142,7 +146,8 @@ def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
 
 def _derived(files: list[tuple[Path, dict]], stat: str) -> tuple[DerivedMap, ...]:
     return tuple(DerivedMap(p, _sidecar(p)) for p, e in files
-                 if e.get("stat") == stat and e.get("suffix") == "statmap" and e["extension"].startswith(".nii"))
+                 if e.get("stat") == stat and e.get("suffix") == "statmap" and e.get("hemi") in (None, "L")
+                 and e["extension"] in (".nii.gz", ".nii", ".func.gii", ".dscalar.nii"))
 
 
 def _sidecar(image: Path) -> dict:
