@@ -129,3 +129,51 @@ def test_pain21_mixed_effects_on_surface(tmp_path):
     fit = MixedEffectsEstimator().fit(effects[:, mask], np.ones((21, 1)), variances=variances[:, mask])
     np.testing.assert_allclose(t[mask], fit.contrast(np.array([1.0]), "t").stat, rtol=1e-5, atol=1e-5)
     assert json.loads(next(node.glob("*contrast-pain_stat-t_statmap.json")).read_text())["Estimator"].startswith("mixed")
+
+
+def _renamed_space(data, root, space, n=12):
+    """The first ``n`` wager2008 maps under another space label (a template nilearn does not ship)."""
+    root.mkdir()
+    (root / "participants.tsv").write_text((data / "participants.tsv").read_text())
+    for f in sorted(data.glob("sub-*/*_statmap.func.gii"))[: 2 * n]:
+        target = root / f.parent.name / f.name.replace("space-fsaverage5", f"space-{space}")
+        target.parent.mkdir(exist_ok=True)
+        target.symlink_to(f)
+    return root
+
+
+def test_surface_without_mesh_is_maxT_only_and_says_so(tmp_path):
+    """A space without a packaged mesh: vertex-wise maxT only, stated; with --surface-mesh, mesh clusters."""
+    data = real_data(WAGER)
+    bids = _renamed_space(data, tmp_path / "bids", "custom")
+    model = str(MODELS / "one_sample_existing_maps.json")
+    common = ["--space", "custom", "--n-perm", "20", "--tfce", "--cluster-min-size", "5"]
+    assert main([str(bids), str(tmp_path / "no-mesh"), "dataset", "--model", model, *common]) == 0
+    node = tmp_path / "no-mesh" / "node-group"
+    names = {p.name for p in node.iterdir()}
+    assert any("desc-maxT" in n for n in names) and not any("desc-tfce" in n or "desc-cluster" in n for n in names)
+    maxt = json.loads(next(node.glob("*hemi-L*desc-maxT_statmap.json")).read_text())
+    assert maxt["Connectivity"].startswith("none: no mesh")
+    assert not list(node.glob("*_clusters.tsv"))
+    warnings = json.loads((tmp_path / "no-mesh" / "provenance.json").read_text())["Warnings"]
+    assert any("maxT only" in w for w in warnings) and any("ClusterMinSize not applied" in w for w in warnings)
+
+    # the same maps with the fsaverage5 meshes given as files, as for fsLR
+    from nilearn.datasets import load_fsaverage
+
+    meshes = []
+    for hemi, part in (("L", "left"), ("R", "right")):
+        mesh = load_fsaverage("fsaverage5")["pial"].parts[part]
+        img = nb.gifti.GiftiImage(darrays=[
+            nb.gifti.GiftiDataArray(np.asarray(mesh.coordinates, np.float32), intent="NIFTI_INTENT_POINTSET"),
+            nb.gifti.GiftiDataArray(np.asarray(mesh.faces, np.int32), intent="NIFTI_INTENT_TRIANGLE")])
+        meshes.append(tmp_path / f"tpl_hemi-{hemi}_pial.surf.gii")
+        nb.save(img, meshes[-1])
+    out = tmp_path / "mesh"
+    assert main([str(bids), str(out), "dataset", "--model", model, *common,
+                 "--surface-mesh", *map(str, meshes)]) == 0
+    node = out / "node-group"
+    tfce = json.loads(next(node.glob("*hemi-R*desc-tfce_statmap.json")).read_text())
+    assert tfce["connectivity"] == "mesh edges"
+    table = pd.read_csv(next(node.glob("*_clusters.tsv")), sep="\t")
+    assert "cluster_area_mm2" in table and "destrieux" not in table  # labels only for fsaverage's own meshes

@@ -177,3 +177,28 @@ def test_volume_graph_unchanged():
     mask[1:3, 1:3, 1:3] = True
     graph = voxel_graph(mask)
     assert graph.connectivity == "faces (6)" and len(graph.pairs) == 12
+
+
+def test_null_fwer_on_mesh_is_not_inflated(fsaverage5, wager_maps):
+    """A cheap version of benchmarks/surface_fwer.py: 40 null experiments, 19 resamplings each.
+
+    Random sign flips of the real left-hemisphere maps make H0 exactly true, so
+    each method rejects with probability exactly 1/20 (ties can only lower it):
+    2 of 40 expected. More than 7 (binomial tail p = 0.008) would mean an
+    inflated family-wise error; the 1000-experiment run is in docs/surfaces.md.
+    """
+    Y = wager_maps[:, :10242]
+    keep = (Y != 0).all(0) & (np.ptp(Y, 0) > 0)
+    graph = subgraph(mesh_graph(fsaverage5["L"].faces, 10242), keep)
+    Y = Y[:, keep]
+    rng = np.random.default_rng(2024)
+    rejected = {"maxT": 0, "cluster": 0, "TFCE": 0}
+    for i in range(40):
+        data = rng.choice([-1.0, 1.0], size=(len(Y), 1)) * Y
+        result = permutation_test(data, np.ones((len(Y), 1)), np.array([1.0]), n_perm=19, seed=i, two_sided=True,
+                                  cluster_threshold=3.1, tfce=True, graph=graph)
+        for name, logp in (("maxT", result.logp_max_t), ("cluster", result.logp_max_size),
+                           ("TFCE", result.logp_max_tfce)):
+            rejected[name] += bool(logp.max() >= -np.log10(0.05) - 1e-9)
+    assert all(count <= 7 for count in rejected.values()), rejected
+    assert sum(rejected.values()) > 0  # and they can reject at all

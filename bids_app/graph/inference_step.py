@@ -27,6 +27,7 @@ from bids_app.inference.atlas import label_coordinates
 from bids_app.inference.clusters import cluster_table, mesh_cluster_table
 from bids_app.inference.connectivity import subgraph
 from bids_app.inference.permutation import permutation_test
+from bids_app.inference.tfce import VoxelGraph
 from bids_app.inference.thresholds import threshold_map
 from bids_app.io.maps import is_surface, sidecar_path, write_map
 from bids_app.spec.model import Node
@@ -84,6 +85,9 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
         warnings.append(f"{build_name(entities, 'statmap', '')}: no mesh for space {grid.space!r} "
                         "(give --surface-mesh): ClusterMinSize not applied")
         min_size = 0
+    if surface and graph is None:
+        # no neighbours known: every vertex stands alone (no cluster extent is applied or reported)
+        graph = VoxelGraph(full.size, np.zeros((0, 2), dtype=np.int32), "none")
     result = threshold_map(full, mask, height_control=settings["HeightControl"], alpha=settings["Alpha"],
                            cluster_min_size=min_size, two_sided=bool(settings["TwoSided"]),
                            affine=None if surface else grid, graph=graph if surface else None)
@@ -93,10 +97,10 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
     meta = {"Method": settings["HeightControl"], "Alpha": settings["Alpha"], "TwoSided": settings["TwoSided"],
             "ClusterMinSizeVoxels": min_size, "ZThreshold": result.threshold,
             "NVoxelsTested": result.info["n_voxels_tested"], "NVoxelsSurviving": result.info["n_voxels_surviving"],
-            "NClusters": result.info["n_clusters"] if not surface or graph is not None else None}
+            "NClusters": result.info["n_clusters"] if not surface or geometry is not None else None}
     if surface:
         meta["Units"] = "surface vertices" + (" and subcortical voxels" if grid.voxels() is not None else "")
-        meta["Connectivity"] = graph.connectivity if graph is not None else "none: no mesh for this space"
+        meta["Connectivity"] = graph.connectivity if geometry is not None else "none: no mesh for this space"
     else:
         meta["VoxelVolumeMm3"] = result.info["voxel_volume_mm3"]
     if np.isfinite(result.threshold) and in_mni:
