@@ -104,6 +104,18 @@ def test_surface_outputs_are_standard(wager_covariate):
     assert sum("hemi-R" in p for p in hashed) == sum("hemi-L" in p for p in hashed) == 30
 
 
+def test_surface_rerun_resumes(wager_covariate):
+    """A rerun with the same inputs reuses the finished unit (both hemispheres' files checked) and rewrites nothing."""
+    data, out = wager_covariate
+    t_file = next((out / "node-group").glob("*hemi-R*contrast-reappNegVsLookNeg_stat-t_statmap.func.gii"))
+    before = t_file.stat().st_mtime_ns
+    assert main([str(data), str(out), "dataset", "--model", str(MODELS / "covariate_existing_maps.json"),
+                 "--space", "fsaverage5", "--height-control", "fdr", "--two-sided"]) == 0
+    units = json.loads((out / "provenance.json").read_text())["Units"]
+    assert units and all(u.get("reused") for u in units)
+    assert t_file.stat().st_mtime_ns == before
+
+
 def test_pain21_mixed_effects_on_surface(tmp_path):
     """The mixed-effects model (lower-level variances) runs on surface maps; equals the volume engine there."""
     from bids_app.estimation.mixed import MixedEffectsEstimator

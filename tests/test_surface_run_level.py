@@ -174,7 +174,8 @@ def test_gifti_run_to_dataset(gifti_dataset, sampled):
     assert np.nanmax(np.abs(z)) > 4
     prov = json.loads((out / "provenance.json").read_text())
     assert sum("hemi-R_space-fsaverage5_bold.func.gii" in p["Path"] for p in prov["Inputs"]) == 8
-    assert (out / "report.html").exists()
+    report = (out / "report.html").read_text()
+    assert "vertices/grayordinates analysed" in report and 'alt="z faceVsHouse' in report
 
 
 def test_cifti_run_to_dataset(cifti_dataset, sampled):
