@@ -44,9 +44,19 @@ def parse_entities(path) -> dict:
 
 
 def sanitize_label(label: str) -> str:
-    """Make a BIDS label from a contrast name: alphanumerics only, camelCase joins.
+    """Make a BIDS label from a model name (model, node, contrast): alphanumerics only, camelCase joins.
+
+    The one place where a name from the model becomes part of a path: output
+    folders, file names and resume records all use it, so no name can reach
+    outside OUTPUT_DIR (``"x/../../tmp"`` -> ``"xTmp"``). The model validator
+    rejects names that sanitise to nothing or to another name's label.
 
     ``"face vs house"`` -> ``"faceVsHouse"``; ``"trial_type.face"`` -> ``"trialTypeFace"``.
+
+    Raises
+    ------
+    ValueError
+        No letter or digit in ``label``.
     """
     words = [w for w in re.split(r"[^0-9A-Za-z]+", str(label)) if w]
     if not words:
@@ -68,9 +78,14 @@ def build_name(entities: dict, suffix: str, extension: str) -> str:
     return "_".join(parts) + extension
 
 
+def node_folder(node_name: str) -> str:
+    """``node-<label>``: the folder of a node's outputs (and of its resume records)."""
+    return f"node-{sanitize_label(node_name)}"
+
+
 def output_dir(root: Path, node_name: str, entities: dict) -> Path:
     """``root/node-<Name>/[sub-X/][ses-Y/]``."""
-    d = Path(root) / f"node-{sanitize_label(node_name)}"
+    d = Path(root) / node_folder(node_name)
     if entities.get("subject"):
         d = d / f"sub-{entities['subject']}"
         if entities.get("session"):

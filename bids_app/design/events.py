@@ -14,6 +14,7 @@ from bids.variables import SparseRunVariable
 from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
+from bids_app.io.tsv import read_tsv
 
 REQUIRED = ("onset", "duration")
 NA_VALUES = ("n/a", "")
@@ -82,10 +83,7 @@ def read_events(path) -> pd.DataFrame:
         negative duration; the message names the file and the column.
     """
     path = Path(path)
-    try:
-        events = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=list(NA_VALUES))
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read events file ({exc})") from exc
+    events = read_tsv(path, "events file", keep_default_na=False, na_values=list(NA_VALUES))
     return validate_events(events, str(path))
 
 

@@ -9,7 +9,6 @@ first fit.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from bids_app.graph import roi
 from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
+from bids_app.graph.index import read_json
 from bids_app.graph.group_units import group_unit
 from bids_app.graph.run_units import fit_runs
 from bids_app.graph.units import LEVEL_RANK, StatMap
@@ -59,10 +59,30 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
                 if k not in ("stat", "suffix", "extension", "desc")}
         var = path.with_name(path.name.replace("stat-effect", "stat-variance"))
         sidecar = path.with_name(path.name.split(".")[0] + ".json")
-        dof = json.loads(sidecar.read_text()).get("DegreesOfFreedom") if sidecar.exists() else None
+        dof = read_json(sidecar).get("DegreesOfFreedom") if sidecar.exists() else None
         maps.append(StatMap(ents, path, var if var.exists() else None,
                             dof if isinstance(dof, (int, float)) else None))
     return maps
+
+
+def check_statmap(m: StatMap) -> None:
+    """Raise :class:`InputDataError` unless the effect map (and its variance) is one readable 3-D map."""
+    shapes = {}
+    for path in (m.effect, m.variance):
+        if path is None:
+            continue
+        try:
+            shape = nb.load(path).shape
+        except Exception as exc:  # nibabel raises several types for broken files
+            raise InputDataError(f"cannot read statistical map {path}: {exc}") from exc
+        if len(shape) > 3 and any(d != 1 for d in shape[3:]):
+            raise InputDataError(f"statistical map {path} is {len(shape)}-D with shape {shape}: each input map "
+                                 "must be one 3-D volume (one file per subject/contrast); split it, e.g. "
+                                 "with nilearn.image.iter_img, and name each file with its entities")
+        shapes[path] = shape[:3]
+    if len(set(shapes.values())) > 1:
+        raise InputDataError(f"{m.variance}: shape {shapes[m.variance]} differs from its effect map's "
+                             f"{shapes[m.effect]} ({m.effect.name})")
 
 
 def _passes(m: StatMap, filt: dict, participants: pd.DataFrame) -> bool:
@@ -93,8 +113,12 @@ def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> 
 
 # ---------------------------------------------------------------- driver
 
-def execute(ctx: Context) -> dict[str, list[StatMap]]:
-    """Run every selected node; returns the flowing maps of each node."""
+def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[StatMap]]:
+    """Run every selected node; returns the flowing maps of each node.
+
+    ``before_first_write`` is called once every input has been checked,
+    before anything is written.
+    """
     nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
     outputs: dict[str, list[StatMap]] = {}
     root = ctx.model.root
@@ -112,12 +136,11 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
-            try:
-                nb.load(m.effect).shape
-            except Exception as exc:
-                raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
+            check_statmap(m)
         planned[root.name] = maps
 
+    ctx.index.participants  # read (and checked) now: Edge filters and group designs use it later
+    before_first_write()
     for node in nodes:
         log.info("node %s (%s)", node.name, node.level)
         if node.level == "Run":

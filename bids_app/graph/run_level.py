@@ -132,17 +132,35 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
         mask = _first(index.select(is_raw=False, desc="brain", suffix="mask",
                                    extension=[".nii.gz", ".nii"], **same_run, **space))
     meta = index.metadata(row["path"])
-    tr = meta.get("RepetitionTime")
+    tr = _seconds(meta, "RepetitionTime", row["path"], positive=True)
     if tr is None:
-        raise InputDataError(f"{row['path']}: RepetitionTime missing from its JSON sidecar(s)")
+        raise InputDataError(f"{row['path']}: RepetitionTime missing from its JSON sidecar(s); add it "
+                             "(seconds) to the BOLD's JSON sidecar")
     slice_ref = 0.0
-    if meta.get("SliceTimingCorrected") and meta.get("StartTime") is not None:
-        slice_ref = float(meta["StartTime"]) / float(tr)
+    start = _seconds(meta, "StartTime", row["path"])
+    if meta.get("SliceTimingCorrected") and start is not None:
+        slice_ref = start / tr
     # any recording- label, raw or derivatives; the sidecar (with inheritance) says which columns each has
     recordings = tuple(RecordingFile(Path(p), index.metadata(p)) for p in sorted(
         index.select(suffix=["physio", "stim"], extension=".tsv.gz", **same_run)["path"]))
-    return RunInputs(ents, Path(row["path"]), events, confounds, mask, float(tr), slice_ref, regions,
+    return RunInputs(ents, Path(row["path"]), events, confounds, mask, tr, slice_ref, regions,
                      recordings)
+
+
+def _seconds(meta: dict, key: str, path, positive: bool = False) -> float | None:
+    """A time in seconds from sidecar metadata; None when absent, an error naming the file when malformed."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not np.isfinite(seconds) or (positive and seconds <= 0):
+        raise InputDataError(f"{path}: {key} {value!r} in its JSON sidecar(s) is not a "
+                             f"{'positive ' if positive else ''}number of seconds; write a JSON number "
+                             f"without unit, e.g. \"{key}\": 2.0")
+    return seconds
 
 
 def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, ...]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.atomic import journal, write_json, write_nifti, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.roistats import write_region_timeseries
 from bids_app.derivatives.statmaps import unmask
@@ -97,7 +97,13 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
 
 
 def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions):
-    maps = run_unit(ctx, node, run, design, mask_img, regions)
+    # the parent's journal does not see a worker's writes: a failed unit removes its own files here
+    with journal() as written:
+        try:
+            maps = run_unit(ctx, node, run, design, mask_img, regions)
+        except BaseException:
+            written.rollback()
+            raise
     return maps, ctx.log
 
 
@@ -122,4 +128,5 @@ def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
         ctx.log.input_hashes.update(run_log.input_hashes)
         ctx.log.warnings += run_log.warnings
         ctx.log.units += run_log.units
+        ctx.log.finished += run_log.finished
     return maps
