@@ -28,6 +28,9 @@ from simulate_maps import simulate_maps
 SUBJECTS = ["01", "02", "03", "04"]
 TR = 2.0
 N_VOLS = 40
+AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
+BRAIN = np.zeros((8, 8, 6), dtype=bool)
+BRAIN[1:7, 1:7, 1:5] = True  # the runs' brain mask: 144 voxels
 
 
 @pytest.fixture(autouse=True)
@@ -79,20 +82,30 @@ def _bold_dataset(tmp_path, subjects=("01", "02"), n_vols=N_VOLS, seed=0) -> Pat
     events = pd.DataFrame({"onset": onsets, "duration": 8.0, "trial_type": "task"})
     frames = np.arange(n_vols) * TR
     box = ((frames[:, None] >= onsets) & (frames[:, None] < onsets + 8)).any(axis=1).astype(float)
+    fmriprep = root / "derivatives" / "fmriprep"
+    fmriprep.mkdir(parents=True)
+    (fmriprep / "dataset_description.json").write_text(json.dumps(
+        {"Name": "masks", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}))
     for s in subjects:
         func = root / f"sub-{s}" / "func"
         func.mkdir(parents=True)
         data = 1000 + 10 * rng.standard_normal((8, 8, 6, n_vols)) + 8 * box
-        nb.save(nb.Nifti1Image(data.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0])),
-                func / f"sub-{s}_task-loc_bold.nii.gz")
+        nb.save(nb.Nifti1Image(data.astype(np.float32), AFFINE), func / f"sub-{s}_task-loc_bold.nii.gz")
         events.to_csv(func / f"sub-{s}_task-loc_events.tsv", sep="\t", index=False)
+        (fmriprep / f"sub-{s}" / "func").mkdir(parents=True)
+        nb.save(nb.Nifti1Image(BRAIN.astype(np.uint8), AFFINE),
+                fmriprep / f"sub-{s}" / "func" / f"sub-{s}_task-loc_desc-brain_mask.nii.gz")
     return root
 
 
-def _bold_model(tmp_path, x=("task", 1), levels=("Run",)):
+def _bold_model(tmp_path, levels=("Run",)):
     nodes = [{"Level": "Run", "Name": "run", "GroupBy": ["run", "subject"],
-              "Model": {"Type": "glm", "X": list(x), "HRF": {"Variables": ["task"], "Model": "glover"}},
-              "DummyContrasts": {"Contrasts": ["task"], "Test": "t"}}]
+              "Transformations": {"Transformer": "pybids-transforms-v1",
+                                  "Instructions": [{"Name": "Factor", "Input": ["trial_type"]}]},
+              "Model": {"Type": "glm", "X": ["trial_type.task", 1],
+                        "HRF": {"Variables": ["trial_type.task"], "Model": "glover"},
+                        "Options": {"HighPassFilterCutoffHz": 0.01}},
+              "DummyContrasts": {"Contrasts": ["trial_type.task"], "Test": "t"}}]
     if "Subject" in levels:
         nodes.append(_node("subject", "Subject", ["subject", "contrast"], "meta"))
     path = tmp_path / "bold-model.json"
@@ -459,3 +472,276 @@ def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path
     assert (out / "notes.txt").read_text() == "mine"
     assert list((out / "node-subject").glob("sub-01/*_statmap.nii.gz"))  # the finished unit stays
     assert not (out / "node-subject" / "sub-02").exists()  # the unfinished one is gone
+
+
+# ---------------------------------------------------------------- BOLD data, read in full while planning
+
+def _prov(out):
+    return json.loads((out / "provenance.json").read_text())
+
+
+def _z(out, subject):
+    return np.asarray(nb.load(next((out / "node-run").rglob(f"sub-{subject}_*contrast-trialTypeTask_stat-z_statmap.nii.gz")))
+                      .dataobj, dtype=np.float64)
+
+
+@pytest.mark.parametrize("value, count, kind", [(np.nan, 8, "8 with NaN/inf values"),
+                                                (np.inf, 8, "8 with NaN/inf values"),
+                                                (0.0, 8, "0 with NaN/inf values, 8 constant over time")])
+def test_bad_voxels_are_excluded_and_counted(tmp_path, value, count, kind):
+    bids = _bold_dataset(tmp_path)
+
+    def spoil(data):
+        data[2:4, 2:4, 2:4, :] = value  # 8 voxels inside the brain mask
+        if np.isnan(value):
+            data[0, 0, 0, 3] = np.nan  # outside the mask: not counted
+    _rewrite_bold(_bold(bids, "02"), spoil)
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", _bold_model(tmp_path)) == 0
+    warnings = [w for w in _prov(out)["Warnings"] if "unusable" in w]
+    assert len(warnings) == 1 and "sub-02_task-loc_bold.nii.gz" in warnings[0]
+    assert f"{count} of the 144 mask voxels are unusable ({kind}" in warnings[0]
+    [excl] = _prov(out)["Exclusions"]
+    assert excl["voxels"] == count and excl["run"] == "sub-02 task-loc"
+    z = _z(out, "02")
+    assert np.isnan(z[2:4, 2:4, 2:4]).all()
+    assert np.isfinite(z[BRAIN]).sum() == BRAIN.sum() - count
+    assert np.isfinite(_z(out, "01")[BRAIN]).all()
+
+
+def test_bad_voxels_stop_the_run_under_qc_policy_fail(tmp_path, capsys):
+    bids = _bold_dataset(tmp_path)
+    _rewrite_bold(_bold(bids, "02"), lambda d: d.__setitem__((slice(2, 4), slice(2, 4), 2, slice(None)), np.nan))
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path), "--qc-policy", "fail"],
+           19, "sub-02_task-loc_bold.nii.gz (sub-02 task-loc)", "4 of the 144 mask voxels are unusable",
+           "--qc-policy exclude")
+
+
+@pytest.mark.parametrize("spoil, phrase", [
+    (lambda d: d.__setitem__((Ellipsis, 5), np.nan), "volume 5 (0-based): no finite value"),
+    (lambda d: d.__setitem__((Ellipsis, 7), 0.0), "volume 7 (0-based): every voxel is 0"),
+    (lambda d: d.__setitem__(Ellipsis, np.nan), f"{N_VOLS} of {N_VOLS} volumes are unusable"),
+    (lambda d: d.__setitem__(Ellipsis, 0.0), f"{N_VOLS} of {N_VOLS} volumes are unusable"),
+])
+def test_unusable_volumes_stop_before_writing(tmp_path, capsys, spoil, phrase):
+    bids = _bold_dataset(tmp_path)
+    _rewrite_bold(_bold(bids, "02"), spoil)
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           "sub-02_task-loc_bold.nii.gz (sub-02 task-loc)", phrase, "check the preprocessing")
+
+
+def test_damaged_gzip_stream_is_found(tmp_path, capsys):
+    """Bytes flipped in the middle of the compressed stream; the header still reads."""
+    bids = _bold_dataset(tmp_path)
+    path = _bold(bids, "02")
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 16] = bytes(b ^ 0x5A for b in raw[middle:middle + 16])
+    path.write_bytes(bytes(raw))
+    nb.load(path).shape  # the header is fine
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           f"cannot read BOLD image {path}", "damaged")
+
+
+def test_truncated_gzip_is_found(tmp_path, capsys):
+    bids = _bold_dataset(tmp_path)
+    path = _bold(bids, "02")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           f"cannot read BOLD image {path}")
+
+
+def test_too_few_volumes_for_the_design(tmp_path, capsys):
+    bids = _bold_dataset(tmp_path)
+    events = bids / "sub-02" / "func" / "sub-02_task-loc_events.tsv"
+    table = pd.read_csv(events, sep="\t")
+    pd.concat([pd.DataFrame({"onset": [0.0], "duration": 2.0, "trial_type": "task"}), table]).to_csv(
+        events, sep="\t", index=False)
+    img = nb.load(_bold(bids, "02"))
+    short = np.asarray(img.dataobj)[..., :2]
+    _bold(bids, "02").unlink()
+    nb.save(nb.Nifti1Image(short, img.affine), _bold(bids, "02"))
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 20,
+           "sub-02_task-loc_bold.nii.gz (sub-02 task-loc): 2 volumes for", "degrees of freedom", "BOLD complete")
+
+
+def test_condition_whose_events_all_fall_after_the_run(tmp_path, capsys):
+    bids = _bold_dataset(tmp_path)
+    events = bids / "sub-02" / "func" / "sub-02_task-loc_events.tsv"
+    table = pd.read_csv(events, sep="\t")
+    table["onset"] += N_VOLS * TR
+    table.to_csv(events, sep="\t", index=False)
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           f"{events} (sub-02 task-loc): every event of 'task' starts after the run ends (40 volumes x 2 s = 80 s)")
+
+
+def test_events_partly_after_the_run_are_counted(tmp_path):
+    bids = _bold_dataset(tmp_path)
+    events = bids / "sub-02" / "func" / "sub-02_task-loc_events.tsv"
+    table = pd.read_csv(events, sep="\t")
+    pd.concat([table, pd.DataFrame({"onset": [200.0, 300.0], "duration": 8.0, "trial_type": "task"})]).to_csv(
+        events, sep="\t", index=False)
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", _bold_model(tmp_path)) == 0
+    assert any("sub-02" in w and "2 event(s) start after the run ends (80 s)" in w for w in _prov(out)["Warnings"])
+
+
+def test_probabilistic_mask_is_thresholded_at_one_half(tmp_path):
+    bids = _bold_dataset(tmp_path)
+    mask = bids / "derivatives/fmriprep/sub-01/func/sub-01_task-loc_desc-brain_mask.nii.gz"
+    prob = np.where(BRAIN, 0.9, 0.2)
+    prob[1, 1, 1] = 0.4  # inside the box but below one half
+    mask.unlink()
+    nb.save(nb.Nifti1Image(prob.astype(np.float32), AFFINE), mask)
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", _bold_model(tmp_path), "--participant-label", "01") == 0
+    written = np.asarray(nb.load(next(out.rglob("sub-01_*_mask.nii.gz"))).dataobj) > 0
+    expected = BRAIN.copy()
+    expected[1, 1, 1] = False
+    np.testing.assert_array_equal(written, expected)
+    design = json.loads(next(out.rglob("sub-01_*_design.json")).read_text())
+    assert ">= 0.5" in json.dumps(design)
+
+
+# ---------------------------------------------------------------- entities, variants and masks
+
+def _fmriprep_variants(tmp_path, variants, subjects=("01", "02")):
+    """The tiny dataset with its BOLD also as fMRIPrep outputs, one per entity string in ``variants``."""
+    bids = _bold_dataset(tmp_path, subjects=subjects)
+    for s in subjects:
+        func = bids / "derivatives" / "fmriprep" / f"sub-{s}" / "func"
+        for variant in variants:
+            stem = f"sub-{s}_task-loc_{variant}"
+            shutil.copy(_bold(bids, s), func / f"{stem}_desc-preproc_bold.nii.gz")
+            (func / f"{stem}_desc-preproc_bold.json").write_text(json.dumps({"RepetitionTime": TR}))
+            shutil.copy(func / f"sub-{s}_task-loc_desc-brain_mask.nii.gz", func / f"{stem}_desc-brain_mask.nii.gz")
+    return bids
+
+
+def test_two_resolutions_of_one_run_must_be_selected(tmp_path, capsys):
+    bids = _fmriprep_variants(tmp_path, ["space-MNI_res-1", "space-MNI_res-2"])
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           "sub-01 task-loc is present in 2 versions that differ in resolution",
+           '"Input": {"resolution": ["1"]}')
+
+
+def test_the_models_input_selects_resolution_and_names_keep_it(tmp_path):
+    bids = _fmriprep_variants(tmp_path, ["space-MNI_res-1", "space-MNI_res-2"])
+    model = _bold_model(tmp_path)
+    spec = json.loads(model.read_text())
+    spec["Input"]["resolution"] = ["2"]
+    model.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", model) == 0
+    names = sorted(p.name for p in out.rglob("*_stat-z_statmap.nii.gz"))
+    assert names == [f"sub-{s}_task-loc_space-MNI_res-2_contrast-trialTypeTask_stat-z_statmap.nii.gz"
+                     for s in ("01", "02")]
+
+
+def test_the_models_input_selects_the_space(tmp_path, capsys):
+    bids = _fmriprep_variants(tmp_path, ["space-MNI", "space-T1w"])
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           "several spaces", "--space")
+    model = _bold_model(tmp_path)
+    spec = json.loads(model.read_text())
+    spec["Input"]["space"] = "T1w"
+    model.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", model) == 0
+    assert {p.name.split("_contrast")[0] for p in out.rglob("*_stat-z_statmap.nii.gz")} == {
+        "sub-01_task-loc_space-T1w", "sub-02_task-loc_space-T1w"}
+
+
+def test_acquisitions_and_echoes_are_kept_apart(tmp_path, capsys):
+    """acq- tells runs apart (both fitted, both named); echo- versions of one run must be selected."""
+    bids = _fmriprep_variants(tmp_path, ["acq-fast_space-MNI", "acq-slow_space-MNI"], subjects=("01",))
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", _bold_model(tmp_path)) == 0
+    assert sorted(p.name.split("_contrast")[0] for p in out.rglob("*_stat-z_statmap.nii.gz")) == [
+        "sub-01_task-loc_acq-fast_space-MNI", "sub-01_task-loc_acq-slow_space-MNI"]
+    bids2 = _fmriprep_variants(tmp_path / "echo", ["echo-1_space-MNI", "echo-2_space-MNI"], subjects=("01",))
+    _fails(tmp_path, capsys, [bids2, tmp_path / "out2", "run", "--model", _bold_model(tmp_path)], 19,
+           "differ in echo")
+
+
+def test_options_mask_matches_anatomical_and_template_masks(tmp_path):
+    """Options.Mask: a subject's anatomical mask (no task/run) in the run's space, and a template mask
+    with no subject; never a mask in another space."""
+    bids = _fmriprep_variants(tmp_path, ["space-MNI"])
+    deriv = bids / "derivatives" / "fmriprep"
+    small = np.zeros(BRAIN.shape, dtype=np.uint8)
+    small[2:6, 2:6, 2:4] = 1
+    nb.save(nb.Nifti1Image(small, AFFINE), deriv / "sub-01" / "func" / "sub-01_space-MNI_label-GM_mask.nii.gz")
+    nb.save(nb.Nifti1Image(1 - small, AFFINE), deriv / "sub-01" / "func" / "sub-01_space-T1w_label-GM_mask.nii.gz")
+    nb.save(nb.Nifti1Image(BRAIN.astype(np.uint8), AFFINE), deriv / "tpl-MNI_label-GM_mask.nii.gz")
+    model = _bold_model(tmp_path)
+    spec = json.loads(model.read_text())
+    spec["Nodes"][0]["Model"]["Options"]["Mask"] = {"label": ["GM"], "suffix": ["mask"]}
+    model.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", model) == 0
+    mask1 = np.asarray(nb.load(next(out.rglob("sub-01_*_mask.nii.gz"))).dataobj) > 0
+    mask2 = np.asarray(nb.load(next(out.rglob("sub-02_*_mask.nii.gz"))).dataobj) > 0
+    np.testing.assert_array_equal(mask1, small > 0)  # the subject's own, in its space
+    np.testing.assert_array_equal(mask2, BRAIN)  # the template's: sub-02 has no mask of its own
+
+
+def test_symlinked_folders_are_indexed_without_looping(tmp_path):
+    """A DataLad-like tree: subject folders are links to elsewhere, and a link loops back to the root."""
+    real = _bold_dataset(tmp_path / "store")
+    bids = tmp_path / "linked"
+    bids.mkdir()
+    for item in real.iterdir():
+        (bids / item.name).symlink_to(item, target_is_directory=item.is_dir())
+    (real / "sub-01" / "loop").symlink_to(bids, target_is_directory=True)
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", _bold_model(tmp_path)) == 0
+    assert len(list(out.rglob("*_stat-z_statmap.nii.gz"))) == 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find worker processes")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """--n-procs 2, each run fit held for 60 s in its worker; kill -9 the parent: the workers end at once
+    and write nothing."""
+    import signal
+    import time
+
+    bids = _bold_dataset(tmp_path, subjects=("01", "02", "03"))
+    out = tmp_path / "out"
+    script = ("import sys, time\n"
+              "import bids_app.graph.run_units as ru\n"
+              "ru.run_unit = lambda *a, **k: (time.sleep(60), [])[1]\n"
+              "from bids_app.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(bids), str(out), "run", "--model",
+                               str(_bold_model(tmp_path)), "--n-procs", "2"])
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(parent.pid)) < 2:
+            assert time.monotonic() < deadline, "workers never started"
+            assert parent.poll() is None, "the run ended early"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1][:3]
+                  for w in workers):
+            assert time.monotonic() < deadline, f"workers {workers} outlived their killed parent"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert not list(out.rglob("*_statmap.nii.gz"))

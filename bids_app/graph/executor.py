@@ -131,6 +131,8 @@ def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[Sta
             designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
             rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = rl.run_masks(runs)
+            ctx.log.exclusions += [{**e, "node": node.name} for e in
+                                   rl.exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)

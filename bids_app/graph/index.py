@@ -68,7 +68,9 @@ class FileIndex:
                     continue
                 if is_raw and rel_parts[0] in ("derivatives", "sourcedata", "code"):
                     continue
-                if not rel_parts[-1].startswith("sub-") and len(rel_parts) > 1:
+                # subject files anywhere; others (templates, sidecars for inheritance) at a dataset's top
+                top = len(rel_parts) == 1 or (path.parent / "dataset_description.json").exists()
+                if not rel_parts[-1].startswith(("sub-", "tpl-")) and not top:
                     continue
                 ents = parse_entities(path)
                 ents.update(path=path, root=root, is_raw=is_raw)

@@ -1,8 +1,14 @@
 """Run-level units: fit one BOLD series (voxels or regions) and write its maps or tables."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +113,34 @@ def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions
     return maps, ctx.log
 
 
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started the run is gone.
+
+    A killed parent (``kill -9``, an HPC job hitting its time limit) must not
+    leave workers that keep fitting and writing into OUTPUT_DIR. Linux ends
+    the worker at once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback,
+    a watcher thread checks every half second.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    start = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            if os.getppid() != start:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
     """Fit every run, in ``--n-procs`` worker processes when asked.
 
@@ -119,9 +153,15 @@ def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
     from concurrent.futures import ProcessPoolExecutor
 
     light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)))
-    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs) as pool:
+    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_run_unit_in_worker, light, node, *unit) for unit in planned]
-        results = [f.result() for f in futures]
+        try:
+            results = [f.result() for f in futures]
+        except BaseException:
+            # no new unit starts after a failure; running ones finish (complete, with records)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     maps = []
     for run_maps, run_log in results:
         maps += run_maps
