@@ -15,13 +15,15 @@ ENTITY_KEYS = {
     "acq": "acquisition", "nuc": "nucleus", "voi": "volume", "ce": "ceagent", "trc": "tracer",
     "stain": "stain", "rec": "reconstruction", "dir": "direction", "run": "run", "mod": "modality",
     "echo": "echo", "flip": "flip", "inv": "inversion", "mt": "mt", "part": "part", "proc": "processing",
-    "hemi": "hemisphere", "space": "space", "split": "split", "recording": "recording", "chunk": "chunk",
+    "hemi": "hemi", "space": "space", "split": "split", "recording": "recording", "chunk": "chunk",
     "seg": "segmentation", "res": "resolution", "den": "density",
     "label": "label", "contrast": "contrast", "stat": "stat", "desc": "desc",
 }
 LONG_TO_SHORT = {v: k for k, v in ENTITY_KEYS.items()}
 
-_EXT = re.compile(r"(\.[A-Za-z0-9]+(?:\.gz)?)$")
+# GIFTI and CIFTI-2 data files have two-part extensions (.func.gii, .dtseries.nii, ...)
+_EXT = re.compile(r"((?:\.(?:func|shape|label|surf|dtseries|dscalar|dlabel|ptseries|pscalar))?"
+                  r"\.[A-Za-z0-9]+(?:\.gz)?)$")
 
 
 def parse_entities(path) -> dict:

@@ -18,9 +18,10 @@ import pandas as pd
 
 from bids_app.derivatives.naming import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
+from bids_app.io.maps import sidecar_path
 from bids_app.io.tsv import read_tsv
 
-_INDEXED = (".nii.gz", ".nii", ".tsv", ".tsv.gz", ".json")
+_INDEXED = (".nii.gz", ".nii", ".func.gii", ".tsv", ".tsv.gz", ".json")
 
 
 @dataclass
@@ -134,7 +135,7 @@ class FileIndex:
         if _inside(path, self.bids_dir) and not _inside(path, self.bids_dir / "derivatives"):
             return self._raw_metadata(path)
         meta = {}
-        sidecar = path.with_name(path.name.split(".")[0] + ".json")
+        sidecar = sidecar_path(path)
         if sidecar.exists():
             meta = read_json(sidecar)
         ents = parse_entities(path)

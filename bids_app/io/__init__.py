@@ -1,1 +1,2 @@
-"""Readers of input files: each checks what it reads and names the file in every error."""
+"""Readers and writers of input and output files: the one layer that knows file formats; each
+reader checks what it reads and names the file in every error."""
