@@ -458,7 +458,7 @@ def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    real_write, writes = group_units.write_nifti, []
+    real_write, writes = group_units.write_map, []
 
     def crash_on_the_second_unit(*args, **kwargs):
         writes.append(args[0])
@@ -466,7 +466,7 @@ def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path
             raise KeyboardInterrupt
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(group_units, "write_nifti", crash_on_the_second_unit)
+    monkeypatch.setattr(group_units, "write_map", crash_on_the_second_unit)
     with pytest.raises(KeyboardInterrupt):
         _cli(data, out, "subject", "--model", model)
     assert (out / "notes.txt").read_text() == "mine"
