@@ -745,3 +745,77 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         if parent.poll() is None:
             parent.kill()
     assert not list(out.rglob("*_statmap.nii.gz"))
+
+
+def test_sidecars_are_strict_json_with_camel_case_keys(tmp_path):
+    """Every JSON sidecar of a run + subject model: no NaN/Infinity, CamelCase keys (BIDS), except
+    inside fields keyed by data names (design columns, entities)."""
+    import re
+
+    from bids_app.derivatives.naming import DATA_KEYED
+
+    bids = _bold_dataset(tmp_path)
+    out = tmp_path / "out"
+    assert _cli(bids, out, "subject", "--model", _bold_model(tmp_path, levels=("Run", "Subject"))) == 0
+    _no_nonfinite_json(out)
+    snake = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+    bad = []
+
+    def walk(obj, where):
+        if isinstance(obj, list):
+            for v in obj:
+                walk(v, where)
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                if snake.match(k):
+                    bad.append(f"{where}.{k}")
+                if k in DATA_KEYED or k.lower() in DATA_KEYED or k == "VIF":
+                    for inner in (v.values() if isinstance(v, dict) else []):
+                        walk(inner, f"{where}.{k}[]")
+                else:
+                    walk(v, f"{where}.{k}")
+
+    sidecars = [p for p in out.rglob("*.json") if ".bids-stats" not in p.parts
+                and p.name not in ("provenance.json", "dataset_description.json") and "_smdl" not in p.name]
+    assert len(sidecars) > 10 and any(p.name.endswith("_design.json") for p in sidecars)
+    for path in sidecars:
+        walk(json.loads(path.read_text()), path.name)
+    assert not bad, bad[:10]
+
+
+def test_maps_that_differ_only_in_desc_are_not_both_used(tmp_path, capsys):
+    """Two versions of one subject's map would enter the group as two subjects."""
+    data, model = _maps(tmp_path, runs=(None,)), _dataset_model(tmp_path)
+    path = next(data.rglob("sub-02_*_stat-effect_statmap.nii.gz"))
+    shutil.copy(path, path.with_name(path.name.replace("_stat-effect", "_desc-smoothed_stat-effect")))
+    _fails(tmp_path, capsys, [data, tmp_path / "out", "dataset", "--model", model], 19,
+           "sub-02 task-sim", "would write the same outputs", "desc")
+
+
+def test_kill_and_resume_is_exact(tmp_path):
+    """SIGKILL right after the second finished unit; the rerun resumes and its maps equal an
+    uninterrupted run's, byte for byte."""
+    data, model = _maps(tmp_path), _subject_model(tmp_path)
+    killed, fresh = tmp_path / "killed", tmp_path / "fresh"
+    script = ("import os, signal, sys\n"
+              "import bids_app.graph.records as records\n"
+              "real, saved = records.save, []\n"
+              "def save(*a, **k):\n"
+              "    real(*a, **k)\n"
+              "    saved.append(1)\n"
+              "    if len(saved) == 2:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "records.save = save\n"
+              "import bids_app.graph.group_units as gu\n"
+              "gu.save = save\n"
+              "from bids_app.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(data), str(killed), "subject", "--model", str(model)])
+    assert proc.returncode == -9
+    assert len(list((killed / ".bids-stats" / "units").rglob("*_unit.json"))) == 2
+    assert not list(killed.rglob(".tmp-*"))
+    assert _cli(data, killed, "subject", "--model", model) == 0
+    units = _prov(killed)["Units"]
+    assert sum(bool(u.get("reused")) for u in units) == 2 and len(units) == len(SUBJECTS)
+    assert _cli(data, fresh, "subject", "--model", model) == 0
+    assert _statmaps(killed) == _statmaps(fresh)

@@ -46,3 +46,5 @@ class Context:
     out: Path
     settings: Settings
     log: RunLog = field(default_factory=RunLog)
+    #: input datasets by name, for BIDS URIs in sidecars (:func:`~bids_app.derivatives.dataset.dataset_links`)
+    links: dict[str, Path] = field(default_factory=dict)

@@ -58,6 +58,7 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
             f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
             + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
+    rl.check_variants(eff)
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])

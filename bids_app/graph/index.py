@@ -9,6 +9,7 @@ well: sidecar metadata with inheritance for the raw dataset.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +21,8 @@ from bids_app.derivatives.naming import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
 from bids_app.io.maps import sidecar_path
 from bids_app.io.tsv import read_tsv
+
+log = logging.getLogger(__name__)
 
 _INDEXED = (".nii.gz", ".nii", ".func.gii", ".tsv", ".tsv.gz", ".json")
 
@@ -165,7 +168,7 @@ def _walk(root: Path, skip: list[Path]) -> list[Path]:
     """Files under ``root``, sorted, following symbolic links to files and folders
     (a DataLad dataset is a tree of links) but never a folder twice (link loops),
     and never into a folder of ``skip``."""
-    found, seen = [], set()
+    found, seen, broken = [], set(), []
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = Path(folder).resolve()
         if real in seen or any(real == s or real.is_relative_to(s) for s in skip):
@@ -173,7 +176,16 @@ def _walk(root: Path, skip: list[Path]) -> list[Path]:
             continue
         seen.add(real)
         dirs.sort()
-        found += [Path(folder) / f for f in files if (Path(folder) / f).is_file()]
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink() and name.endswith(_INDEXED):
+                broken.append(path)
+    if broken:
+        log.warning("%d file(s) under %s are links to missing content and are not used (a DataLad dataset "
+                    "whose content was not retrieved? run `datalad get` on them), e.g. %s",
+                    len(broken), root, broken[0])
     return sorted(found)
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bids_app.derivatives.atomic import journal, write_json
-from bids_app.derivatives.dataset import write_dataset_description, write_provenance
+from bids_app.derivatives.dataset import dataset_links, write_dataset_description, write_provenance
 from bids_app.derivatives.naming import sanitize_label
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
@@ -44,7 +44,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
         unknown = sorted(set(settings.participant_label) - known)
         if unknown:
             raise NoInputsError(f"participant label(s) not in the dataset: {', '.join('sub-' + u for u in unknown)}")
-    ctx = Context(model, index, out_dir, settings)
+    ctx = Context(model, index, out_dir, settings,
+                  links=dataset_links(index.bids_dir, index.derivatives, exclude=[out_dir]))
     with journal() as written:
         try:
             outputs = execute(ctx, lambda: claim_folder(out_dir, model, settings, written))

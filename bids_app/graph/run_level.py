@@ -75,7 +75,7 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
 #: entities that tell versions of one acquisition apart: fitting two of them fits one run twice
 VARIANT_ENTITIES = ("space", "resolution", "density", "echo", "part", "reconstruction")
 #: entities that are not part of a run's identity in output names
-_NOT_OUTPUT = ("desc", "suffix", "extension", "path", "root", "is_raw", "stat", "contrast")
+_NOT_OUTPUT = ("desc", "suffix", "extension", "path", "root", "is_raw", "stat")
 
 
 def output_entities(row) -> dict:
@@ -85,8 +85,9 @@ def output_entities(row) -> dict:
 
 
 def check_variants(bold: pd.DataFrame) -> None:
-    """Stop when one run is present in several versions (spaces, resolutions, echoes...) that the
-    model and options do not select between, or two files would write the same outputs.
+    """Stop when one run (or one existing map) is present in several versions (spaces, resolutions,
+    echoes...) that the model and options do not select between, or two files would write the same
+    outputs (or enter a group as the same input).
 
     Raises
     ------
