@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.design import build_run_design, read_confounds
+from bids_app.design import build_run_design
+from bids_app.io.confounds import read_confounds
 from bids_app.design.confounds import prepare_confounds
 from bids_app.errors import DesignError, InputDataError
 from bids_app.spec.model import model_from_dict

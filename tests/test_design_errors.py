@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.design import build_run_design, expand_x, read_events
+from bids_app.design import build_run_design, expand_x
+from bids_app.io.events import read_events
 from bids_app.design.hrf import parse_hrf_model
 from bids_app.errors import DesignError, InputDataError
 from bids_app.spec.model import model_from_dict

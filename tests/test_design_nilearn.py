@@ -6,7 +6,8 @@ import pytest
 from nilearn.glm.first_level import make_first_level_design_matrix
 from scipy.stats import gamma
 
-from bids_app.design import build_run_design, read_events
+from bids_app.design import build_run_design
+from bids_app.io.events import read_events
 from bids_app.design.hrf import HRFModel, convolve, frame_times
 from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict

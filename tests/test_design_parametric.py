@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from nilearn.glm.first_level import compute_regressor
 
-from bids_app.design import build_run_design, read_events
+from bids_app.design import build_run_design
+from bids_app.io.events import read_events
 from bids_app.spec.model import model_from_dict
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.design import build_run_design, read_confounds, read_events
-from bids_app.design.synthesizer import synthesize
+from bids_app.design import build_run_design
+from bids_app.io.confounds import read_confounds
+from bids_app.io.events import read_events
+from bids_app.graph.synthesize import synthesize
 from bids_app.errors import DesignError
 from bids_app.spec import load_model
 

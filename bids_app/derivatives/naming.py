@@ -1,4 +1,4 @@
-"""BIDS file names for our outputs and parsing of input names.
+"""BIDS file names for our outputs (input names are parsed by :mod:`bids_app.io.entities`).
 
 Names follow what FitLins and nilearn write::
 
@@ -9,38 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-#: BIDS short key -> pybids long entity name, in the order BIDS writes them.
-ENTITY_KEYS = {
-    "sub": "subject", "ses": "session", "task": "task", "acq": "acquisition",
-    "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "run": "run",
-    "echo": "echo", "space": "space", "res": "resolution", "den": "density",
-    "label": "label", "contrast": "contrast", "stat": "stat", "desc": "desc",
-}
-LONG_TO_SHORT = {v: k for k, v in ENTITY_KEYS.items()}
-
-_EXT = re.compile(r"(\.[A-Za-z0-9]+(?:\.gz)?)$")
-
-
-def parse_entities(path) -> dict:
-    """Entities of a BIDS file name (long names), plus ``suffix`` and ``extension``.
-
-    pybids' own parser does not know the ``contrast`` and ``stat`` entities of
-    statistical maps, so we read the key-value grammar directly.
-    """
-    name = Path(path).name
-    ext_match = _EXT.search(name)
-    ext = ext_match.group(1) if ext_match else ""
-    stem = name[: len(name) - len(ext)]
-    parts = stem.split("_")
-    out: dict = {}
-    if parts and "-" not in parts[-1]:
-        out["suffix"] = parts.pop()
-    for part in parts:
-        key, sep, value = part.partition("-")
-        if sep:
-            out[ENTITY_KEYS.get(key, key)] = value
-    out["extension"] = ext
-    return out
+from bids_app.io.entities import ENTITY_KEYS
 
 
 def sanitize_label(label: str) -> str:

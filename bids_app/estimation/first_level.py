@@ -28,7 +28,7 @@ import scipy.linalg
 
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
-from bids_app.inference.conversions import f_to_z_p, t_to_z_p
+from bids_app.estimation.conversions import f_to_z_p, t_to_z_p
 
 NOISE_MODELS = ("ar1", "ols")
 

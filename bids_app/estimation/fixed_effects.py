@@ -23,7 +23,7 @@ import numpy as np
 
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
-from bids_app.inference.conversions import f_to_z_p, t_to_z_p
+from bids_app.estimation.conversions import f_to_z_p, t_to_z_p
 
 
 @dataclass(frozen=True)

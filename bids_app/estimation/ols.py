@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
+from bids_app.estimation.conversions import f_to_z_p, t_to_z_p
 
 #: Default working memory of one chunk of float64 data (2 MiB): small enough
 #: to stay in cache, which makes the fit several times faster than large chunks.
@@ -130,10 +131,6 @@ def row_basis(C: np.ndarray) -> np.ndarray:
 
 def stat_to_z_p(stat: np.ndarray, test: str, dof, dof_num: int):
     """Return ``(z, p)`` for t or F statistics (one-sided upper-tail p, as nilearn)."""
-    # Imported here: conversions live in the inference layer, which is
-    # written alongside this module.
-    from bids_app.inference.conversions import f_to_z_p, t_to_z_p
-
     return t_to_z_p(stat, dof) if test == "t" else f_to_z_p(stat, dof_num, dof)
 
 

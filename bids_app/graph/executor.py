@@ -1,8 +1,8 @@
 """Walk the model graph and run every unit of work.
 
 A *unit* is one design fitted once: a run at the Run level
-(:mod:`bids_app.graph.run_units`), or one GroupBy group of incoming maps at a
-higher level (:mod:`bids_app.graph.group_units`). Finished units leave resume
+(:mod:`bids_app.graph.runs`), or one GroupBy group of incoming maps at a
+higher level (:mod:`bids_app.graph.groups`). Finished units leave resume
 records (:mod:`bids_app.graph.records`). This module plans: which nodes run,
 which maps flow along each edge, and checks every run's inputs before the
 first fit.
@@ -13,19 +13,17 @@ import json
 import logging
 from pathlib import Path
 
-import nibabel as nb
 import pandas as pd
 
-from bids_app.derivatives.naming import parse_entities
-from bids_app.errors import DesignError, InputDataError, NoInputsError
-from bids_app.graph import higher_level as hl
+from bids_app.io.entities import parse_entities
+from bids_app.errors import DesignError, NoInputsError
 from bids_app.graph import roi
-from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
-from bids_app.graph.group_units import group_unit
-from bids_app.graph.run_units import fit_runs
+from bids_app.graph import groups as groups_
+from bids_app.graph import runs as runs_
 from bids_app.graph.units import LEVEL_RANK, StatMap
+from bids_app.io.images import check_map, run_masks
 from bids_app.spec.model import Node, StatsModel
 
 log = logging.getLogger(__name__)
@@ -103,19 +101,16 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
     planned = {}
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
-            runs = rl.collect_runs(ctx.index, ctx.model, node, ctx.settings)
-            designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
-            rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
-            masks = rl.run_masks(runs)
+            runs = runs_.collect_runs(ctx.index, ctx.model, node, ctx.settings)
+            designs = [runs_.prepare_design(run, node, ctx.settings) for run in runs]
+            runs_.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
+            masks = run_masks(runs)
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
-            try:
-                nb.load(m.effect).shape
-            except Exception as exc:
-                raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
+            check_map(m.effect)
         planned[root.name] = maps
 
     for node in nodes:
@@ -123,12 +118,12 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
         if node.level == "Run":
             if node.name not in planned:
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
-            outputs[node.name] = fit_runs(ctx, node, planned[node.name])
+            outputs[node.name] = runs_.fit_runs(ctx, node, planned[node.name])
             continue
         incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
         for m in incoming:
             ctx.log.hash(m.effect)
         outputs[node.name] = []
-        for group, members in hl.group_maps(incoming, node.group_by):
-            outputs[node.name] += group_unit(ctx, node, group, members)
+        for group, members in groups_.group_maps(incoming, node.group_by):
+            outputs[node.name] += groups_.group_unit(ctx, node, group, members)
     return outputs

@@ -21,8 +21,11 @@ import numpy as np
 from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.statmaps import unmask
-from bids_app.design.group_mask import outside_brain_report
+from bids_app.inference.atlas import CLUSTER_ATLASES
 from bids_app.inference.clusters import cluster_table
+from bids_app.inference.outside_brain import outside_brain_report
+from bids_app.io.atlases import load_atlas
+from bids_app.io.images import template_brain_mask
 from bids_app.inference.permutation import permutation_test
 from bids_app.inference.thresholds import threshold_map
 from bids_app.spec.model import Node
@@ -78,6 +81,7 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
             "NClusters": result.info["n_clusters"], "VoxelVolumeMm3": result.info["voxel_volume_mm3"]}
     if np.isfinite(result.threshold) and in_mni:
         outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, affine,
+                                       template_brain_mask(affine, volume.shape),
                                        two_sided=bool(settings["TwoSided"]))
         meta["OutsideBrain"] = outside
         if outside.get("flagged"):
@@ -86,7 +90,7 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
     if np.isfinite(result.threshold):
         table = cluster_table(result.thresholded, affine, result.threshold - 1e-9,
                               two_sided=bool(settings["TwoSided"]), min_size=int(settings["ClusterMinSize"]),
-                              atlases=("aal", "harvard_oxford") if in_mni else ())
+                              atlases=tuple(map(load_atlas, CLUSTER_ATLASES)) if in_mni else ())
     else:
         table = cluster_table(np.zeros_like(volume), affine, 1.0, atlases=())
     files.append(write_tsv(folder / build_name({**entities, "desc": method}, "clusters", ".tsv"), table))

@@ -15,8 +15,9 @@ from bids_app.derivatives.naming import sanitize_label
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
-from bids_app.graph.index import FileIndex
+from bids_app.io.index import FileIndex
 from bids_app.graph.units import Settings
+from bids_app.design.diagnostics import diagnose
 from bids_app.report.html import write_report
 from bids_app.spec import load_model
 
@@ -66,7 +67,7 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
             "Units": ctx.log.units,
         }
         write_provenance(out_dir, record)
-        write_report(out_dir, model, record)
+        write_report(out_dir, model, record, design_diagnostics)
     except BaseException:
         if created and out_dir.exists() and not ctx.log.units:
             shutil.rmtree(out_dir)
@@ -75,3 +76,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                       len(ctx.log.units), out_dir)
         raise
     return {"outputs": outputs, "record": record}
+
+
+def design_diagnostics(matrix) -> dict:
+    """Diagnostics of a design matrix, for the report (which does not import the design layer)."""
+    return diagnose(matrix).to_dict()

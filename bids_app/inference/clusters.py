@@ -23,7 +23,7 @@ COLUMNS = ["cluster_id", "peak", "x", "y", "z", "i", "j", "k", "peak_stat",
 
 
 def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_distance_mm=8.0,
-                  max_subpeaks=3, atlases=("aal", "harvard_oxford")) -> pd.DataFrame:
+                  max_subpeaks=3, atlases=()) -> pd.DataFrame:
     """Table of clusters with peak and sub-peak coordinates and atlas labels.
 
     Parameters
@@ -43,8 +43,8 @@ def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_d
         Minimum distance between reported peaks of one cluster.
     max_subpeaks : int
         Sub-peaks reported per cluster besides its peak.
-    atlases : sequence of str
-        Atlases of :mod:`bids_app.inference.atlas` to label each peak with;
+    atlases : sequence of Atlas
+        Atlases to label each peak with (:func:`bids_app.io.atlases.load_atlas`);
         empty for none.
 
     Returns

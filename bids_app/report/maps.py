@@ -12,7 +12,8 @@ import pandas as pd
 from nibabel.affines import apply_affine
 from scipy import ndimage, stats
 
-from bids_app.design.group_mask import outside_brain_report
+from bids_app.inference.outside_brain import outside_brain_report
+from bids_app.io.images import template_brain_mask
 
 #: One-sided p of the display threshold; figures show |z| above DISPLAY_Z.
 DISPLAY_P = 0.001
@@ -88,7 +89,7 @@ class MapSummary:
     peaks : pandas.DataFrame
         :func:`find_peaks` output (positive peaks only when one-sided).
     outside_brain : dict or None
-        :func:`bids_app.design.group_mask.outside_brain_report` for maps in an
+        :func:`bids_app.inference.outside_brain.outside_brain_report` for maps in an
         MNI space, else None.
     """
 
@@ -120,7 +121,8 @@ def summarize_map(z, affine, *, threshold: float = DISPLAY_Z, mni: bool = False,
     """
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
-    outside = outside_brain_report(z, threshold, affine, two_sided=two_sided) if mni else None
+    outside = outside_brain_report(z, threshold, affine, template_brain_mask(affine, z.shape),
+                                   two_sided=two_sided) if mni else None
     return MapSummary(
         threshold=float(threshold),
         n_voxels=int(finite.sum()),

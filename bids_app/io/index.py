@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_app.derivatives.naming import parse_entities
+from bids_app.io.entities import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
 
 _INDEXED = (".nii.gz", ".nii", ".tsv", ".tsv.gz", ".json")

@@ -1,0 +1,37 @@
+"""BIDS entities of file names: the key-value grammar, long and short names."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+#: BIDS short key -> pybids long entity name, in the order BIDS writes them.
+ENTITY_KEYS = {
+    "sub": "subject", "ses": "session", "task": "task", "acq": "acquisition",
+    "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "run": "run",
+    "echo": "echo", "space": "space", "res": "resolution", "den": "density",
+    "label": "label", "contrast": "contrast", "stat": "stat", "desc": "desc",
+}
+
+_EXT = re.compile(r"(\.[A-Za-z0-9]+(?:\.gz)?)$")
+
+
+def parse_entities(path) -> dict:
+    """Entities of a BIDS file name (long names), plus ``suffix`` and ``extension``.
+
+    pybids' own parser does not know the ``contrast`` and ``stat`` entities of
+    statistical maps, so we read the key-value grammar directly.
+    """
+    name = Path(path).name
+    ext_match = _EXT.search(name)
+    ext = ext_match.group(1) if ext_match else ""
+    stem = name[: len(name) - len(ext)]
+    parts = stem.split("_")
+    out: dict = {}
+    if parts and "-" not in parts[-1]:
+        out["suffix"] = parts.pop()
+    for part in parts:
+        key, sep, value = part.partition("-")
+        if sep:
+            out[ENTITY_KEYS.get(key, key)] = value
+    out["extension"] = ext
+    return out
