@@ -12,14 +12,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "bids_app"
 
 #: Which bids_app packages each package may import (besides itself, ``errors`` and the version).
-#: ``io`` builds the plain data objects the layers below it take; ``graph`` calls everything;
+#: ``io`` builds the plain data objects design and inference take, and writes maps of every
+#: kind through ``derivatives`` (which names files with ``io.entities``); ``graph`` calls everything;
 #: the commands (``cli``, ``demo``) sit on top.
 ALLOWED = {
     "spec": set(),
     "design": {"spec"},
     "estimation": set(),
     "inference": {"estimation"},
-    "io": {"design", "inference"},
+    "io": {"design", "inference", "derivatives"},
     "derivatives": {"io"},
     "report": {"spec", "io", "inference", "derivatives"},
     "graph": {"spec", "io", "design", "estimation", "inference", "derivatives", "report"},

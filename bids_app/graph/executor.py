@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_app.io.entities import parse_entities
 from bids_app.errors import DesignError, NoInputsError
 from bids_app.graph import roi
 from bids_app.graph.context import Context
@@ -23,7 +22,9 @@ from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import groups as groups_
 from bids_app.graph import runs as runs_
 from bids_app.graph.units import LEVEL_RANK, StatMap
-from bids_app.io.images import check_map, run_masks
+from bids_app.io.entities import parse_entities
+from bids_app.io.images import run_masks
+from bids_app.io.maps import MAP_EXTENSIONS, check_map, map_files, sidecar_path
 from bids_app.spec.model import Node, StatsModel
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,11 @@ def nodes_to_run(model: StatsModel, analysis_level: str) -> list[Node]:
 
 def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
     """Effect maps already on disk (nilearn, SPM, FitLins outputs) for a root node above Run."""
-    eff = ctx.index.select(stat="effect", suffix="statmap", extension=[".nii.gz", ".nii"])
+    eff = ctx.index.select(stat="effect", suffix="statmap", extension=MAP_EXTENSIONS)
     eff = match_frame(eff, {k: v for k, v in ctx.model.input.items() if k not in ("extension", "suffix")})
+    # a GIFTI map is its pair of hemisphere files, named by the left one
+    if "hemi" in eff:
+        eff = eff[eff["hemi"].isna() | (eff["hemi"] == "L")]
     if ctx.settings.participant_label and "subject" in eff:
         eff = eff[eff["subject"].isin(ctx.settings.participant_label)]
     if ctx.settings.space and "space" in eff:
@@ -48,15 +52,17 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
     if eff.empty:
         raise NoInputsError(
             f"node {node.name!r} (level {node.level}) is the first node, so it needs existing "
-            f"'*_stat-effect_statmap.nii.gz' maps; none match Input={dict(ctx.model.input)} under "
+            f"'*_stat-effect_statmap' maps (.nii.gz, .func.gii, .dscalar.nii); none match "
+            f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
+            + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])
         ents = {k: v for k, v in parse_entities(path).items()
-                if k not in ("stat", "suffix", "extension", "desc")}
+                if k not in ("stat", "suffix", "extension", "desc", "hemi")}
         var = path.with_name(path.name.replace("stat-effect", "stat-variance"))
-        sidecar = path.with_name(path.name.split(".")[0] + ".json")
+        sidecar = sidecar_path(path)
         dof = json.loads(sidecar.read_text()).get("DegreesOfFreedom") if sidecar.exists() else None
         maps.append(StatMap(ents, path, var if var.exists() else None,
                             dof if isinstance(dof, (int, float)) else None))
@@ -122,7 +128,8 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             continue
         incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
         for m in incoming:
-            ctx.log.hash(m.effect)
+            for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
+                ctx.log.hash(f)
         outputs[node.name] = []
         for group, members in groups_.group_maps(incoming, node.group_by):
             outputs[node.name] += groups_.group_unit(ctx, node, group, members)

@@ -71,14 +71,6 @@ def n_volumes(path: Path) -> int:
         raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
 
 
-def check_map(path) -> None:
-    """Raise :class:`InputDataError` naming ``path`` if a statistical map's header cannot be read."""
-    try:
-        nb.load(path).shape
-    except Exception as exc:  # nibabel raises several types for broken files
-        raise InputDataError(f"cannot read statistical map {path}: {exc}") from exc
-
-
 def load_image(path) -> nb.Nifti1Image:
     """A NIfTI image (header read, data on demand)."""
     return nb.load(path)
@@ -148,26 +140,6 @@ def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:
     if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-3):
         return img
     return resample_to_img(img, reference, interpolation="nearest")
-
-
-def load_maps(effect_paths, variance_paths):
-    """Effect maps (x, y, z) each and their variance maps (or None where a path is None).
-
-    Returns lists of effects, variances, affines and shapes, float64 arrays;
-    the caller checks that they share one grid.
-    """
-    effects, variances, affines, shapes = [], [], [], []
-    for effect, variance in zip(effect_paths, variance_paths):
-        try:
-            img = nb.load(effect)
-            effects.append(np.asarray(img.dataobj, dtype=np.float64).squeeze())
-            affines.append(img.affine)
-            shapes.append(img.shape[:3])
-            variances.append(np.asarray(nb.load(variance).dataobj, dtype=np.float64).squeeze()
-                             if variance else None)
-        except Exception as exc:
-            raise InputDataError(f"cannot read statistical map {effect}: {exc}") from exc
-    return effects, variances, affines, shapes
 
 
 def mask_on_grid(img: nb.Nifti1Image, affine: np.ndarray, shape) -> np.ndarray:
