@@ -53,10 +53,12 @@ def app_parser() -> argparse.ArgumentParser:
                    help="default estimator of Session/Subject/Dataset nodes: ordinary least squares on the "
                         "incoming effects, or mixed effects with their variances; "
                         "Model.Software['bids-stats'].Estimator wins")
-    p.add_argument("--run-noise-model", dest="noise_model", choices=("ar1", "ols"), default="ar1",
-                   help="noise model of Run nodes: AR(1) prewhitening, or none (white noise, plain least squares)")
+    p.add_argument("--run-noise-model", dest="noise_model", type=_noise_model, default="ar1",
+                   metavar="{ols,ar1,ar2,...}",
+                   help="noise model of Run nodes: none (white noise, plain least squares) or AR(p) "
+                        "prewhitening as nilearn's (default ar1)")
     _deprecated(p, "--estimator", "--group-estimator", dest="estimator", choices=("ols", "mixed"))
-    _deprecated(p, "--noise-model", "--run-noise-model", dest="noise_model", choices=("ar1", "ols"))
+    _deprecated(p, "--noise-model", "--run-noise-model", dest="noise_model", type=_noise_model)
     p.add_argument("--smoothing", type=_smoothing, metavar="FWHM[:LEVEL]",
                    help="isotropic Gaussian smoothing (mm) of the data entering nodes of LEVEL "
                         "(run: BOLD before run fits, the default; session/subject/dataset: incoming effect maps)")
@@ -109,6 +111,16 @@ def _smoothing(text: str) -> tuple[float, str]:
     if value <= 0 or level not in LEVELS:
         raise argparse.ArgumentTypeError(f"expected FWHM > 0 and LEVEL in {LEVELS}, got {text!r}")
     return value, level.capitalize()
+
+
+def _noise_model(text: str) -> str:
+    from bids_app.estimation.first_level import ar_order
+
+    try:
+        ar_order(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
 
 
 def _run_app(argv: list[str]) -> int:

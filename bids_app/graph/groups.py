@@ -11,12 +11,13 @@ import pandas as pd
 from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.statmaps import unmask
-from bids_app.design.contrasts import INTERCEPT, plan_contrasts
+from bids_app.design.contrasts import plan_contrasts
 from bids_app.design.diagnostics import check_design
 from bids_app.design.group import build_group_design
 from bids_app.design.group_mask import group_mask, surface_mask
 from bids_app.design.input_qc import qc_maps
 from bids_app.errors import DesignError, InputDataError, NoInputsError
+from bids_app.estimation.fixed_effects import FIXED_EFFECTS_DOF_RULE
 from bids_app.graph import roi, surfaces
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame
@@ -77,11 +78,16 @@ def input_table(maps: list[StatMap], participants: pd.DataFrame) -> pd.DataFrame
 
 
 def design_for(node: Node, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Design matrix of a group: ``meta`` nodes combine maps with X = [1]."""
-    if node.model.type == "meta":
-        return pd.DataFrame({INTERCEPT: np.ones(len(table))}), {"type": "meta"}
+    """Design matrix of a group, built the same way for ``glm`` and ``meta`` nodes.
+
+    A ``meta`` node's design (any ``X`` or ``Formula``, e.g. two run subsets
+    contrasted within each subject) is fitted by inverse-variance weighted
+    least squares; the sidecar states its degrees-of-freedom rule.
+    """
     design = build_group_design(node, table)
-    return design.matrix, design.info
+    if node.model.type != "meta":
+        return design.matrix, design.info
+    return design.matrix, {**design.info, "type": "meta", "DegreesOfFreedom": FIXED_EFFECTS_DOF_RULE}
 
 
 def make_estimator(node: Node, settings: Settings, dofs):
