@@ -53,12 +53,12 @@ def test_missing_model_argument(tmp_path, capsys):
 
 def test_noise_model_argument(tmp_path, capsys):
     model = str(MODELS / "one_sample_existing_maps.json")
-    assert main([str(tmp_path), str(tmp_path / "out"), "dataset", "--model", model, "--noise-model", "ar0"]) == 2
+    assert main([str(tmp_path), str(tmp_path / "out"), "dataset", "--model", model, "--run-noise-model", "ar0"]) == 2
     assert "'ols', 'ar1', 'ar2'" in capsys.readouterr().err
     from bids_app.cli import app_parser
 
     args = app_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "run", "--model", model,
-                                    "--noise-model", "AR3"])
+                                    "--run-noise-model", "AR3"])
     assert args.noise_model == "ar3"
 
 
