@@ -114,7 +114,7 @@ def _smoothing(text: str) -> tuple[float, str]:
 
 
 def _noise_model(text: str) -> str:
-    from bids_app.estimation.first_level import ar_order
+    from bids_app.spec.model import ar_order
 
     try:
         ar_order(text)

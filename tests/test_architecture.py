@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bids_app"
 ALLOWED = {
     "spec": set(),
     "design": {"spec"},
-    "estimation": set(),
+    "estimation": {"spec"},
     "inference": {"estimation"},
     "io": {"design", "inference", "derivatives"},
     "derivatives": {"io"},

@@ -37,23 +37,8 @@ from threadpoolctl import threadpool_limits
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
 from bids_app.estimation.conversions import f_to_z_p, t_to_z_p
+from bids_app.spec.model import ar_order
 
-
-
-def ar_order(noise_model: str) -> int:
-    """AR order of a noise model name: ``"ols"`` -> 0, ``"ar1"`` -> 1, ``"ar3"`` -> 3.
-
-    Raises
-    ------
-    ValueError
-        For any other name, with the accepted forms.
-    """
-    name = str(noise_model).strip().lower()
-    if name == "ols":
-        return 0
-    if name.startswith("ar") and name[2:].isdigit() and int(name[2:]) >= 1:
-        return int(name[2:])
-    raise ValueError(f"noise model {noise_model!r} is not one of 'ols', 'ar1', 'ar2', ... ('ar' + order)")
 
 
 def scale_timeseries(Y):

@@ -63,7 +63,7 @@ import numpy as np
 from formulaic import Formula
 from formulaic.errors import FormulaicError
 
-from bids_app.estimation.first_level import ar_order
+from bids_app.spec.model import ar_order
 from bids_app.spec.model import Node, parse_weight
 from bids_app.spec.schema import Issue, schema_issues, suggest
 
