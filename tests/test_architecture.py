@@ -21,7 +21,7 @@ ALLOWED = {
     "estimation": {"spec"},
     "inference": {"estimation"},
     "io": {"design", "inference", "derivatives"},
-    "derivatives": {"io"},
+    "derivatives": {"io", "spec"},
     "report": {"spec", "io", "inference", "derivatives"},
     "graph": {"spec", "io", "design", "estimation", "inference", "derivatives", "report"},
     "demo": {"spec", "io", "design", "estimation", "inference", "derivatives", "report", "graph"},

@@ -62,6 +62,35 @@ def validate_events(events: pd.DataFrame, source: str = "events") -> pd.DataFram
     return out
 
 
+def events_after_end(events: pd.DataFrame, duration: float) -> tuple[int, list[str]]:
+    """Events starting at or after the run's end.
+
+    Parameters
+    ----------
+    events : DataFrame
+        With ``onset`` (s) and optionally ``trial_type``.
+    duration : float
+        Length of the run in seconds (volumes x TR).
+
+    Returns
+    -------
+    n_late : int
+        Events whose onset is >= ``duration``.
+    lost : list of str
+        Trial types all of whose events are late (``["all events"]`` when
+        there is no ``trial_type`` column and every event is late).
+    """
+    late = events["onset"] >= duration
+    if not late.any():
+        return 0, []
+    if "trial_type" in events:
+        kinds = events["trial_type"].astype(str)
+        lost = sorted(k for k in kinds.unique() if late[kinds == k].all())
+    else:
+        lost = ["all events"] if late.all() else []
+    return int(late.sum()), lost
+
+
 def sparse_variables(events: pd.DataFrame, run_info: RunInfo) -> list[SparseRunVariable]:
     """One pybids SparseRunVariable per events column other than onset/duration.
 

@@ -6,11 +6,15 @@ from pathlib import Path
 
 #: BIDS short key -> pybids long entity name, in the order BIDS writes them.
 ENTITY_KEYS = {
-    "sub": "subject", "ses": "session", "task": "task", "acq": "acquisition",
-    "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "run": "run",
-    "echo": "echo", "hemi": "hemi", "space": "space", "res": "resolution", "den": "density",
+    "sub": "subject", "ses": "session", "sample": "sample", "task": "task", "tracksys": "tracksys",
+    "acq": "acquisition", "nuc": "nucleus", "voi": "volume", "ce": "ceagent", "trc": "tracer",
+    "stain": "stain", "rec": "reconstruction", "dir": "direction", "run": "run", "mod": "modality",
+    "echo": "echo", "flip": "flip", "inv": "inversion", "mt": "mt", "part": "part", "proc": "processing",
+    "hemi": "hemi", "space": "space", "split": "split", "recording": "recording", "chunk": "chunk",
+    "seg": "segmentation", "res": "resolution", "den": "density",
     "label": "label", "contrast": "contrast", "stat": "stat", "desc": "desc",
 }
+LONG_TO_SHORT = {v: k for k, v in ENTITY_KEYS.items()}
 
 # GIFTI and CIFTI-2 data files have two-part extensions (.func.gii, .dtseries.nii, ...)
 _EXT = re.compile(r"((?:\.(?:func|shape|label|surf|dtseries|dscalar|dlabel|ptseries|pscalar))?"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bids_app.design.events import validate_events
-from bids_app.errors import InputDataError
+from bids_app.io.tsv import read_tsv
 
 NA_VALUES = ("n/a", "")
 
@@ -28,8 +28,5 @@ def read_events(path) -> pd.DataFrame:
         negative duration; the message names the file and the column.
     """
     path = Path(path)
-    try:
-        events = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=list(NA_VALUES))
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read events file ({exc})") from exc
+    events = read_tsv(path, "events file", keep_default_na=False, na_values=list(NA_VALUES))
     return validate_events(events, str(path))

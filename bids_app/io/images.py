@@ -1,4 +1,6 @@
-"""Read images: BOLD series (checked in full before any fit), masks, incoming maps, the MNI template.
+"""Read images: BOLD data of a fit, masks (EPI masks computed over runs), the MNI template.
+
+BOLD series are checked in full while planning by :mod:`bids_app.io.bold`.
 
 Also the one resampling rule for masks and labels (:func:`on_grid`,
 :func:`mask_on_grid`): nearest neighbour, so values stay as they are.
@@ -6,12 +8,8 @@ Also the one resampling rule for masks and labels (:func:`on_grid`,
 from __future__ import annotations
 
 import functools
-import gzip
 import logging
-import os
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import nibabel as nb
@@ -20,47 +18,6 @@ import numpy as np
 from bids_app.errors import InputDataError
 
 log = logging.getLogger(__name__)
-
-
-def check_bold(path: Path) -> None:
-    """Raise :class:`InputDataError` naming ``path`` if the BOLD image cannot be read in full.
-
-    Done while planning, before anything is written: a header-only load
-    misses a truncated file, which otherwise fails only when its run is
-    fitted, after other runs' outputs exist. Reading every image twice would
-    double the I/O, so a gzip file is decompressed here only when the size
-    recorded in its trailer (ISIZE, the uncompressed size modulo 2**32)
-    disagrees with the size the header implies; an uncompressed file is
-    checked by its size on disk.
-    """
-    try:
-        img = nb.load(path)
-        expected = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
-    except Exception as exc:  # nibabel raises several types for broken files
-        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
-    if len(img.shape) != 4:
-        raise InputDataError(f"BOLD image {path} is not 4D (shape {img.shape})")
-    if not str(path).endswith(".gz"):
-        if os.path.getsize(path) < expected:
-            raise InputDataError(f"cannot read BOLD image {path}: file is truncated "
-                                 f"({os.path.getsize(path)} bytes, the header implies {expected})")
-        return
-    with open(path, "rb") as fh:
-        fh.seek(-4, os.SEEK_END)
-        isize = struct.unpack("<I", fh.read(4))[0]
-    if isize == expected % 2**32:
-        return
-    # multi-member gzip files or trailing bytes also get here: decompress to be sure
-    size = 0
-    try:
-        with gzip.open(path, "rb") as fh:
-            while block := fh.read(1 << 24):
-                size += len(block)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
-    if size < expected:
-        raise InputDataError(f"cannot read BOLD image {path}: file is truncated "
-                             f"({size} bytes uncompressed, the header implies {expected})")
 
 
 def n_volumes(path: Path) -> int:
