@@ -17,8 +17,9 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.errors import BidsStatsError, UsageError
+from bids_app.levels import LEVELS as MODEL_LEVELS
 
-LEVELS = ("run", "session", "subject", "dataset")
+LEVELS = tuple(level.lower() for level in MODEL_LEVELS)
 EXIT_UNKNOWN_LEVEL = 17
 _TOOLS = ("validate", "design", "demo")
 

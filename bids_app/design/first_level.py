@@ -36,14 +36,14 @@ from bids.layout import parse_file_entities
 from bids.variables import SparseRunVariable
 from nilearn.signal import butterworth, create_cosine_drift
 
-from bids_app.design.columns import INTERCEPT, close_hint, match_entry
+from bids_app.design.columns import INTERCEPT, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
 from bids_app.design.events import REQUIRED, validate_events
 from bids_app.design.hrf import convolve, frame_times, parse_hrf_model, variable_events
 from bids_app.design.recordings import (RECORDING_SOURCES, Recording, RecordingFile,
                                         anti_alias_record, cut_to_run, sample_recording)
 from bids_app.design.transforms import apply_transformations, make_collection
-from bids_app.errors import DesignError, InputDataError
+from bids_app.errors import DesignError, InputDataError, did_you_mean
 from bids_app.spec.model import Node
 
 #: High-pass cutoff when the model sets none: SPM's and FSL's usual 128 s.
@@ -279,7 +279,7 @@ def _select(node: Node, available: list[str], *, event_columns: list[str], prepa
         if matched:
             selected += [c for c in matched if c not in selected]
             continue
-        hint = close_hint(entry, [*available, *all_confounds])
+        hint = did_you_mean(entry, [*available, *all_confounds], n=3)
         if _is_event_entry(entry, event_columns, hrf_names):
             info["dropped"].append({"entry": str(entry), "kind": "event",
                                     "reason": "no such event variable in this run"})

@@ -21,7 +21,8 @@ from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import groups as groups_
 from bids_app.graph import runs as runs_
-from bids_app.graph.units import LEVEL_RANK, StatMap
+from bids_app.graph.units import StatMap
+from bids_app.levels import LEVEL_RANK
 from bids_app.io.entities import parse_entities
 from bids_app.io.index import read_json
 from bids_app.io.images import run_masks

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from bids_app.derivatives.atomic import journal, write_json
 from bids_app.derivatives.dataset import dataset_links, write_dataset_description, write_provenance
-from bids_app.derivatives.naming import sanitize_label
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
@@ -20,6 +19,7 @@ from bids_app.graph.units import Settings
 from bids_app.design.diagnostics import diagnose
 from bids_app.report.html import write_report
 from bids_app.spec import load_model
+from bids_app.spec.model import sanitize_label
 
 log = logging.getLogger(__name__)
 

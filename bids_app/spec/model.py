@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-LEVELS = ("Run", "Session", "Subject", "Dataset")
 
 
 def parse_weight(value) -> float:
