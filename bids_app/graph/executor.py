@@ -19,8 +19,9 @@ from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph import roi
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
-from bids_app.graph import groups as groups_
-from bids_app.graph import runs as runs_
+from bids_app.graph.groups import group_maps, group_unit
+from bids_app.graph.runs import (check_variants, collect_runs, exclude_bad_voxels, fit_runs, note_missing_columns,
+                                 prepare_design)
 from bids_app.graph.units import StatMap
 from bids_app.levels import LEVEL_RANK
 from bids_app.io.entities import parse_entities
@@ -58,7 +59,7 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
             f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
             + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
-    runs_.check_variants(eff)
+    check_variants(eff)
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])
@@ -134,12 +135,12 @@ def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[Sta
     planned = {}
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
-            runs = runs_.collect_runs(ctx.index, ctx.model, node, ctx.settings)
-            designs = [runs_.prepare_design(run, node, ctx.settings) for run in runs]
-            runs_.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
+            runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
+            designs = [prepare_design(run, node, ctx.settings) for run in runs]
+            note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = run_masks(runs)
             ctx.log.exclusions += [{**e, "node": node.name} for e in
-                                   runs_.exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
+                                   exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
@@ -156,13 +157,13 @@ def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[Sta
         if node.level == "Run":
             if node.name not in planned:
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
-            outputs[node.name] = runs_.fit_runs(ctx, node, planned[node.name])
+            outputs[node.name] = fit_runs(ctx, node, planned[node.name])
             continue
         incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
         for m in incoming:
             for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
                 ctx.log.hash(f)
         outputs[node.name] = []
-        for group, members in groups_.group_maps(incoming, node.group_by):
-            outputs[node.name] += groups_.group_unit(ctx, node, group, members)
+        for group, members in group_maps(incoming, node.group_by):
+            outputs[node.name] += group_unit(ctx, node, group, members)
     return outputs
