@@ -448,6 +448,9 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
     assert _cli(data, out, "subject", "--model", model, "--participant-label", "02") == 0
     assert {k: v for k, v in _files(out).items() if "sub-01" in k} == {k: v for k, v in done["a"].items()
                                                                         if "sub-01" in k}
+    # each job's own provenance record stays, though provenance.json is the last job's
+    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "runs").glob("*_provenance.json"))]
+    assert sorted(r["Settings"]["ParticipantLabel"][0] for r in runs) == ["01", "02"]
 
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):
@@ -868,3 +871,12 @@ def test_json_sidecar_that_is_not_an_object(tmp_path, capsys):
     sidecar.write_text("[50]")
     _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
            f"JSON sidecar {sidecar} holds a list")
+
+
+def test_empty_brain_mask(tmp_path, capsys):
+    bids = _bold_dataset(tmp_path)
+    mask = bids / "derivatives/fmriprep/sub-02/func/sub-02_task-loc_desc-brain_mask.nii.gz"
+    mask.unlink()
+    nb.save(nb.Nifti1Image(np.zeros(BRAIN.shape, np.uint8), AFFINE), mask)
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           "sub-02_task-loc_bold.nii.gz (sub-02 task-loc): its mask", "has no voxel", "same space")
