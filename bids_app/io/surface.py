@@ -190,6 +190,30 @@ def read_surface(path, space: str | None = None) -> tuple[np.ndarray, Surface]:
         raise InputDataError(f"cannot read surface file {path}: {exc}") from exc
 
 
+def load_series(path, space: str | None = None) -> tuple[np.ndarray, np.ndarray, Surface]:
+    """A surface BOLD series over its fitted units, for a run's GLM.
+
+    The fitted units are the vertices (grayordinates) whose signal is finite
+    and not constant: the medial wall and vertices outside the sampled volume
+    are 0 or constant.
+
+    Returns
+    -------
+    data : ndarray, shape (n_samples, n_fitted)
+        float64 series of the fitted units.
+    mask : ndarray of bool, shape (n_units,)
+        Which columns of the file are fitted.
+    surface : Surface
+        The unit space of the file.
+    """
+    data, surface = read_surface(path, space)
+    mask = np.isfinite(data).all(axis=0)
+    mask[mask] = np.ptp(data[:, mask], axis=0) > 0
+    if not mask.any():
+        raise InputDataError(f"{path}: no vertex has a varying, finite signal")
+    return data[:, mask], mask, surface
+
+
 def n_samples(path) -> int:
     """Time points (or maps) of a surface file, reading only what is needed."""
     path = Path(path)
