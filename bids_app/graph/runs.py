@@ -203,7 +203,7 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
     """
     exclusions = []
     for i, (run, design) in enumerate(zip(runs, designs)):
-        if run.scan is None:  # surface series: vertices are chosen when loaded (load_run_data)
+        if run.scan is None:  # surface series: vertices are chosen when loaded (io.surface.load_series)
             continue
         scan = run.scan
         grid = nb.Nifti1Image(np.zeros(scan.shape[:3], dtype=np.uint8), scan.affine)
