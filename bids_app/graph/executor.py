@@ -23,6 +23,7 @@ from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph.group_units import group_unit
+from bids_app.graph.inference_step import scope_notes
 from bids_app.graph.run_units import fit_runs
 from bids_app.graph.units import LEVEL_RANK, StatMap
 from bids_app.io.maps import MAP_EXTENSIONS, check_map, map_files, sidecar_path
@@ -115,6 +116,8 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
+    for note in scope_notes(nodes, ctx.settings.inference):
+        ctx.log.warn(note)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             check_map(m.effect)
