@@ -70,7 +70,8 @@ def test_f_contrast_gets_permutation_maps_equal_to_the_engine(wager_f):
     mask = nb.load(next(node.glob("*_mask.nii.gz"))).get_fdata() > 0
     design = pd.read_csv(next(node.glob("*_design.tsv")), sep="\t")
     inputs = json.loads(next(node.glob("*_design.json")).read_text())["Inputs"]
-    Y = np.stack([nb.load(p if p.startswith("/") else data / p).get_fdata()[mask] for p in inputs])
+    # inputs are named as BIDS URIs, bids:<dataset>:<path inside it>
+    Y = np.stack([nb.load(data / p.split(":", 2)[2]).get_fdata()[mask] for p in inputs])
     ref = permutation_test(Y, design.to_numpy(), np.eye(2), mask, n_perm=20, seed=4, two_sided=True,
                            cluster_threshold=2.3, tfce=True)
     for desc, expected in (("maxF", ref.logp_max_t), ("clusterSize", ref.logp_max_size),
