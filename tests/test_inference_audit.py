@@ -147,3 +147,15 @@ def test_options_no_node_uses_are_named():
     notes = scope_notes(load_model_dict(model).topological_order(), {"n_perm": 100})
     assert notes == ["node 'run': Model.Software['bids-stats'].Inference is not applied at the Run level "
                      "(thresholds and permutations are group-level inference)"]
+
+
+def test_more_permutations_than_possible_is_reported(tmp_path):
+    data = real_data("wager2008_emoreg")
+    out = tmp_path / "out"
+    model = str(MODELS / "one_sample_existing_maps.json")
+    assert main([str(data), str(out), "dataset", "--model", model, "--participant-label", "01", "02", "03", "04",
+                 "--n-perm", "20"]) == 0
+    logp = next((out / "node-group").glob("*stat-logp_desc-maxT_statmap.nii.gz"))
+    assert _sidecar(logp)["n_possible"] == 16
+    assert any("distinct resamplings" in n for n in _sidecar(logp)["Notes"])
+    assert any("distinct resamplings" in w for w in _warnings(out))

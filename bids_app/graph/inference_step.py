@@ -14,6 +14,7 @@ Files beside the contrast's maps (``<e>`` = the contrast's entities)::
 """
 from __future__ import annotations
 
+import warnings as python_warnings
 from pathlib import Path
 
 import numpy as np
@@ -217,13 +218,21 @@ def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np
             cluster_threshold, tfce = None, False
         else:
             graph = subgraph(geometry.graph, mask)
-    result = permutation_test(Y, X, weights, None if is_surface(grid) else mask, n_perm=int(settings["NPerm"]),
-                              seed=seed, two_sided=bool(settings["TwoSided"]), blocks=blocks,
-                              within_block=bool(settings["WithinBlock"]),
-                              cluster_threshold=cluster_threshold, tfce=tfce, graph=graph)
+    # the engine warns when n_perm reaches the distinct resamplings: that belongs in the outputs too
+    with python_warnings.catch_warnings(record=True) as caught:
+        python_warnings.simplefilter("always")
+        result = permutation_test(Y, X, weights, None if is_surface(grid) else mask, n_perm=int(settings["NPerm"]),
+                                  seed=seed, two_sided=bool(settings["TwoSided"]), blocks=blocks,
+                                  within_block=bool(settings["WithinBlock"]),
+                                  cluster_threshold=cluster_threshold, tfce=tfce, graph=graph)
+    engine_notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    warnings += [f"{build_name(entities, 'statmap', '')}: {n}" for n in engine_notes]
+    if engine_notes:
+        note = {**note, "Notes": engine_notes}
     folder = output_dir(out, node.name, entities)
     files = []
-    for desc, values in (("maxT" if result.info["statistic"] == "t" else "maxF", result.logp_max_t), ("clusterSize", result.logp_max_size),
+    max_stat = "maxT" if result.info["statistic"] == "t" else "maxF"
+    for desc, values in ((max_stat, result.logp_max_t), ("clusterSize", result.logp_max_size),
                          ("clusterMass", result.logp_max_mass), ("tfce", result.logp_max_tfce)):
         if values is None:
             continue
