@@ -36,6 +36,13 @@ class RunLog:
         log.warning(message)
         self.warnings.append(message)
 
+    def merge(self, other: "RunLog") -> None:
+        """Add what a unit run elsewhere (a worker process) saw."""
+        self.input_hashes.update(other.input_hashes)
+        self.warnings += other.warnings
+        self.exclusions += other.exclusions
+        self.units += other.units
+
 
 @dataclass
 class Context:
@@ -44,3 +51,5 @@ class Context:
     out: Path
     settings: Settings
     log: RunLog = field(default_factory=RunLog)
+    #: the command line of this call, kept in each unit's record
+    command: list[str] = field(default_factory=list)

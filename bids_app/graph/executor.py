@@ -22,9 +22,12 @@ from bids_app.graph import higher_level as hl
 from bids_app.graph import roi
 from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
+from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph.group_units import group_unit
-from bids_app.graph.run_units import fit_runs
+from bids_app.graph.parallel import SerialBackend
+from bids_app.graph.progress import Progress
+from bids_app.graph.run_units import run_unit
 from bids_app.graph.units import LEVEL_RANK, StatMap
 from bids_app.spec.model import Node, StatsModel
 
@@ -93,8 +96,15 @@ def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> 
 
 # ---------------------------------------------------------------- driver
 
-def execute(ctx: Context) -> dict[str, list[StatMap]]:
-    """Run every selected node; returns the flowing maps of each node."""
+def execute(ctx: Context, backend=None, progress: Progress | None = None) -> dict[str, list[StatMap]]:
+    """Run every selected node; returns the flowing maps of each node.
+
+    A node's units (runs, or GroupBy groups) are independent: they run on
+    ``backend`` (:mod:`bids_app.graph.parallel`; default serial), one node
+    after the other.
+    """
+    backend = backend or SerialBackend()
+    progress = progress or Progress(enabled=False)
     nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
     outputs: dict[str, list[StatMap]] = {}
     root = ctx.model.root
@@ -123,12 +133,22 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
         if node.level == "Run":
             if node.name not in planned:
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
-            outputs[node.name] = fit_runs(ctx, node, planned[node.name])
-            continue
-        incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
-        for m in incoming:
-            ctx.log.hash(m.effect)
-        outputs[node.name] = []
-        for group, members in hl.group_maps(incoming, node.group_by):
-            outputs[node.name] += group_unit(ctx, node, group, members)
+            units = [(node, *unit) for unit in planned[node.name]]
+            labels = [_label(unit[0].entities) for unit in planned[node.name]]
+            fn, keep_index = run_unit, False
+        else:
+            incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
+            for m in incoming:
+                ctx.log.hash(m.effect)
+            groups = hl.group_maps(incoming, node.group_by)
+            units = [(node, group, members) for group, members in groups]
+            labels = [_label(group) for group, _ in groups]
+            fn, keep_index = group_unit, True
+        with progress.node(node.name, len(units)) as tick:
+            results = map_units(ctx, backend, fn, units, lambda i: tick(labels[i]), keep_index=keep_index)
+        outputs[node.name] = [m for maps in results for m in maps]
     return outputs
+
+
+def _label(entities: dict) -> str:
+    return "_".join(f"{k}-{v}" for k, v in entities.items() if k != "datatype") or "all inputs"

@@ -15,7 +15,10 @@ from bids_app.derivatives.naming import sanitize_label
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
+from bids_app.graph.history import folder_record, save_call
 from bids_app.graph.index import FileIndex
+from bids_app.graph.parallel import open_backend
+from bids_app.graph.progress import Progress
 from bids_app.graph.units import Settings
 from bids_app.report.html import write_report
 from bids_app.spec import load_model
@@ -23,7 +26,8 @@ from bids_app.spec import load_model
 log = logging.getLogger(__name__)
 
 
-def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), argv=None) -> dict:
+def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), argv=None,
+            progress: Progress | None = None) -> dict:
     """Validate, index, execute the graph and write dataset-level files.
 
     Everything that can be checked cheaply (model, dataset, participant
@@ -32,6 +36,9 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     exist before, it is removed, so bad input never leaves a half-written
     output directory; units that did finish stay (each complete, with its
     record) and a rerun resumes from them.
+
+    ``provenance.json`` and ``report.html`` describe the whole folder: every
+    finished unit of this and earlier calls (:mod:`bids_app.graph.history`).
     """
     started = datetime.now(timezone.utc)
     model = load_model(model_path)
@@ -44,15 +51,17 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     # absolute from here on: records and the report must not depend on the working directory
     out_dir = Path(out_dir).absolute()
     created = not out_dir.exists()
-    ctx = Context(model, index, out_dir, settings)
+    argv = list(argv) if argv is not None else sys.argv
+    ctx = Context(model, index, out_dir, settings, command=argv)
+    backend = open_backend(settings.n_procs, settings.dask_scheduler)
     try:
-        outputs = execute(ctx)
+        outputs = execute(ctx, backend, progress)
         model_bytes = Path(model_path).read_bytes()
         model_copy = out_dir / f"model-{sanitize_label(model.name)}_smdl.json"
         write_json(model_copy, json.loads(model_bytes))
         write_dataset_description(out_dir, index.bids_dir, index.derivatives)
         record = {
-            "Command": argv if argv is not None else sys.argv,
+            "Command": argv,
             "StartTime": started.isoformat(),
             "EndTime": datetime.now(timezone.utc).isoformat(),
             "AnalysisLevel": settings.analysis_level,
@@ -65,6 +74,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
             "Warnings": ctx.log.warnings,
             "Units": ctx.log.units,
         }
+        save_call(out_dir, record)
+        record = folder_record(out_dir, record)
         write_provenance(out_dir, record)
         write_report(out_dir, model, record)
     except BaseException:
@@ -74,4 +85,6 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
             log.error("run failed; %d finished unit(s) kept in %s: a rerun resumes from them",
                       len(ctx.log.units), out_dir)
         raise
+    finally:
+        backend.close()
     return {"outputs": outputs, "record": record}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bids_app.derivatives.atomic import write_json
@@ -18,8 +19,11 @@ from bids_app.graph.units import StatMap
 from bids_app.spec.model import Node
 
 
+UNITS = Path(".bids-stats", "units")
+
+
 def record_path(ctx: Context, node: Node, entities: dict) -> Path:
-    return ctx.out / ".bids-stats" / "units" / f"node-{node.name}" / build_name(entities, "unit", ".json")
+    return ctx.out / UNITS / f"node-{node.name}" / build_name(entities, "unit", ".json")
 
 
 def fingerprint(ctx: Context, node: Node, input_files: list[Path], extra: dict) -> str:
@@ -48,6 +52,8 @@ def reuse(ctx: Context, record: Path, fingerprint: str) -> list[StatMap] | None:
 
 
 def save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], files: list[Path], summary: dict):
+    # which call fitted the unit, and when: shards into one folder each keep theirs in the merged provenance
+    summary = {**summary, "command": ctx.command, "finished": datetime.now(timezone.utc).isoformat()}
     ctx.log.units.append(summary)
     write_json(record, {
         "fingerprint": fingerprint,
@@ -56,3 +62,14 @@ def save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], file
         "files": [str(f) for f in files],
         "summary": summary,
     })
+
+
+def finished_units(out: Path) -> list[dict]:
+    """Summaries of every finished unit in an output folder (whose files are all still there),
+    whichever call fitted it; by node, then record name."""
+    summaries = []
+    for path in sorted((Path(out) / UNITS).glob("node-*/*.json")):
+        saved = json.loads(path.read_text())
+        if all(Path(p).exists() for p in saved["files"]):
+            summaries.append(saved["summary"])
+    return summaries

@@ -17,7 +17,7 @@ from bids_app.design.regions import aggregate_method, region_timeseries
 from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
 from bids_app.graph import roi
 from bids_app.graph import run_level as rl
-from bids_app.graph.context import Context, RunLog
+from bids_app.graph.context import Context
 from bids_app.graph.contrasts import plan_contrasts
 from bids_app.graph.outputs import contrast_sidecar, ref, write_result
 from bids_app.graph.records import fingerprint, record_path, reuse, save
@@ -93,33 +93,4 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
                "estimator": f"first-level-{noise}",
                **({"n_voxels": int(mask.sum())} if regions is None else {"n_regions": int(regions.fitted.sum())})}
     save(ctx, record, fp, maps, files, summary)
-    return maps
-
-
-def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions):
-    maps = run_unit(ctx, node, run, design, mask_img, regions)
-    return maps, ctx.log
-
-
-def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
-    """Fit every run, in ``--n-procs`` worker processes when asked.
-
-    Workers get a copy of the context without the file index (runs need none)
-    and send back their maps and log, merged here in run order so outputs
-    and provenance do not depend on scheduling.
-    """
-    if ctx.settings.n_procs <= 1 or len(planned) < 2:
-        return [m for unit in planned for m in run_unit(ctx, node, *unit)]
-    from concurrent.futures import ProcessPoolExecutor
-
-    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)))
-    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs) as pool:
-        futures = [pool.submit(_run_unit_in_worker, light, node, *unit) for unit in planned]
-        results = [f.result() for f in futures]
-    maps = []
-    for run_maps, run_log in results:
-        maps += run_maps
-        ctx.log.input_hashes.update(run_log.input_hashes)
-        ctx.log.warnings += run_log.warnings
-        ctx.log.units += run_log.units
     return maps
