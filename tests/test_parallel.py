@@ -130,7 +130,7 @@ def test_dask_local_cluster_run_level_on_real_data_equals_serial(tmp_path):
     files = _files(serial)
     assert sum(p.name.endswith("_statmap.nii.gz") for p in files) > 10
     assert _files(dask) == files
-    assert _prov(dask)["Settings"]["dask_scheduler"] == "local:2"
+    assert _prov(dask)["Settings"]["DaskScheduler"] == "local:2"
 
 
 def test_slurm_recipe_renders_a_job_script_without_slurm(tmp_path):

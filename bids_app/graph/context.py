@@ -21,6 +21,8 @@ class RunLog:
     warnings: list[str] = field(default_factory=list)
     exclusions: list[dict] = field(default_factory=list)
     units: list[dict] = field(default_factory=list)
+    #: files of finished units (with their records): a failed run keeps them, a rerun resumes from them
+    finished: list[Path] = field(default_factory=list)
 
     def hash(self, path) -> str:
         key = str(Path(path).resolve())
@@ -42,6 +44,7 @@ class RunLog:
         self.warnings += other.warnings
         self.exclusions += other.exclusions
         self.units += other.units
+        self.finished += other.finished
 
 
 @dataclass
@@ -51,5 +54,7 @@ class Context:
     out: Path
     settings: Settings
     log: RunLog = field(default_factory=RunLog)
+    #: input datasets by name, for BIDS URIs in sidecars (:func:`~bids_app.derivatives.dataset.dataset_links`)
+    links: dict[str, Path] = field(default_factory=dict)
     #: the command line of this call, kept in each unit's record
     command: list[str] = field(default_factory=list)

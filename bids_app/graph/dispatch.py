@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
+from bids_app.derivatives.atomic import journal
 from bids_app.graph.context import Context, RunLog
 
 
@@ -49,4 +50,11 @@ def map_units(ctx: Context, backend, fn, units: list[tuple], tick=None, keep_ind
 
 def _isolated(fn, ctx: Context, hashes: dict, unit: tuple):
     own = replace(ctx, log=RunLog(input_hashes=dict(hashes)))
-    return fn(own, *unit), own.log
+    # a worker's writes are not seen by the caller's journal: a failed unit removes its own files here
+    with journal() as written:
+        try:
+            result = fn(own, *unit)
+        except BaseException:
+            written.rollback()
+            raise
+    return result, own.log

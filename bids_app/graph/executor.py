@@ -9,24 +9,25 @@ first fit.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+import nibabel as nb
 import pandas as pd
 
 from bids_app.derivatives.naming import parse_entities
-from bids_app.errors import DesignError, NoInputsError
+from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph import higher_level as hl
 from bids_app.graph import roi
 from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
+from bids_app.graph.index import read_json
 from bids_app.graph.group_units import group_unit
 from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.progress import Progress
-from bids_app.graph.run_units import run_unit
+from bids_app.graph import run_units
 from bids_app.graph.units import LEVEL_RANK, StatMap
 from bids_app.io.maps import MAP_EXTENSIONS, check_map, map_files, sidecar_path
 from bids_app.spec.model import Node, StatsModel
@@ -60,6 +61,7 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
             f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
             + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
+    rl.check_variants(eff)
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])
@@ -67,10 +69,30 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
                 if k not in ("stat", "suffix", "extension", "desc", "hemi")}
         var = path.with_name(path.name.replace("stat-effect", "stat-variance"))
         sidecar = sidecar_path(path)
-        dof = json.loads(sidecar.read_text()).get("DegreesOfFreedom") if sidecar.exists() else None
+        dof = read_json(sidecar).get("DegreesOfFreedom") if sidecar.exists() else None
         maps.append(StatMap(ents, path, var if var.exists() else None,
                             dof if isinstance(dof, (int, float)) else None))
     return maps
+
+
+def check_statmap(m: StatMap) -> None:
+    """Raise :class:`InputDataError` unless a volume effect map (and its variance) is one readable 3-D map."""
+    shapes = {}
+    for path in (m.effect, m.variance):
+        if path is None or not str(path).endswith((".nii", ".nii.gz")):
+            continue
+        try:
+            shape = nb.load(path).shape
+        except Exception as exc:  # nibabel raises several types for broken files
+            raise InputDataError(f"cannot read statistical map {path}: {exc}") from exc
+        if len(shape) > 3 and any(d != 1 for d in shape[3:]):
+            raise InputDataError(f"statistical map {path} is {len(shape)}-D with shape {shape}: each input map "
+                                 "must be one 3-D volume (one file per subject/contrast); split it, e.g. "
+                                 "with nilearn.image.iter_img, and name each file with its entities")
+        shapes[path] = shape[:3]
+    if len(set(shapes.values())) > 1:
+        raise InputDataError(f"{m.variance}: shape {shapes[m.variance]} differs from its effect map's "
+                             f"{shapes[m.effect]} ({m.effect.name})")
 
 
 def _passes(m: StatMap, filt: dict, participants: pd.DataFrame) -> bool:
@@ -101,12 +123,14 @@ def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> 
 
 # ---------------------------------------------------------------- driver
 
-def execute(ctx: Context, backend=None, progress: Progress | None = None) -> dict[str, list[StatMap]]:
+def execute(ctx: Context, backend=None, progress: Progress | None = None,
+            before_first_write=lambda: None) -> dict[str, list[StatMap]]:
     """Run every selected node; returns the flowing maps of each node.
 
     A node's units (runs, or GroupBy groups) are independent: they run on
     ``backend`` (:mod:`bids_app.graph.parallel`; default serial), one node
-    after the other.
+    after the other. ``before_first_write`` is called once every input has
+    been checked, before anything is written.
     """
     backend = backend or SerialBackend()
     progress = progress or Progress(enabled=False)
@@ -122,14 +146,19 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None) -> dic
             designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
             rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = rl.run_masks(runs)
+            ctx.log.exclusions += [{**e, "node": node.name} for e in
+                                   rl.exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             check_map(m.effect)
+            check_statmap(m)
         planned[root.name] = maps
 
+    ctx.index.participants  # read (and checked) now: Edge filters and group designs use it later
+    before_first_write()
     for node in nodes:
         log.info("node %s (%s)", node.name, node.level)
         if node.level == "Run":
@@ -137,7 +166,7 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None) -> dic
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
             units = [(node, *unit) for unit in planned[node.name]]
             labels = [_label(unit[0].entities) for unit in planned[node.name]]
-            fn, keep_index = run_unit, False
+            fn, keep_index = _run_unit, False
         else:
             incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
             for m in incoming:
@@ -151,6 +180,11 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None) -> dic
             results = map_units(ctx, backend, fn, units, lambda i: tick(labels[i]), keep_index=keep_index)
         outputs[node.name] = [m for maps in results for m in maps]
     return outputs
+
+
+def _run_unit(ctx: Context, *unit) -> list[StatMap]:
+    # looked up when called, so a worker process runs the run_unit its module holds (tests replace it)
+    return run_units.run_unit(ctx, *unit)
 
 
 def _label(entities: dict) -> str:

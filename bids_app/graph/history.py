@@ -47,7 +47,7 @@ def folder_record(out: Path, record: dict) -> dict:
         "Warnings": list(dict.fromkeys(w for call in calls for w in call["Warnings"])),
         "Exclusions": _unique(e for call in calls for e in call["Exclusions"]),
         "Calls": [{"Command": c["Command"], "AnalysisLevel": c["AnalysisLevel"],
-                   "ParticipantLabel": c["Settings"].get("participant_label"),
+                   "ParticipantLabel": c["Settings"].get("ParticipantLabel"),
                    "StartTime": c["StartTime"], "EndTime": c["EndTime"],
                    "UnitsFitted": sum(not u.get("reused") for u in c["Units"]),
                    "UnitsReused": sum(bool(u.get("reused")) for u in c["Units"])} for c in calls],

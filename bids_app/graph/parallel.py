@@ -16,7 +16,13 @@ file system paths as this process.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
+import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from bids_app.errors import UsageError
@@ -53,7 +59,8 @@ class ProcessBackend:
         if len(items) < 2:
             return SerialBackend().map(fn, items, on_done)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=die_with_parent,
+                                             initargs=(os.getpid(),))
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
         return _collect(futures, as_completed(futures), on_done, len(items))
 
@@ -135,6 +142,34 @@ def _collect(index_of: dict, completed, on_done, n: int) -> list:
     if error is not None:
         raise error
     return results
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started the run is gone.
+
+    A killed parent (``kill -9``, an HPC job hitting its time limit) must not
+    leave workers that keep fitting and writing into OUTPUT_DIR. Linux ends
+    the worker at once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback,
+    a watcher thread checks every half second.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    start = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            if os.getppid() != start:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _positive_int(text: str) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
-from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.derivatives.naming import build_name, camel_keys, output_dir
 from bids_app.derivatives.roistats import write_region_timeseries
 from bids_app.derivatives.statmaps import unmask
 from bids_app.design.columns import expand_x
@@ -62,13 +62,15 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
     files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
                              mask_img.affine))
-    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+    # the design's own copies of RepetitionTime and SliceTimeRef would repeat them in other units
+    info = {k: v for k, v in design.info.items() if k not in ("tr", "slice_time_ref")}
+    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
         "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
-        "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
+        "Mask": rel(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
         "NoiseModel": noise, "NoiseModelDetails": {**estimator.describe(), "NFilters": len(fit.group_covariance)},
-        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
-        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})}))
+        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **info,
+        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})})))
     if regions is None:
         for key, values in fit.model_maps().items():
             files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
