@@ -88,10 +88,13 @@ class DaskBackend:
             from dask.distributed import Client, LocalCluster
         except ImportError:
             raise UsageError("--dask-scheduler needs Dask distributed: pip install 'bids-stats[dask]'") from None
+        if not log.isEnabledFor(logging.INFO):  # Dask's INFO lines only with -v
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.address.startswith("local:"):
-            # one thread per worker: units are numpy code holding the GIL between BLAS calls
+            # one thread per worker: units are numpy code holding the GIL between BLAS calls;
+            # dashboard on a free port, so concurrent runs on one node do not collide on 8787
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=None)
+                                         dashboard_address=":0")
             self._client = Client(self._cluster)
         else:
             try:
