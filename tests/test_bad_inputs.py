@@ -448,11 +448,14 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
     assert _cli(data, out, "subject", "--model", model, "--participant-label", "02") == 0
     assert {k: v for k, v in _files(out).items() if "sub-01" in k} == {k: v for k, v in done["a"].items()
                                                                         if "sub-01" in k}
+    # each job's own provenance record stays, though provenance.json is the last job's
+    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "runs").glob("*_provenance.json"))]
+    assert sorted(r["Settings"]["ParticipantLabel"][0] for r in runs) == ["01", "02"]
 
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):
     """A user's file in OUTPUT_DIR, a finished unit, and a crash in the middle of the next unit's writing."""
-    import bids_app.graph.group_units as group_units
+    import bids_app.graph.groups as group_units
 
     data, model = _maps(tmp_path, subjects=["01", "02"]), _subject_model(tmp_path)
     out = tmp_path / "out"
@@ -721,7 +724,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     bids = _bold_dataset(tmp_path, subjects=("01", "02", "03"))
     out = tmp_path / "out"
     script = ("import sys, time\n"
-              "import bids_app.graph.run_units as ru\n"
+              "import bids_app.graph.runs as ru\n"
               "ru.run_unit = lambda *a, **k: (time.sleep(60), [])[1]\n"
               "from bids_app.cli import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
@@ -808,7 +811,7 @@ def test_kill_and_resume_is_exact(tmp_path):
               "    if len(saved) == 2:\n"
               "        os.kill(os.getpid(), signal.SIGKILL)\n"
               "records.save = save\n"
-              "import bids_app.graph.group_units as gu\n"
+              "import bids_app.graph.groups as gu\n"
               "gu.save = save\n"
               "from bids_app.cli import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
