@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from bids.variables import SparseRunVariable
-from nilearn.glm.first_level import compute_regressor
 
 from bids_app.errors import DesignError
 from bids_app.spec.validate import FIR_KEYS, HRF_MODELS
@@ -177,6 +176,8 @@ def convolve(
         np.asarray(durations, dtype=np.float64),
         np.asarray(amplitudes, dtype=np.float64),
     ])
+    from nilearn.glm.first_level import compute_regressor  # ~2 s: only run-level designs import it
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         regressors, names = compute_regressor(

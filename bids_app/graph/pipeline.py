@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     created = not out_dir.exists()
     ctx = Context(model, index, out_dir, settings)
     try:
+        clock = time.perf_counter()
         outputs = execute(ctx)
+        log.info("model graph executed in %.2f s", time.perf_counter() - clock)
         model_bytes = Path(model_path).read_bytes()
         model_copy = out_dir / f"model-{sanitize_label(model.name)}_smdl.json"
         write_json(model_copy, json.loads(model_bytes))

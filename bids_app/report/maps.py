@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from nibabel.affines import apply_affine
-from scipy import ndimage, stats
+from scipy import ndimage
 
 from bids_app.design.group_mask import outside_brain_report
+from bids_app.inference.thresholds import norm_isf
 
 #: One-sided p of the display threshold; figures show |z| above DISPLAY_Z.
 DISPLAY_P = 0.001
-DISPLAY_Z = float(stats.norm.isf(DISPLAY_P))
+DISPLAY_Z = float(norm_isf(DISPLAY_P))
 
 PEAK_COLUMNS = ["sign", "value", "x", "y", "z", "i", "j", "k"]
 
