@@ -117,7 +117,8 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
                 block_col = inference["ExchangeabilityBlocks"]
                 blocks = table[block_col].factorize()[0] if block_col else None
                 files += permute_contrast(ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights,
-                                          mask, affine, inference, ctx.settings.seed, blocks)
+                                          mask, affine, inference, ctx.settings.seed, blocks,
+                                          n_procs=ctx.settings.n_procs)
         if c.flows:
             dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
             out.append(StatMap(ents, effect, variance, dof, node.name))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,9 @@ from bids_app.inference import tfce as _tfce
 BATCH_BYTES = 2**28
 #: Voxels per block when only the maximum statistic is needed (cache-sized).
 VOXEL_BLOCK = 8192
+#: The resamplings are cut into this many blocks of whole batches (fewer when
+#: there are fewer batches), whatever the number of workers mapping over them.
+N_PERM_BLOCKS = 16
 
 
 @dataclass
@@ -92,7 +96,7 @@ class PermutationResult:
 
 def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_sided=True,
                      blocks=None, within_block=True, cluster_threshold=None, tfce=False,
-                     tfce_dh=_tfce.DH, batch_size=None) -> PermutationResult:
+                     tfce_dh=_tfce.DH, batch_size=None, map_blocks: Callable = map) -> PermutationResult:
     """FWE-corrected permutation test of one t contrast.
 
     Parameters
@@ -129,6 +133,13 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         TFCE height step in t units (see :mod:`bids_app.inference.tfce`).
     batch_size : int, optional
         Resamplings per matrix product; default fits :data:`BATCH_BYTES`.
+    map_blocks : callable, optional
+        ``map``-like ``(function, iterable) -> iterable of results`` over the
+        blocks of resamplings, results in input order: the builtin ``map``
+        (serial), or a process pool's ``map`` to use several cores. The
+        function and its blocks pickle. Every resampling is drawn here, from
+        one generator, and blocks are whole batches: results are identical
+        for any ``map_blocks``.
 
     Returns
     -------
@@ -165,30 +176,12 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     labeller = _ClusterLabeller(mask) if t_cluster is not None else None
     graph = _tfce.voxel_graph(mask) if tfce else None
 
-    null = {"max_t": np.empty(n_perm)}
-    if labeller is not None:
-        null["max_size"], null["max_mass"] = np.empty(n_perm), np.empty(n_perm)
-    if tfce:
-        null["max_tfce"] = np.empty(n_perm)
-
-    unit32 = unit.astype(np.float32)
+    task = _NullMaxima(basis=basis, unit32=unit.astype(np.float32), dof=design.dof, sign_flip=design.sign_flip,
+                       two_sided=two_sided, batch_size=batch_size, mask=mask if labeller is not None or tfce else None,
+                       t_cluster=t_cluster, tfce=tfce, tfce_dh=tfce_dh, _labeller=labeller, _graph=graph)
     del unit
-    for start in range(0, n_perm, batch_size):
-        batch = slice(start, min(start + batch_size, n_perm))
-        rows = _resampled_rows(basis, draws[batch], design.sign_flip)
-        if labeller is None and not tfce:
-            null["max_t"][batch] = _blockwise_max_t(rows, unit32, design.dof, two_sided)
-            continue
-        a, b_squared = _projections(rows, unit32)
-        null["max_t"][batch] = _max_t(a, b_squared, design.dof, two_sided)
-        t_perm = _t_from_projections(a, b_squared, np.float32(design.dof))
-        if labeller is not None:
-            for i, t_map in enumerate(t_perm, start=batch.start):
-                _, sizes, masses = labeller.clusters(t_map, t_cluster, two_sided)
-                null["max_size"][i] = sizes.max(initial=0)
-                null["max_mass"][i] = masses.max(initial=0.0)
-        if tfce:
-            null["max_tfce"][batch] = _tfce.max_tfce(t_perm, graph, two_sided=two_sided, dh=tfce_dh)
+    parts = list(map_blocks(task, _perm_blocks(draws, batch_size)))
+    null = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     result = PermutationResult(
         t=t_obs,
@@ -277,6 +270,69 @@ def draw_resamplings(n_samples, n_perm, rng, *, sign_flip, blocks=None, within_b
     perm = np.empty((n_perm, n_samples), dtype=np.int64)
     perm[:, members.ravel()] = members[order].reshape(n_perm, -1)
     return perm
+
+
+def _perm_blocks(draws, batch_size) -> Iterable[np.ndarray]:
+    """Consecutive blocks of whole batches of resamplings, at most :data:`N_PERM_BLOCKS`."""
+    n_batches = math.ceil(len(draws) / batch_size)
+    per_block = math.ceil(n_batches / N_PERM_BLOCKS) * batch_size
+    return [draws[start:start + per_block] for start in range(0, len(draws), per_block)]
+
+
+@dataclass
+class _NullMaxima:
+    """The null maxima of a block of resamplings: a picklable function for ``map_blocks``.
+
+    Batches of :attr:`batch_size` resamplings start at the block's start; blocks
+    are whole batches, so every batch is the same whichever worker runs it.
+    """
+
+    basis: np.ndarray          # (n, 1 + rank Z): tested direction, then nuisance basis
+    unit32: np.ndarray         # (n, v) float32 unit-norm residualised data
+    dof: int
+    sign_flip: bool
+    two_sided: bool
+    batch_size: int
+    mask: np.ndarray | None    # needed for clusters and TFCE
+    t_cluster: float | None
+    tfce: bool
+    tfce_dh: float
+    _labeller: object = field(default=None, repr=False)
+    _graph: object = field(default=None, repr=False)
+
+    def __getstate__(self):
+        # workers rebuild the neighbour tables from the mask (smaller to send)
+        return {**self.__dict__, "_labeller": None, "_graph": None}
+
+    def __call__(self, draws) -> dict:
+        n = len(draws)
+        null = {"max_t": np.empty(n)}
+        if self.t_cluster is not None:
+            if self._labeller is None:
+                self._labeller = _ClusterLabeller(self.mask)
+            null["max_size"], null["max_mass"] = np.empty(n), np.empty(n)
+        if self.tfce:
+            if self._graph is None:
+                self._graph = _tfce.voxel_graph(self.mask)
+            null["max_tfce"] = np.empty(n)
+        for start in range(0, n, self.batch_size):
+            batch = slice(start, min(start + self.batch_size, n))
+            rows = _resampled_rows(self.basis, draws[batch], self.sign_flip)
+            if self.t_cluster is None and not self.tfce:
+                null["max_t"][batch] = _blockwise_max_t(rows, self.unit32, self.dof, self.two_sided)
+                continue
+            a, b_squared = _projections(rows, self.unit32)
+            null["max_t"][batch] = _max_t(a, b_squared, self.dof, self.two_sided)
+            t_perm = _t_from_projections(a, b_squared, np.float32(self.dof))
+            if self.t_cluster is not None:
+                for i, t_map in enumerate(t_perm, start=batch.start):
+                    _, sizes, masses = self._labeller.clusters(t_map, self.t_cluster, self.two_sided)
+                    null["max_size"][i] = sizes.max(initial=0)
+                    null["max_mass"][i] = masses.max(initial=0.0)
+            if self.tfce:
+                null["max_tfce"][batch] = _tfce.max_tfce(t_perm, self._graph, two_sided=self.two_sided,
+                                                         dh=self.tfce_dh)
+        return null
 
 
 @dataclass(frozen=True)
