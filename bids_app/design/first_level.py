@@ -32,8 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from bids.layout import parse_file_entities
-from bids.variables import SparseRunVariable
 
 from bids_app.design.columns import INTERCEPT, close_hint, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
@@ -83,6 +81,8 @@ class RunDesign:
 def _entities(source: str) -> dict:
     if not source:
         return {}
+    from bids.layout import parse_file_entities  # pybids (~1 s): imported only when a design is built
+
     ents = parse_file_entities(source)
     return {k: str(v) for k, v in ents.items() if k not in ("suffix", "extension", "datatype")}
 
@@ -306,6 +306,8 @@ def _sample(selected: list[str], variables: dict, *, hrf_model, hrf_columns: lis
             pre_convolved: set[str], times: np.ndarray, tr: float,
             info: dict) -> tuple[list[str], list[np.ndarray]]:
     """Each selected column at the frame times: names and (n_vols, k) blocks."""
+    from bids.variables import SparseRunVariable
+
     names: list[str] = []
     blocks: list[np.ndarray] = []
     for col in selected:

@@ -22,7 +22,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from bids.variables import SparseRunVariable
 
 from bids_app.errors import DesignError
 from bids_app.spec.validate import FIR_KEYS, HRF_MODELS
@@ -213,6 +212,8 @@ def variable_events(var, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
             f"{where}: column {var.name!r} holds text values ({examples}); "
             f"split it into indicator columns with a Factor transformation first"
         )
+    from bids.variables import SparseRunVariable  # pybids: only run-level designs
+
     if isinstance(var, SparseRunVariable):
         # Zero-amplitude events add nothing; dropping them keeps an n/a duration
         # of one condition from failing the other Factor levels, which carry
