@@ -337,3 +337,11 @@ def test_blocks_on_a_process_pool_give_identical_results(group, name, n_perm, kw
         if ours is not None:
             np.testing.assert_array_equal(ours, theirs)
     assert pooled.info == serial.info
+
+
+def test_cluster_t_equals_scipy_stats():
+    from bids_app.inference.permutation import cluster_t
+
+    for dof in (1, 4, 15, 29, 93, 1000):
+        for z in (1.0, 2.3, 3.1, 3.5, 4.2):
+            assert cluster_t(z, dof) == float(stats.t.isf(stats.norm.sf(z), dof))
