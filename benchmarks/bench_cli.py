@@ -313,6 +313,10 @@ bids, out = Path(sys.argv[1]), Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 motion = ["rot_x", "rot_y", "rot_z", "trans_x", "trans_y", "trans_z"]
 runs = sorted(p for p in (bids / "sub-1/func").glob("*_bold.nii.gz") if "acq-" not in p.name)
+# nilearn's automatic EPI mask is empty on these 6x10x10 images: non-zero mean signal instead
+import nibabel as nib
+first = nib.load(runs[0])
+mask = nib.Nifti1Image((first.get_fdata().mean(axis=3) > 0).astype(np.uint8), first.affine)
 effects = {"faceVsHouse": [], "faceVsScrambled": []}
 variances = {"faceVsHouse": [], "faceVsScrambled": []}
 for run in runs:
@@ -320,7 +324,7 @@ for run in runs:
     conf = pd.read_csv(bids / "derivatives/motion/sub-1/func" / run.name.replace(
         "_bold.nii.gz", "_desc-confounds_timeseries.tsv"), sep="\\t")[motion]
     flm = FirstLevelModel(t_r=2.5, hrf_model="spm", drift_model="cosine", high_pass=1 / 128,
-                          noise_model="ar1", minimize_memory=True)
+                          noise_model="ar1", mask_img=mask, minimize_memory=True)
     flm.fit(str(run), events=events, confounds=conf)
     for name, other in (("faceVsHouse", "house"), ("faceVsScrambled", "scrambledpix")):
         res = flm.compute_contrast(f"face - {other}", output_type="all")
@@ -330,7 +334,7 @@ for run in runs:
         effects[name].append(res["effect_size"])
         variances[name].append(res["effect_variance"])
 for name in effects:
-    maps = compute_fixed_effects(effects[name], variances[name], flm.masker_.mask_img_, return_z_score=True)
+    maps = compute_fixed_effects(effects[name], variances[name], mask)
     for key, img in zip(("effect", "variance", "t", "z"), maps):
         img.to_filename(out / f"sub-1_{name}_{key}.nii.gz")
 """
@@ -343,6 +347,15 @@ def haxby_row(work: Path, repeat):
         return
     if shutil.which("fitlins") is None:
         print("haxby: FitLins is not installed here: compared with nilearn only")
+    # the default 6x10x10 runs only (the folder also holds a 1-slice variant), as links
+    bids = work / "haxby"
+    if not bids.exists():
+        for path in src.rglob("*"):
+            if path.is_file() and "acq-1slice" not in path.name:
+                target = bids / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(path)
+    src = bids
     script = _write_script(work, "nilearn_haxby", NILEARN_HAXBY)
     out_ours, out_nl = work / "haxby-ours", work / "haxby-nilearn"
 
@@ -478,7 +491,7 @@ for sub in sorted(p.name for p in root.glob("sub-*")):
             res[key].to_filename(out / f"{stem}_{key}.nii.gz")
         effects.append(res["effect_size"])
         variances.append(res["effect_variance"])
-    fx = compute_fixed_effects(effects, variances, mask, return_z_score=True)
+    fx = compute_fixed_effects(effects, variances, mask)
     for key, img in zip(("effect", "variance", "t", "z"), fx):
         img.to_filename(out / f"{sub}_{key}.nii.gz")
     subject_maps.append(str(out / f"{sub}_effect.nii.gz"))
