@@ -471,12 +471,12 @@ from nilearn.glm import threshold_stats_img
 from nilearn.reporting import get_clusters_table
 from nilearn.plotting import plot_glass_brain
 
-root, out = Path(sys.argv[1]), Path(sys.argv[2])
+root, out, n_subjects = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 out.mkdir(parents=True, exist_ok=True)
 deriv = root / "derivatives" / "fmriprep"
 motion = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 subject_maps = []
-for sub in sorted(p.name for p in root.glob("sub-*")):
+for sub in sorted(p.name for p in root.glob("sub-*"))[:n_subjects]:
     effects, variances = [], []
     for bold in sorted((deriv / sub / "func").glob("*_desc-preproc_bold.nii.gz")):
         stem = bold.name.split("_space-")[0]
@@ -507,7 +507,7 @@ plot_glass_brain(thr_map, threshold=thr, plot_abs=False, colorbar=True).savefig(
 """
 
 
-def fullsize_row(work: Path, repeat):
+def fullsize_row(work: Path, repeat, n_subjects=N_SUBJECTS):
     start = time.perf_counter()
     root = fullsize_data(work)
     print(f"{'':<34} full-size dataset ready in {time.perf_counter() - start:.0f} s ({root})", flush=True)
@@ -534,10 +534,11 @@ def fullsize_row(work: Path, repeat):
             parts.append(f"{what} {d:.1e}")
         return "max |diff|: " + ", ".join(parts)
 
-    side_by_side("full size 10x2 runs, n-procs 2",
+    labels = sorted(p.name.removeprefix("sub-") for p in root.glob("sub-*"))[:n_subjects]
+    side_by_side(f"full size {len(labels)}x{N_RUNS} runs, n-procs 2",
                  [*APP, root, out_ours, "dataset", "--model", model, "--derivatives", root / "derivatives" / "fmriprep",
-                  "--n-procs", "2"],
-                 [PY, script, root, out_nl], repeat, prepare=prepare, diff=diffs)
+                  "--n-procs", "2", "--participant-label", *labels],
+                 [PY, script, root, out_nl, str(n_subjects)], repeat, prepare=prepare, diff=diffs)
 
 
 def main():
@@ -547,6 +548,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_cli"))
     parser.add_argument("--nilearn-jobs", type=int, default=1, help="n_jobs of non_parametric_inference")
+    parser.add_argument("--fullsize-subjects", type=int, default=N_SUBJECTS,
+                        help="subjects of the simulated dataset to run (all 10 are written)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"bench_cli: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; medians of {args.repeat} "
@@ -568,7 +571,7 @@ def main():
     if "haxby" in args.rows:
         haxby_row(args.work, args.repeat)
     if "fullsize" in args.rows:
-        fullsize_row(args.work, args.repeat)
+        fullsize_row(args.work, args.repeat, args.fullsize_subjects)
 
 
 if __name__ == "__main__":

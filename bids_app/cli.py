@@ -47,7 +47,7 @@ def app_parser() -> argparse.ArgumentParser:
                         "cluster tables; fsaverage5 needs none (nilearn ships it)")
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
     p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
-    p.add_argument("--n-procs", type=int, default=1, help="parallel processes for run-level fits")
+    p.add_argument("--n-procs", type=int, default=1, help="parallel processes for run-level fits and permutation blocks (same results for any N)")
     p.add_argument("--seed", type=int, default=0, help="random seed (permutations); recorded in provenance")
     p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
                    help="default group estimator; Model.Software['bids-stats'].Estimator wins")
