@@ -208,13 +208,13 @@ def test_template_mask_equals_nilearn_resampling(affine, shape, tmp_path, monkey
     from bids_app.design import group_mask as gm
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    gm._mni_mask.cache_clear()
+    gm._mni_mask.cache_clear(), gm._template_on_grid.cache_clear()
     try:
         ours = gm.template_brain_mask(affine, shape)
-        gm._mni_mask.cache_clear()
+        gm._mni_mask.cache_clear(), gm._template_on_grid.cache_clear()
         cached = gm.template_brain_mask(affine, shape)      # read back from the cache folder
     finally:
-        gm._mni_mask.cache_clear()
+        gm._mni_mask.cache_clear(), gm._template_on_grid.cache_clear()
     expected = gm.resampled_mask(load_mni152_brain_mask(resolution=2), affine, shape)
     assert ours.shape == tuple(shape) and ours.sum() > 1000
     np.testing.assert_array_equal(ours, expected)
