@@ -124,6 +124,7 @@ def side_by_side(name, ours, theirs, repeat, *, prepare=None, diff=None):
             if prepare:
                 prepare(side)
             t, m, c = run(cmd)
+            print(f"  ({name}: {side} wall {t:.2f} s, CPU {c:.2f} s, peak {m / 2**30:.2f} GB)", flush=True)
             times[side].append(t)
             mems[side].append(m)
             cpus[side].append(c)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bids_app.derivatives.roistats import ROI_SUFFIX
+from bids_app.io.bold import BoldScan
 
 if TYPE_CHECKING:  # the design modules load the run-level stack; group-level runs never need it
     from bids_app.design.recordings import RecordingFile
@@ -75,3 +76,5 @@ class RunInputs:
     regions: tuple[Path, ...] = ()
     #: the run's physio/stim recordings with their sidecar metadata, read only if the node uses them
     recordings: tuple[RecordingFile, ...] = ()
+    #: what one full read of the BOLD found (unusable voxels and volumes), set while planning
+    scan: BoldScan | None = None

@@ -9,7 +9,10 @@ resolved (accepted unless they cannot be run):
 
 * Names: node names are unique; contrast names are unique within a node,
   counting ``DummyContrasts`` names (the condition names, or every literal
-  ``X`` name when ``DummyContrasts`` has no ``Contrasts`` list).
+  ``X`` name when ``DummyContrasts`` has no ``Contrasts`` list). Model, node
+  and contrast names become path components through one sanitiser
+  (:func:`~bids_app.derivatives.naming.sanitize_label`): each must keep a
+  letter or digit, and no two may give the same label.
 * Graph: without ``Edges`` the nodes are chained in list order (always
   valid). With ``Edges``, every edge names existing nodes, no self-loops, no
   duplicate edges, no cycles and exactly one root (node without incoming
@@ -60,6 +63,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from bids_app.derivatives.naming import sanitize_label
 from bids_app.spec.model import Node, parse_weight
 from bids_app.spec.schema import Issue, schema_issues, suggest
 
@@ -534,10 +538,35 @@ def _node_issues(node: dict, where: str) -> list[Issue]:
         issues += _condition_list_issues(contrast.get("ConditionList"), f"{cpath}.ConditionList",
                                          x, formula, terms)
         issues += _weights_issues(contrast, cpath)
-    return issues
+    return issues + _label_issues(names, "contrast", "the contrast- entity of output files")
 
 
 # --- graph --------------------------------------------------------------------
+
+def _label_issues(names: dict[str, str], what: str, used_as: str) -> list[Issue]:
+    """Names (name -> JSON path) that become path components must give distinct, non-empty labels.
+
+    Labels are made by :func:`bids_app.derivatives.naming.sanitize_label`,
+    the one sanitiser of every path written; empty names are reported elsewhere.
+    """
+    issues, labels = [], {}
+    for name, path in names.items():
+        if not name.strip():
+            continue
+        try:
+            label = sanitize_label(name)
+        except ValueError:
+            issues.append((path, f"{what} name {name!r} has no letter or digit, but it becomes {used_as}; "
+                                 "use letters and digits"))
+            continue
+        if label in labels:
+            other, other_path = labels[label]
+            issues.append((path, f"{what} names {other!r} ({other_path}) and {name!r} both become {label!r} "
+                                 f"in {used_as}; rename one"))
+        else:
+            labels[label] = (name, path)
+    return issues
+
 
 def _edge_issues(edges, node_names: list[str]) -> list[Issue]:
     if not isinstance(edges, list):
@@ -607,6 +636,10 @@ def _semantic_issues(model: dict) -> list[Issue]:
                                                 f"Nodes[{first[name]}]); node names must be unique"))
         else:
             first[name] = i
+    issues += _label_issues({n: f"Nodes[{i}].Name" for n, i in first.items()}, "node",
+                            "the output folder node-<label>")
+    if isinstance(model.get("Name"), str):
+        issues += _label_issues({model["Name"]: "Name"}, "model", "the model copy's file name model-<label>_smdl.json")
     for i, node in nodes:
         issues += _node_issues(node, f"Nodes[{i}]")
     if isinstance(model.get("Nodes"), list) and not model["Nodes"]:
