@@ -1,8 +1,6 @@
-"""Design matrices: run-level synthesis from events and confounds.
+"""Design matrices from data frames: run level (``first_level``) and group level (``group``).
 
-The run level (``first_level``) turns a run's events and confounds plus a
-Run node into a design matrix; ``synthesizer`` is the ``bids-stats design``
-command (imported on its own: it pulls in matplotlib).
+Files are read by :mod:`bids_app.io`; nothing here opens one.
 
 Names are imported on first use: group-level runs never load the run-level
 stack (nilearn's signal and GLM modules, scipy.signal), which costs seconds.
@@ -11,13 +9,11 @@ import importlib
 
 _HOMES = {
     "expand_x": "bids_app.design.columns",
-    "read_confounds": "bids_app.design.confounds",
-    "read_events": "bids_app.design.events",
     "RunDesign": "bids_app.design.first_level",
     "build_run_design": "bids_app.design.first_level",
 }
 
-__all__ = ["RunDesign", "build_run_design", "expand_x", "read_confounds", "read_events"]
+__all__ = ["RunDesign", "build_run_design", "expand_x"]
 
 
 def __getattr__(name):

@@ -3,15 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bids_app.derivatives.roistats import ROI_SUFFIX
+from bids_app.design.recordings import RecordingFile
 from bids_app.io.bold import BoldScan
 
-if TYPE_CHECKING:  # the design modules load the run-level stack; group-level runs never need it
-    from bids_app.design.recordings import RecordingFile
-
-LEVEL_RANK = {"Run": 0, "Session": 1, "Subject": 2, "Dataset": 3}
 
 
 @dataclass

@@ -242,7 +242,7 @@ def _projection(data, axis: int, signed: bool) -> np.ndarray:
 
 def _template_outline(img):
     """Projections of the MNI152 brain mask for the glass brain, with their extent (same for each view)."""
-    from bids_app.design.group_mask import template_image
+    from bids_app.io.images import template_image
 
     template = template_image()
     mask = np.asanyarray(template.dataobj) != 0

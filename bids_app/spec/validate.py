@@ -63,24 +63,13 @@ import math
 import re
 from collections.abc import Sequence
 
-from bids_app.derivatives.naming import sanitize_label
-from bids_app.spec.model import Node, parse_weight
-from bids_app.spec.schema import Issue, schema_issues, suggest
+from bids_app.errors import did_you_mean
+from bids_app.spec.hrf import HRF_MODELS, fir_delays, hrf_key, hrf_model_name
+from bids_app.spec.model import Node, ar_order, parse_weight, sanitize_label
+from bids_app.spec.schema import Issue, schema_issues
 
 INTERCEPT_ALIASES = frozenset({"1", "intercept", "Intercept"})
 
-HRF_MODELS = (
-    "spm",
-    "spm + derivative",
-    "spm + derivative + dispersion",
-    "glover",
-    "glover + derivative",
-    "glover + derivative + dispersion",
-    "fir",
-)
-# Accepted spellings of the FIR delays parameter, compared without case or
-# "_": the spec's ``fir_delays`` and pybids' ``FIRDelays``/``Delays``.
-FIR_KEYS = frozenset({"firdelays", "delays"})
 #: ``Model.Options.Aggregate`` values that fit regions instead of voxels ("none" is voxelwise).
 AGGREGATE_METHODS = ("mean", "pca")
 _GLOB_CHARS = frozenset("*?[")
@@ -260,7 +249,7 @@ def _condition_problem(cond, x: list, formula: str | None,
         if in_x(cond, x):
             return None
         names = [e for e in x if isinstance(e, str)]
-        return (f"{cond!r} is not in Model.X{suggest(cond, names)}; a condition must be an "
+        return (f"{cond!r} is not in Model.X{did_you_mean(cond, names)}; a condition must be an "
                 f"X entry or match an X pattern (X: {_listing(x)})")
     if terms is None or _matches_term(cond, terms):
         return None
@@ -385,28 +374,24 @@ def _hrf_issues(hrf, x: list, where: str) -> list[Issue]:
         return []
     issues = []
     name = hrf.get("Model")
-    key = re.sub(r"\s+", "", name).lower() if isinstance(name, str) else None
-    known = {m.replace(" ", ""): m for m in HRF_MODELS}
+    key = hrf_key(name) if isinstance(name, str) else None
     if key == "afni":
         issues.append((f"{where}.Model", "'afni' is named by the specification but not "
                                          f"implemented here; use one of {_listing(HRF_MODELS)}"))
-    elif key is not None and key not in known:
-        issues.append((f"{where}.Model", f"unknown HRF model {name!r}{suggest(name, HRF_MODELS)}; "
+    elif key is not None and hrf_model_name(name) is None:
+        issues.append((f"{where}.Model", f"unknown HRF model {name!r}{did_you_mean(name, HRF_MODELS)}; "
                                          f"use one of {_listing(HRF_MODELS)} (case-insensitive)"))
     if key == "fir":
         params = hrf.get("Parameters") if isinstance(hrf.get("Parameters"), dict) else {}
-        delays = [v for k, v in params.items() if re.sub("_", "", k).lower() in FIR_KEYS]
-        ok = bool(delays) and isinstance(delays[0], list) and bool(delays[0]) and all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in delays[0]
-        ) and len(set(delays[0])) == len(delays[0])
-        if not ok:
-            issues.append((f"{where}.Parameters", "the 'fir' model needs Parameters.fir_delays: "
-                                                  "distinct whole delays in scans, e.g. [0, 1, 2, 3]"))
+        try:
+            fir_delays(params)
+        except ValueError as exc:
+            issues.append((f"{where}.Parameters", str(exc)))
     variables = hrf.get("Variables")
     for j, var in enumerate(variables if isinstance(variables, list) else []):
         if isinstance(var, str) and not in_x(var, x):
             issues.append((f"{where}.Variables[{j}]",
-                           f"{var!r} is not in Model.X{suggest(var, [e for e in x if isinstance(e, str)])}; "
+                           f"{var!r} is not in Model.X{did_you_mean(var, [e for e in x if isinstance(e, str)])}; "
                            "only X variables can be convolved"))
     return issues
 
@@ -479,8 +464,6 @@ def _noise_model_issues(software, where: str) -> list[Issue]:
     ours = software.get("bids-stats") if isinstance(software, dict) else None
     if not isinstance(ours, dict) or "NoiseModel" not in ours:
         return []
-    from bids_app.estimation.first_level import ar_order  # here: validation must not load the estimation stack
-
     try:
         ar_order(ours["NoiseModel"])
     except ValueError as exc:
@@ -580,7 +563,7 @@ def _edge_issues(edges, node_names: list[str]) -> list[Issue]:
         for key, name in zip(("Source", "Destination"), ends):
             if isinstance(name, str) and name not in known:
                 issues.append((f"Edges[{i}].{key}", f"no node is named {name!r}"
-                                                     f"{suggest(name, node_names)}; nodes: "
+                                                     f"{did_you_mean(name, node_names)}; nodes: "
                                                      f"{_listing(node_names)}"))
                 unknown_names = True
         if not all(isinstance(n, str) and n in known for n in ends):
@@ -690,7 +673,7 @@ def check_conditions(node: Node, columns: list[str], path_prefix: str) -> list[I
     def problem(cond) -> str:
         if _is_intercept_name(cond):
             return f"{cond!r} is the intercept, but the design has no intercept column"
-        return (f"{cond!r} is not a column of the design matrix{suggest(str(cond), columns)}; "
+        return (f"{cond!r} is not a column of the design matrix{did_you_mean(str(cond), columns)}; "
                 f"columns: {_listing(columns)}")
 
     issues = []
