@@ -50,7 +50,11 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
     p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
     p.add_argument("--n-procs", type=_int_at_least(1), default=1,
-                   help="parallel processes for run-level fits and permutation blocks (same results for any N)")
+                   help="local worker processes for independent units (runs, GroupBy groups) and, in a unit "
+                        "run in the main process, for permutation blocks (same results for any N)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS",
+                   help="run units on Dask distributed instead: a scheduler address (tcp://host:8786), or local:N "
+                        "for a LocalCluster of N worker processes (needs the [dask] extra; see docs/hpc.md)")
     p.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="random seed (permutations); recorded in provenance")
     p.add_argument("--group-estimator", dest="estimator", choices=("ols", "mixed"), default="ols",
@@ -86,6 +90,8 @@ def app_parser() -> argparse.ArgumentParser:
     _deprecated(inf, "--cluster-threshold", "--cluster-forming-z", dest="cluster_threshold", type=_positive)
     p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress display (on a terminal: bars per node; elsewhere: a line per finished unit)")
     return p
 
 
@@ -178,6 +184,7 @@ def _run_app(argv: list[str]) -> int:
     if not args.model.is_file():
         raise UsageError(f"model file not found: {args.model}")
     from bids_app.graph.pipeline import run_app
+    from bids_app.graph.progress import Progress
     from bids_app.graph.units import Settings
 
     if args.work_dir:
@@ -192,7 +199,8 @@ def _run_app(argv: list[str]) -> int:
     labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
     settings = Settings(
         participant_label=labels, space=args.space, desc_label=args.desc_label,
-        analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs, seed=args.seed,
+        analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs,
+        dask_scheduler=args.dask_scheduler, seed=args.seed,
         estimator=args.estimator, noise_model=args.noise_model,
         smoothing_fwhm=args.smoothing[0] if args.smoothing else None,
         smoothing_level=args.smoothing[1] if args.smoothing else "Run",
@@ -202,7 +210,7 @@ def _run_app(argv: list[str]) -> int:
                                                   "n_perm", "tfce", "cluster_threshold")},
     )
     result = run_app(args.bids_dir, args.output_dir, args.model, settings, derivatives=args.derivatives,
-                     argv=["bids-stats", *argv])
+                     argv=["bids-stats", *argv], progress=Progress(enabled=not args.quiet))
     n = sum(len(v) for v in result["outputs"].values())
     print(f"bids-stats: done; {n} map(s) flowed between nodes; outputs in {args.output_dir}")
     return 0

@@ -67,8 +67,12 @@ def block_map(n_procs: int):
     """A ``map`` over independent blocks of work: builtin ``map``, or a pool of ``n_procs`` processes.
 
     Workers use one BLAS thread each: ``n_procs`` processes already fill the cores.
+    Inside a unit worker (``--n-procs`` or Dask spread the units over processes)
+    the blocks run in that process: the workers already fill the cores.
     """
-    if n_procs <= 1:
+    import multiprocessing
+
+    if n_procs <= 1 or multiprocessing.parent_process() is not None:
         yield map
         return
     from concurrent.futures import ProcessPoolExecutor
