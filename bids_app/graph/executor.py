@@ -22,6 +22,7 @@ from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import runs
 from bids_app.graph.groups import group_maps, group_unit
+from bids_app.graph.inference_step import scope_notes
 from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.progress import Progress
 from bids_app.graph.runs import check_variants, collect_runs, exclude_bad_voxels, note_missing_columns, prepare_design
@@ -152,6 +153,8 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
+    for note in scope_notes(nodes, ctx.settings.inference):
+        ctx.log.warn(note)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             check_map(m.effect)
