@@ -219,10 +219,10 @@ def _validate(argv: list[str]) -> int:
     p = _Parser(prog="bids-stats validate", description="Check a BIDS Stats Model JSON; all problems at once.")
     p.add_argument("model", type=Path)
     args = p.parse_args(argv)
-    from bids_app.spec import load_model
+    from bids_app.spec import read_model
 
-    model = load_model(args.model)
-    print(f"{args.model}: valid ({len(model.nodes)} node(s): {', '.join(n.name for n in model.nodes)})")
+    nodes = [node["Name"] for node in read_model(args.model)["Nodes"]]
+    print(f"{args.model}: valid ({len(nodes)} node(s): {', '.join(nodes)})")
     return 0
 
 

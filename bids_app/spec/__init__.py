@@ -24,6 +24,7 @@ __all__ = [
     "load_model",
     "load_model_dict",
     "model_from_dict",
+    "read_model",
     "resolve_condition",
     "strict_schema",
     "validate_model",
@@ -92,6 +93,24 @@ def load_model(path: str | os.PathLike) -> StatsModel:
     Raises
     ------
     bids_app.errors.ModelError
+        As :func:`read_model`.
+    """
+    return model_from_dict(read_model(path))
+
+
+def read_model(path: str | os.PathLike) -> dict:
+    """Read and validate a BIDS Stats Model JSON file, without building the model.
+
+    ``bids-stats validate`` needs no more: it does not import numpy.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``*_smdl.json`` file (UTF-8, a byte-order mark is tolerated).
+
+    Raises
+    ------
+    bids_app.errors.ModelError
         The file is missing or unreadable, is not JSON (one issue with its
         line and column), repeats a key within an object, or fails
         validation; every problem is listed.
@@ -119,4 +138,4 @@ def load_model(path: str | os.PathLike) -> StatsModel:
     issues += validate_model(model)
     if issues:
         raise ModelError(issues, source=source)
-    return model_from_dict(model)
+    return model
