@@ -327,7 +327,8 @@ def surface_map(values: np.ndarray, surface, meshes: dict, threshold: float, tit
 
     values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     vmax = max(float(np.abs(values).max(initial=0.0)), threshold + 1e-3)
-    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(12, 3.2))
+    fig = new_figure(12, 3.2)
+    axes = fig.subplots(1, 4, subplot_kw={"projection": "3d"})
     panels = [(hemi, columns, vertices, view) for hemi, columns, vertices in surface.parts()
               for view in ("lateral", "medial")]
     for ax, (hemi, columns, vertices, view) in zip(axes, panels):
