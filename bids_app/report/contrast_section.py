@@ -8,7 +8,7 @@ import pandas as pd
 
 from bids_app.report import figures
 from bids_app.report.figures import FigureBudget
-from bids_app.report.maps import DISPLAY_P, MapSummary
+from bids_app.report.maps import DISPLAY_P, DISPLAY_Z, MapSummary
 from bids_app.report.markup import esc, key_values, table
 from bids_app.report.model_graph import weights_text
 from bids_app.report.collect import ContrastFiles, DerivedMap, RegionTableFiles
@@ -192,8 +192,6 @@ def surface_contrast_block(files: ContrastFiles, unit_label: str, values: np.nda
     ``values`` is the z map over the surface's units; the figure uses the
     inflated mesh of the space when one is known (nilearn ships fsaverage5).
     """
-    from scipy import stats
-
     from bids_app.io.surface import load_meshes
 
     side = files.sidecar
@@ -202,7 +200,7 @@ def surface_contrast_block(files: ContrastFiles, unit_label: str, values: np.nda
              "Estimator": esc(side.get("Estimator", "?")), "Space": esc(surface.space)}
     if side.get("ConditionList"):
         facts["Weights"] = esc(weights_text(side["ConditionList"], side.get("Weights", [])))
-    thr = float(stats.norm.isf(DISPLAY_P))
+    thr = DISPLAY_Z
     meshes = load_meshes(surface.space, kind="inflated")
     if meshes is None:
         figure = (f'<p class="note">No inflated mesh ships for space {esc(surface.space)}: the map is not '
