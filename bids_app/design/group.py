@@ -15,8 +15,17 @@ that table into the design matrix in three steps:
    (pybids' ``Factor`` crashes on it, ``Product`` treats it as 1 and
    ``Threshold`` as 0), and ``Replace`` keys, always strings in JSON, also
    match numeric values (``{"1": "patient"}`` on a 0/1 column).
-2. ``X`` entries that name no column but a value of the ``contrast`` column
-   get an indicator column of that name, as pybids builds them.
+2. Names the node uses that no column carries are resolved
+   (:mod:`bids_app.design.names`): ``group.patient`` splits ``group`` into
+   its levels as ``Factor`` would; a bare ``X`` entry that is a value of
+   one categorical column (``retest`` of ``session``) is that value's
+   indicator. ``X`` entries that name a value of the ``contrast`` column
+   get an indicator column of that name, as pybids builds them. A
+   categorical ``X`` column whose levels the contrasts name (``X: [1,
+   "group"]`` with conditions ``group.patient``, bidspm's way) stands for
+   all its levels; the intercept then equals their sum and is left out
+   unless a condition names it (the fitted space is the same), which is
+   recorded in ``resolved``.
 3. Without ``Formula``, ``X`` selects columns (``1`` is a column of ones
    named ``intercept``; fnmatch globs allowed). With ``Formula``
    (Wilkinson notation, evaluated by formulaic on the transformed table,
@@ -52,6 +61,7 @@ from bids.variables import BIDSVariableCollection, SimpleVariable
 from formulaic.errors import FormulaicError
 
 from bids_app.design.columns import INTERCEPT, expand_x, is_glob, is_intercept
+from bids_app.design.names import node_names, resolve_table_names
 from bids_app.errors import DesignError
 from bids_app.spec.model import Node
 
@@ -126,11 +136,17 @@ def build_group_design(node: Node, inputs: pd.DataFrame) -> GroupDesign:
     if inputs.empty:
         raise DesignError(f"node {node.name!r}: no input maps to build a design from")
     table, log = apply_table_transformations(inputs, node.transformations)
+    x_names = [e for e in node.model.x if isinstance(e, str)]
+    conditions = [n for n in node_names(node) if n not in x_names]
+    table, resolved = resolve_table_names(table, node.model.x, conditions,
+                                          where=f"node {node.name!r}")
     table, implicit = _contrast_indicators(table, node.model.x)
     if node.model.formula:
         matrix, formula_info = _formula_design(node.model.formula, node.model.x, table)
     else:
-        matrix, formula_info = _x_design(node.model.x, table), {}
+        x, notes = _categorical_x(node, table, conditions)
+        resolved += notes
+        matrix, formula_info = _x_design(x, table), {}
     _check_missing(matrix, table, "design column")
     info = {
         "x": list(matrix.columns),
@@ -138,6 +154,7 @@ def build_group_design(node: Node, inputs: pd.DataFrame) -> GroupDesign:
         **formula_info,
         "transformations": log,
         "implicit_contrast_columns": implicit,
+        "resolved": resolved,
         "n_maps": int(len(matrix)),
     }
     return GroupDesign(matrix.astype(np.float64), info)
@@ -285,6 +302,35 @@ def _contrast_indicators(table: pd.DataFrame, x) -> tuple[pd.DataFrame, list[str
         return table, []
     indicators = {name: (table["contrast"].astype(str) == name).astype(float) for name in wanted}
     return table.assign(**indicators), wanted
+
+
+def _categorical_x(node: Node, table: pd.DataFrame, conditions: list[str]) -> tuple[list, list[dict]]:
+    """X with each categorical column whose levels the conditions name replaced by its levels."""
+    x, notes = [], []
+    for entry in node.model.x:
+        levels = [c for c in table.columns if isinstance(entry, str) and c.startswith(f"{entry}.")]
+        named = [c for c in conditions if c in levels]
+        if (isinstance(entry, str) and not is_glob(entry) and entry in table.columns
+                and not pd.api.types.is_numeric_dtype(table[entry]) and named):
+            x += levels
+            notes.append({"name": entry, "column": entry,
+                          "how": f"categorical X column {entry!r} stands for its levels "
+                                 f"({', '.join(levels)}), which the contrasts name"})
+        else:
+            x.append(entry)
+    named_intercept = any(_is_one_condition(c) for con in node.contrasts for c in con.conditions) or \
+        any(_is_one_condition(c) for c in node.dummy_contrasts or ())
+    if notes and any(is_intercept(e) for e in x) and not named_intercept:
+        x = [e for e in x if not is_intercept(e)]
+        notes.append({"name": 1, "column": INTERCEPT,
+                      "how": "intercept left out: it equals the sum of the level columns of "
+                             f"{', '.join(repr(n['name']) for n in notes)} (same fitted space; no "
+                             "condition names it)"})
+    return x, notes
+
+
+def _is_one_condition(cond) -> bool:
+    return is_intercept(cond) or str(cond) in ("1", "intercept", "Intercept")
 
 
 def _x_design(x, table: pd.DataFrame) -> pd.DataFrame:

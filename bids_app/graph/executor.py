@@ -24,6 +24,7 @@ from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph.group_units import group_unit
+from bids_app.graph.plan import plan_graph
 from bids_app.graph.run_units import fit_runs
 from bids_app.graph.units import LEVEL_RANK, StatMap
 from bids_app.spec.model import Node, StatsModel
@@ -117,6 +118,9 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             except Exception as exc:
                 raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
         planned[root.name] = maps
+    # every node's designs and contrasts, from the entities that would flow: names that match
+    # nothing anywhere stop the run here, before the first file is written
+    plan_graph(ctx, nodes, planned)
 
     for node in nodes:
         log.info("node %s (%s)", node.name, node.level)
@@ -129,6 +133,6 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
         for m in incoming:
             ctx.log.hash(m.effect)
         outputs[node.name] = []
-        for group, members in hl.group_maps(incoming, node.group_by):
-            outputs[node.name] += group_unit(ctx, node, group, members)
+        for group, members in hl.group_maps(incoming, node.group_by, ctx.index.participants):
+            outputs[node.name] += group_unit(ctx, node, group, hl.tag_group(group, members))
     return outputs
