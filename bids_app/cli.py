@@ -119,13 +119,39 @@ def _run_app(argv: list[str]) -> int:
 
 
 def _validate(argv: list[str]) -> int:
-    p = _Parser(prog="bids-stats validate", description="Check a BIDS Stats Model JSON; all problems at once.")
+    p = _Parser(prog="bids-stats validate", description=(
+        "Check a BIDS Stats Model JSON; all problems at once. With --bids-dir, also check it against a dataset "
+        "without fitting: print per node the units it would fit and the design columns it would build."))
     p.add_argument("model", type=Path)
+    p.add_argument("--bids-dir", type=Path, help="BIDS dataset (or folder of statistical maps) to plan the model on")
+    p.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="DIR")
+    p.add_argument("--participant-label", nargs="+", metavar="LABEL")
+    p.add_argument("--space")
+    p.add_argument("--desc-label")
+    p.add_argument("--missing-confounds", choices=("drop", "error"), default="drop")
+    p.add_argument("--analysis-level", choices=LEVELS, default="dataset")
     args = p.parse_args(argv)
     from bids_app.spec import load_model
 
     model = load_model(args.model)
     print(f"{args.model}: valid ({len(model.nodes)} node(s): {', '.join(n.name for n in model.nodes)})")
+    if args.bids_dir is None:
+        return 0
+    from bids_app.graph.context import Context
+    from bids_app.graph.executor import nodes_to_run, plan_inputs
+    from bids_app.graph.index import FileIndex
+    from bids_app.graph.plan import describe, plan_graph
+    from bids_app.graph.units import Settings
+
+    labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
+    settings = Settings(participant_label=labels, space=args.space, desc_label=args.desc_label,
+                        analysis_level=args.analysis_level, missing_confounds=args.missing_confounds)
+    ctx = Context(model, FileIndex.build(args.bids_dir, args.derivatives), Path("."), settings)
+    nodes = nodes_to_run(model, args.analysis_level)
+    plans = plan_graph(ctx, nodes, plan_inputs(ctx, nodes))
+    print(f"checked against {args.bids_dir} (nothing fitted, nothing written):")
+    for line in describe(plans):
+        print(f"  {line}")
     return 0
 
 

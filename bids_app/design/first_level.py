@@ -449,7 +449,8 @@ def build_run_design(
     outcome = apply_transformations(collection, node.transformations, times=times, tr=tr)
     info["warnings"] += outcome.warnings
     info["convolved"].update(outcome.convolved)
-    info["resolved"] = resolve_run_names(outcome.collection, node_names(node), where=events_source)
+    info["resolved"] = outcome.resolved + resolve_run_names(outcome.collection, node_names(node),
+                                                            where=events_source)
     variables = outcome.collection.variables if outcome.collection is not None else {}
     available = list(variables)
 

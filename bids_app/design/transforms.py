@@ -39,6 +39,7 @@ from bids_app.design.columns import close_hint, is_glob
 from bids_app.design.confounds import dense_variables
 from bids_app.design.events import sparse_variables
 from bids_app.design.hrf import convolve, parse_hrf_model, variable_events
+from bids_app.design.names import resolve_run_names
 from bids_app.design.recordings import Recording, recording_variables
 from bids_app.errors import DesignError
 
@@ -100,6 +101,8 @@ class TransformOutcome:
     collection: BIDSRunVariableCollection | None
     convolved: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    #: names the instructions use that no variable had, resolved (:mod:`bids_app.design.names`)
+    resolved: list = field(default_factory=list)
 
 
 def make_collection(
@@ -261,6 +264,8 @@ def apply_transformations(
         kwargs = _arguments(instruction)
         if collection is None:
             raise DesignError(f"{where} ({name}): the run has no event or confound columns")
+        used = [n for key in _NAME_ARGUMENTS for n in listify(kwargs.get(key) or []) if isinstance(n, str)]
+        outcome.resolved += resolve_run_names(collection, used, where=f"{where} ({name})")
         _check_names(collection, kwargs, f"{where} ({name})")
         if name == "Convolve":
             _convolve(collection, kwargs, times=times, tr=tr, where=where, outcome=outcome)

@@ -88,19 +88,26 @@ def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> 
         maps += [m for m in outputs.get(edge.source, [])
                  if _passes(m, edge.filter, ctx.index.participants)]
     if not maps:
-        raise NoInputsError(f"node {node.name!r}: the incoming edges' filters selected no maps")
+        parts = []
+        for edge in ctx.model.incoming(node.name):
+            made = outputs.get(edge.source, [])
+            names = sorted({str(m.entities.get("contrast")) for m in made})
+            parts.append(f"{edge.source!r} passes on {len(made)} map(s) (contrasts: {', '.join(names) or 'none'})"
+                         + (f" and the edge's Filter {dict(edge.filter)} kept none" if edge.filter and made else ""))
+        raise NoInputsError(f"node {node.name!r} receives no maps: {'; '.join(parts)}. Fix: give the parent "
+                            "contrasts (or DummyContrasts) that flow (t or pass; F contrasts stop), or widen the Filter")
     return maps
 
 
 # ---------------------------------------------------------------- driver
 
-def execute(ctx: Context) -> dict[str, list[StatMap]]:
-    """Run every selected node; returns the flowing maps of each node."""
-    nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
-    outputs: dict[str, list[StatMap]] = {}
+def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
+    """The root node's units, checked: every run's design (Run root) or the existing maps.
+
+    Every design is built (cheap) before any fit, so bad events, TRs or
+    confounds stop the run before anything is written.
+    """
     root = ctx.model.root
-    # Plan the run level first: every design is built (cheap) before any fit, so
-    # bad events, TRs or confounds stop the run before anything is written.
     planned = {}
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
@@ -118,6 +125,15 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             except Exception as exc:
                 raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
         planned[root.name] = maps
+    return planned
+
+
+def execute(ctx: Context) -> dict[str, list[StatMap]]:
+    """Run every selected node; returns the flowing maps of each node."""
+    nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
+    outputs: dict[str, list[StatMap]] = {}
+    root = ctx.model.root
+    planned = plan_inputs(ctx, nodes)
     # every node's designs and contrasts, from the entities that would flow: names that match
     # nothing anywhere stop the run here, before the first file is written
     plan_graph(ctx, nodes, planned)

@@ -91,7 +91,12 @@ def _check_run_names(node: Node, designs) -> None:
     for design in designs:
         dropped = {d["entry"] for d in design.info.get("dropped", [])}
         dropped_everywhere = dropped if dropped_everywhere is None else dropped_everywhere & dropped
-    problems = [f"Model.X entry {e!r}" for e in node.model.x if str(e) in (dropped_everywhere or set())]
+    gone = dropped_everywhere or set()
+    # a confound pattern may rightly match nothing (``motion_outlier*`` when no volume is an outlier)
+    kinds = {d["entry"]: d["kind"] for design in designs for d in design.info.get("dropped", [])}
+    problems = [f"Model.X entry {e!r}" for e in node.model.x
+                if str(e) in gone and not (is_glob(str(e)) and kinds.get(str(e)) == "confound")]
+
     if node.model.hrf is not None:
         convolved = {c for d in designs for c in (d.info.get("hrf") or {}).get("variables", [])}
         problems += [f"Model.HRF.Variables entry {v!r}" for v in node.model.hrf.variables
@@ -231,3 +236,27 @@ def plan_graph(ctx, nodes: list[Node], planned: dict) -> dict[str, NodePlan]:
         incoming = planned[node.name] if node.name == root else edge_inputs(ctx, node, flows)
         plans[node.name], flows[node.name] = _group_node(node, incoming, participants)
     return plans
+
+
+def _compress(columns: list[str]) -> list[str]:
+    """``drift_1 ... drift_7`` as one entry, so a listing shows the model's own columns."""
+    drifts = [c for c in columns if c.startswith("drift_")]
+    rest = [c for c in columns if not c.startswith("drift_")]
+    return rest + ([f"{drifts[0]}..{drifts[-1]} ({len(drifts)} cosine drifts)"] if len(drifts) > 1 else drifts)
+
+
+def describe(plans: dict[str, NodePlan]) -> list[str]:
+    """Lines saying, per node, how many units it would fit and the design columns it would build."""
+    lines = []
+    for name, plan in plans.items():
+        node = plan.node
+        n_in = sum(u.n_inputs for u in plan.units)
+        unit = "run(s)" if node.level == "Run" else f"group(s) of {n_in} incoming map(s)"
+        lines.append(f"node {name!r} ({node.level}): {len(plan.units)} unit(s) to fit: {len(plan.units)} {unit}")
+        lines.append(f"  design columns: {', '.join(_compress(plan.columns))}")
+        contrasts = list(dict.fromkeys(c for u in plan.units for c in u.contrasts))
+        lines.append(f"  contrasts: {_shown(contrasts)}")
+        notes = list(dict.fromkeys(w for u in plan.units for w in u.warnings))
+        for note in notes[:_MAX_SHOWN]:
+            lines.append(f"  warning: {note}")
+    return lines
