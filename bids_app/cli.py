@@ -42,6 +42,9 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="DIR",
                    help="fMRIPrep outputs or folders of existing first-level statistical maps")
     p.add_argument("--space", help="template space of the preprocessed BOLD / maps, e.g. MNI152NLin2009cAsym")
+    p.add_argument("--surface-mesh", nargs=2, type=Path, metavar=("LEFT", "RIGHT"),
+                   help="GIFTI meshes (.surf.gii, e.g. fsLR midthickness) of surface data, for clusters, TFCE and "
+                        "cluster tables; fsaverage5 needs none (nilearn ships it)")
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
     p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
     p.add_argument("--n-procs", type=int, default=1, help="parallel processes for run-level fits")
@@ -108,6 +111,7 @@ def _run_app(argv: list[str]) -> int:
         smoothing_fwhm=args.smoothing[0] if args.smoothing else None,
         smoothing_level=args.smoothing[1] if args.smoothing else "Run",
         missing_confounds=args.missing_confounds, qc_policy=args.qc_policy,
+        surface_mesh=tuple(str(f.absolute()) for f in args.surface_mesh or ()),
         inference={k: getattr(args, k) for k in ("height_control", "alpha", "cluster_min_size", "two_sided",
                                                   "n_perm", "tfce", "cluster_threshold")},
     )

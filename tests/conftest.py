@@ -1,11 +1,13 @@
 """Shared fixtures: paths to the repository's models and to the real data."""
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
-DATA = REPO.parent / "shared" / "data"
+# BIDS_STATS_DATA points elsewhere (e.g. from a git worktree not beside shared/)
+DATA = Path(os.environ.get("BIDS_STATS_DATA", REPO.parent / "shared" / "data"))
 
 
 def real_data(name: str) -> Path:

@@ -13,12 +13,14 @@ from pathlib import Path
 ENTITY_KEYS = {
     "sub": "subject", "ses": "session", "task": "task", "acq": "acquisition",
     "ce": "ceagent", "rec": "reconstruction", "dir": "direction", "run": "run",
-    "echo": "echo", "space": "space", "res": "resolution", "den": "density",
+    "echo": "echo", "hemi": "hemi", "space": "space", "res": "resolution", "den": "density",
     "label": "label", "contrast": "contrast", "stat": "stat", "desc": "desc",
 }
 LONG_TO_SHORT = {v: k for k, v in ENTITY_KEYS.items()}
 
-_EXT = re.compile(r"(\.[A-Za-z0-9]+(?:\.gz)?)$")
+# GIFTI and CIFTI-2 data files have two-part extensions (.func.gii, .dtseries.nii, ...)
+_EXT = re.compile(r"((?:\.(?:func|shape|label|surf|dtseries|dscalar|dlabel|ptseries|pscalar))?"
+                  r"\.[A-Za-z0-9]+(?:\.gz)?)$")
 
 
 def parse_entities(path) -> dict:

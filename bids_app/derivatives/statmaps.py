@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_app.derivatives.atomic import write_json, write_nifti
+from bids_app.derivatives.atomic import write_json
 from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.io.maps import sidecar_path, write_map
 
 
 def unmask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -25,7 +26,7 @@ def unmask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def write_contrast(root: Path, node_name: str, entities: dict, result, mask: np.ndarray,
-                   affine: np.ndarray, sidecar: dict) -> dict[str, Path]:
+                   grid, sidecar: dict) -> tuple[dict[str, Path], list[Path]]:
     """Write the maps of one evaluated contrast.
 
     Parameters
@@ -35,24 +36,30 @@ def write_contrast(root: Path, node_name: str, entities: dict, result, mask: np.
     entities : dict
         Output entities including ``contrast``.
     result : ContrastResult
-    mask : ndarray of bool, (x, y, z)
+    mask : ndarray of bool, (x, y, z) or (n_units,)
+    grid : ndarray (4, 4) or Surface
+        Affine of a volume, or the surface the units are on (:mod:`bids_app.io.maps`).
     sidecar : dict
         Shared JSON fields; each map adds its own ``Statistic``.
 
     Returns
     -------
-    dict mapping stat name (``effect``, ``variance``, ``t``/``F``, ``z``, ``p``) to path.
+    paths : dict
+        Stat name (``effect``, ``variance``, ``t``/``F``, ``z``, ``p``) to the
+        map's path (a GIFTI map: its left hemisphere's file).
+    files : list of Path
+        Every file written, sidecars included.
     """
     folder = output_dir(root, node_name, entities)
     meta = {**sidecar, **contrast_metadata(result)}
-    paths = {}
+    paths, files = {}, []
     for stat, values in contrast_values(result).items():
-        name = build_name({**entities, "stat": stat}, "statmap", ".nii.gz")
-        path = folder / name
-        write_nifti(path, unmask(values, mask), affine)
-        write_json(path.with_name(name.replace(".nii.gz", ".json")), {**meta, "Statistic": stat})
-        paths[stat] = path
-    return paths
+        written = write_map(folder / build_name({**entities, "stat": stat}, "statmap", ".nii.gz"),
+                            unmask(values, mask), grid)
+        for path in written:
+            files += [path, write_json(sidecar_path(path), {**meta, "Statistic": stat})]
+        paths[stat] = written[0]
+    return paths, files
 
 
 def contrast_values(result) -> dict[str, np.ndarray]:

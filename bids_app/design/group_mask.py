@@ -176,3 +176,43 @@ def outside_brain_report(stat_map: np.ndarray, threshold: float, affine: np.ndar
             "n_suprathreshold": n_supra, "n_outside_brain": n_out,
             "fraction_outside": fraction, "peak_outside": peak, "flagged": flagged,
             "message": message}
+
+
+def surface_mask(data: np.ndarray, parts) -> tuple[np.ndarray, dict]:
+    """Surface units (vertices, grayordinates) to fit at group level.
+
+    A unit is fitted when every input has a finite, non-zero value there
+    (the medial wall and vertices outside the sampled volume hold 0 or NaN)
+    and the inputs are not all equal there (zero variance across inputs:
+    no residual variance to test against).
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_inputs, n_units)
+    parts : dict of str to ndarray of bool
+        Name (hemisphere, structure) -> its units, for per-part counts.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_units,)
+    info : dict
+        JSON-able ``rule`` and per-part counts of excluded units.
+
+    Raises
+    ------
+    bids_app.errors.InputDataError
+        No unit is left.
+    """
+    valid = (np.isfinite(data) & (data != 0)).all(axis=0)
+    varying = np.zeros(data.shape[1], dtype=bool)
+    varying[valid] = np.ptp(data[:, valid], axis=0) > 0
+    mask = valid & varying
+    info = {"rule": f"valid (finite, non-zero) in all {data.shape[0]} inputs and not equal across them "
+                    "(medial wall, out-of-coverage and zero-variance units excluded)",
+            "n_units": int(data.shape[1]), "n_units_mask": int(mask.sum()),
+            "excluded": {name: {"units": int(inside.sum()), "zero_or_missing": int((inside & ~valid).sum()),
+                                "zero_variance": int((inside & valid & ~varying).sum())}
+                         for name, inside in parts.items()}}
+    if not mask.any():
+        raise InputDataError(f"the group mask is empty ({info['rule']})")
+    return mask, info

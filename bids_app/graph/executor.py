@@ -13,11 +13,10 @@ import json
 import logging
 from pathlib import Path
 
-import nibabel as nb
 import pandas as pd
 
 from bids_app.derivatives.naming import parse_entities
-from bids_app.errors import DesignError, InputDataError, NoInputsError
+from bids_app.errors import DesignError, NoInputsError
 from bids_app.graph import higher_level as hl
 from bids_app.graph import roi
 from bids_app.graph import run_level as rl
@@ -27,6 +26,7 @@ from bids_app.graph.group_units import group_unit
 from bids_app.graph.plan import plan_graph
 from bids_app.graph.run_units import fit_runs
 from bids_app.graph.units import LEVEL_RANK, StatMap
+from bids_app.io.maps import MAP_EXTENSIONS, check_map, map_files, sidecar_path
 from bids_app.spec.model import Node, StatsModel
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,11 @@ def nodes_to_run(model: StatsModel, analysis_level: str) -> list[Node]:
 
 def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
     """Effect maps already on disk (nilearn, SPM, FitLins outputs) for a root node above Run."""
-    eff = ctx.index.select(stat="effect", suffix="statmap", extension=[".nii.gz", ".nii"])
+    eff = ctx.index.select(stat="effect", suffix="statmap", extension=MAP_EXTENSIONS)
     eff = match_frame(eff, {k: v for k, v in ctx.model.input.items() if k not in ("extension", "suffix")})
+    # a GIFTI map is its pair of hemisphere files, named by the left one
+    if "hemi" in eff:
+        eff = eff[eff["hemi"].isna() | (eff["hemi"] == "L")]
     if ctx.settings.participant_label and "subject" in eff:
         eff = eff[eff["subject"].isin(ctx.settings.participant_label)]
     if ctx.settings.space and "space" in eff:
@@ -51,15 +54,17 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
     if eff.empty:
         raise NoInputsError(
             f"node {node.name!r} (level {node.level}) is the first node, so it needs existing "
-            f"'*_stat-effect_statmap.nii.gz' maps; none match Input={dict(ctx.model.input)} under "
+            f"'*_stat-effect_statmap' maps (.nii.gz, .func.gii, .dscalar.nii); none match "
+            f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
+            + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])
         ents = {k: v for k, v in parse_entities(path).items()
-                if k not in ("stat", "suffix", "extension", "desc")}
+                if k not in ("stat", "suffix", "extension", "desc", "hemi")}
         var = path.with_name(path.name.replace("stat-effect", "stat-variance"))
-        sidecar = path.with_name(path.name.split(".")[0] + ".json")
+        sidecar = sidecar_path(path)
         dof = json.loads(sidecar.read_text()).get("DegreesOfFreedom") if sidecar.exists() else None
         maps.append(StatMap(ents, path, var if var.exists() else None,
                             dof if isinstance(dof, (int, float)) else None))
@@ -120,10 +125,7 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
-            try:
-                nb.load(m.effect).shape
-            except Exception as exc:
-                raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
+            check_map(m.effect)
         planned[root.name] = maps
     return planned
 
@@ -147,7 +149,8 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
             continue
         incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
         for m in incoming:
-            ctx.log.hash(m.effect)
+            for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
+                ctx.log.hash(f)
         outputs[node.name] = []
         for group, members in hl.group_maps(incoming, node.group_by, ctx.index.participants):
             outputs[node.name] += group_unit(ctx, node, group, hl.tag_group(group, members))

@@ -6,22 +6,24 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.statmaps import unmask
 from bids_app.design.diagnostics import check_design
-from bids_app.design.group_mask import group_mask
+from bids_app.design.group_mask import group_mask, surface_mask
 from bids_app.design.input_qc import qc_maps
-from bids_app.errors import DesignError, NoInputsError
+from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph import higher_level as hl
-from bids_app.graph import roi
+from bids_app.graph import roi, surfaces
 from bids_app.graph.context import Context
 from bids_app.graph.contrasts import plan_contrasts
 from bids_app.graph.filters import match_frame
 from bids_app.graph.inference_step import inference_settings, permute_contrast, threshold_contrast
 from bids_app.graph.outputs import contrast_sidecar, ref, write_result
 from bids_app.graph.records import fingerprint, record_path, reuse, save
+from bids_app.graph.surfaces import unit_parts
 from bids_app.graph.units import StatMap
+from bids_app.io.maps import is_surface, map_files, write_map
 from bids_app.spec.model import Node
 
 
@@ -31,7 +33,8 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     entities = hl.common_entities(maps)
     contrast_names = sorted({m.entities.get("contrast") for m in maps})
     incoming = contrast_names[0] if len(contrast_names) == 1 else None
-    files_in = list(dict.fromkeys([m.effect for m in maps] + [m.variance for m in maps if m.variance]))
+    files_in = list(dict.fromkeys(f for m in maps for p in (m.effect, m.variance) if p
+                                  for f in (map_files(p) if not m.is_region_table else [p])))
     record = record_path(ctx, node, entities)
     inference = inference_settings(node, ctx.settings.inference)
     # participants.tsv rows enter the design: a changed covariate must refit. Columns are
@@ -45,8 +48,12 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     # only the root Run node aggregates, so inputs are all region tables or all maps
     tables = roi.read_tables(maps) if maps[0].is_region_table else None
     names = [ref(ctx, m.effect) for m in maps]
+    surface = None
     if tables is None:
-        effects, variances, affines, shapes = hl.load_maps(maps)
+        effects, variances, grids, shapes = hl.load_maps(maps)
+        surface = _one_surface(grids, names)
+        # surfaces have no affine: their geometry is the unit count (and the Surface, checked above)
+        affines = grids if surface is None else [np.eye(4)] * len(grids)
         qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
     else:
         effects, variances = list(tables.effects), list(tables.variances)
@@ -69,8 +76,16 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     data = np.stack([effects[i] for i in keep])
     var = np.stack([variances[i] for i in keep]) if all(variances[i] is not None for i in keep) else None
     fwhm = ctx.settings.smoothing_at(node.level)
-    affine, in_mni = None, False
-    if tables is None:
+    affine, in_mni, geometry = None, False, None
+    if surface is not None:
+        affine = surface
+        if fwhm or node.model.options.get("Mask"):
+            raise DesignError(f"node {node.name!r}: --smoothing and Options.Mask apply to volumes; "
+                              "surface maps are fitted as given, on their own vertices")
+        mask, surface_info = surface_mask(data, unit_parts(surface))
+        mask_info = {"Mask": surface_info, "Surface": surface.describe()}
+        geometry = surfaces.geometry(surface, ctx.settings.surface_mesh)
+    elif tables is None:
         affine = affines[keep[0]]
         in_mni = "MNI" in str(entities.get("space", "")).upper()
         data, mask, mask_info = _voxel_mask(ctx, node, data, var, affine, fwhm, in_mni)
@@ -96,10 +111,10 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
         "Inputs": [ref(ctx, m.effect) for m in maps], "Design": design_info,
         "Diagnostics": diagnostics.to_dict(), **mask_info, "QC": qc.to_dict()}))
     if tables is None:
-        files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine))
+        files += write_map(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine)
         for key, values in fit.model_maps().items():
-            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
-                                     unmask(values, mask), affine))
+            files += write_map(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                               unmask(values, mask), affine)
     sidecar_extra = {"Inputs": [ref(ctx, m.effect) for m in maps], **({} if tables is None else tables.inherited())}
     out = []
     for c in contrasts:
@@ -110,14 +125,18 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
         files += written
         # thresholds, clusters and permutations are voxel-map inference; region tables keep their p column
         if inference is not None and tables is None:
-            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, inference, in_mni)
+            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, inference, in_mni,
+                                                         geometry)
             files += inf_files
             warnings += inf_warnings
             if inference["NPerm"] and c.test == "t" and est_name == "ols":
                 block_col = inference["ExchangeabilityBlocks"]
                 blocks = table[block_col].factorize()[0] if block_col else None
-                files += permute_contrast(ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights,
-                                          mask, affine, inference, ctx.settings.seed, blocks)
+                perm_files, perm_warnings = permute_contrast(
+                    ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights, mask, affine, inference,
+                    ctx.settings.seed, blocks, geometry)
+                files += perm_files
+                warnings += perm_warnings
         if c.flows:
             dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
             out.append(StatMap(ents, effect, variance, dof, node.name))
@@ -129,6 +148,19 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
                ("n_voxels" if tables is None else "n_regions"): int(mask.sum())}
     save(ctx, record, fp, out, files, summary)
     return out
+
+
+def _one_surface(grids, names):
+    """The surface all inputs share (None for volumes); mixing kinds or meshes is an error."""
+    surfaces_in = [g for g in grids if is_surface(g)]
+    if not surfaces_in:
+        return None
+    first = surfaces_in[0]
+    for grid, name in zip(grids, names):
+        if not is_surface(grid) or not grid.same_as(first):
+            raise InputDataError(f"{name}: its vertices differ from those of {names[0]} "
+                                 "(a group combines maps of one surface space, or volumes only)")
+    return first
 
 
 def _voxel_mask(ctx: Context, node: Node, data: np.ndarray, var, affine: np.ndarray, fwhm, in_mni: bool):

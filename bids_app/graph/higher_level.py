@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 
-import nibabel as nb
 import numpy as np
 import pandas as pd
 
@@ -11,6 +10,7 @@ from bids_app.design.group import build_group_design
 from bids_app.errors import InputDataError
 from bids_app.graph.contrasts import INTERCEPT
 from bids_app.graph.units import Settings, StatMap
+from bids_app.io.maps import read_map
 from bids_app.spec.model import Node
 
 log = logging.getLogger(__name__)
@@ -86,19 +86,20 @@ def input_table(maps: list[StatMap], participants: pd.DataFrame) -> pd.DataFrame
 
 
 def load_maps(maps: list[StatMap]):
-    """Effects (n, x, y, z) and variances (n, x, y, z) or None; all on one grid."""
-    effects, variances, affines, shapes = [], [], [], []
+    """Effects and variances (or None) of each map, with each map's grid and stored shape.
+
+    Volumes give (x, y, z) arrays and affines; surface maps (GIFTI pairs,
+    CIFTI) give (n_units,) vectors and their :class:`~bids_app.io.surface.Surface`.
+    """
+    effects, variances, grids, shapes = [], [], [], []
     for m in maps:
-        try:
-            img = nb.load(m.effect)
-            effects.append(np.asarray(img.dataobj, dtype=np.float64).squeeze())
-            affines.append(img.affine)
-            shapes.append(img.shape[:3])
-            variances.append(np.asarray(nb.load(m.variance).dataobj, dtype=np.float64).squeeze()
-                             if m.variance else None)
-        except Exception as exc:
-            raise InputDataError(f"cannot read statistical map {m.effect}: {exc}") from exc
-    return effects, variances, affines, shapes
+        space = m.entities.get("space")
+        values, grid, shape = read_map(m.effect, space)
+        effects.append(values)
+        grids.append(grid)
+        shapes.append(shape)
+        variances.append(read_map(m.variance, space)[0] if m.variance else None)
+    return effects, variances, grids, shapes
 
 
 def design_for(node: Node, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

@@ -17,8 +17,9 @@ import pandas as pd
 
 from bids_app.derivatives.naming import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
+from bids_app.io.maps import sidecar_path
 
-_INDEXED = (".nii.gz", ".nii", ".tsv", ".tsv.gz", ".json")
+_INDEXED = (".nii.gz", ".nii", ".func.gii", ".tsv", ".tsv.gz", ".json")
 
 
 @dataclass
@@ -120,7 +121,7 @@ class FileIndex:
         if _inside(path, self.bids_dir) and not _inside(path, self.bids_dir / "derivatives"):
             return dict(self._layout.get_metadata(str(path)))
         meta = {}
-        sidecar = path.with_name(path.name.split(".")[0] + ".json")
+        sidecar = sidecar_path(path)
         if sidecar.exists():
             meta = json.loads(sidecar.read_text())
         ents = parse_entities(path)

@@ -17,14 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
+from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.statmaps import unmask
 from bids_app.design.group_mask import outside_brain_report
-from bids_app.inference.clusters import cluster_table
+from bids_app.inference.atlas import label_coordinates
+from bids_app.inference.clusters import cluster_table, mesh_cluster_table
+from bids_app.inference.connectivity import subgraph
 from bids_app.inference.permutation import permutation_test
 from bids_app.inference.thresholds import threshold_map
+from bids_app.io.maps import is_surface, sidecar_path, write_map
 from bids_app.spec.model import Node
 
 DEFAULTS = {
@@ -61,45 +65,93 @@ def _method_label(settings: dict) -> str:
 
 
 def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mask: np.ndarray,
-                       affine: np.ndarray, settings: dict, in_mni: bool) -> tuple[list[Path], list[str]]:
-    """Parametric thresholding of one z map (masked voxel vector) and its cluster table."""
+                       grid, settings: dict, in_mni: bool, geometry=None) -> tuple[list[Path], list[str]]:
+    """Parametric thresholding of one z map (masked unit vector) and its cluster table.
+
+    ``grid`` is the affine of a volume or the Surface of surface data
+    (:mod:`bids_app.io.maps`); surface clusters use ``geometry``'s mesh
+    graph (:class:`~bids_app.graph.surfaces.SurfaceGeometry`), and without
+    one no cluster extent or table can be formed, which the sidecar says.
+    """
     folder = output_dir(out, node.name, entities)
     method = _method_label(settings)
-    volume = np.where(mask, unmask(z, mask), 0.0)
-    result = threshold_map(volume, mask, height_control=settings["HeightControl"], alpha=settings["Alpha"],
-                           cluster_min_size=int(settings["ClusterMinSize"]), two_sided=bool(settings["TwoSided"]),
-                           affine=affine)
-    files, warnings = [], []
+    surface = is_surface(grid)
+    full = np.where(mask, unmask(z, mask), 0.0)
+    graph = geometry.graph if geometry is not None else None
+    warnings = []
+    min_size = int(settings["ClusterMinSize"])
+    if surface and graph is None and min_size > 1:
+        warnings.append(f"{build_name(entities, 'statmap', '')}: no mesh for space {grid.space!r} "
+                        "(give --surface-mesh): ClusterMinSize not applied")
+        min_size = 0
+    result = threshold_map(full, mask, height_control=settings["HeightControl"], alpha=settings["Alpha"],
+                           cluster_min_size=min_size, two_sided=bool(settings["TwoSided"]),
+                           affine=None if surface else grid, graph=graph if surface else None)
+    files = []
     zpath = folder / build_name({**entities, "stat": "z", "desc": method}, "statmap", ".nii.gz")
-    files.append(write_nifti(zpath, np.where(mask, result.thresholded, np.nan), affine))
+    written = write_map(zpath, np.where(mask, result.thresholded, np.nan), grid)
     meta = {"Method": settings["HeightControl"], "Alpha": settings["Alpha"], "TwoSided": settings["TwoSided"],
-            "ClusterMinSizeVoxels": settings["ClusterMinSize"], "ZThreshold": result.threshold,
+            "ClusterMinSizeVoxels": min_size, "ZThreshold": result.threshold,
             "NVoxelsTested": result.info["n_voxels_tested"], "NVoxelsSurviving": result.info["n_voxels_surviving"],
-            "NClusters": result.info["n_clusters"], "VoxelVolumeMm3": result.info["voxel_volume_mm3"]}
+            "NClusters": result.info["n_clusters"] if not surface or graph is not None else None}
+    if surface:
+        meta["Units"] = "surface vertices" + (" and subcortical voxels" if grid.voxels() is not None else "")
+        meta["Connectivity"] = graph.connectivity if graph is not None else "none: no mesh for this space"
+    else:
+        meta["VoxelVolumeMm3"] = result.info["voxel_volume_mm3"]
     if np.isfinite(result.threshold) and in_mni:
-        outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, affine,
+        outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, grid,
                                        two_sided=bool(settings["TwoSided"]))
         meta["OutsideBrain"] = outside
         if outside.get("flagged"):
             warnings.append(f"{zpath.name}: {outside['message']}")
-    files.append(write_json(zpath.with_name(zpath.name.replace(".nii.gz", ".json")), meta))
-    if np.isfinite(result.threshold):
-        table = cluster_table(result.thresholded, affine, result.threshold - 1e-9,
-                              two_sided=bool(settings["TwoSided"]), min_size=int(settings["ClusterMinSize"]),
+    for path in written:
+        files += [path, write_json(sidecar_path(path), meta)]
+    if surface and geometry is None:
+        return files, warnings
+    height = result.threshold - 1e-9 if np.isfinite(result.threshold) else np.inf
+    if surface:
+        table = mesh_cluster_table(np.where(np.isfinite(height), result.thresholded, 0.0), graph,
+                                   geometry.coordinates, geometry.areas, geometry.parts,
+                                   height if np.isfinite(height) else 1.0,
+                                   two_sided=bool(settings["TwoSided"]), min_size=min_size)
+        if geometry.atlases and len(table):
+            labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), geometry.atlases)
+            table = pd.concat([table, labels.set_index(table.index)], axis=1)
+    elif np.isfinite(result.threshold):
+        table = cluster_table(result.thresholded, grid, height,
+                              two_sided=bool(settings["TwoSided"]), min_size=min_size,
                               atlases=("aal", "harvard_oxford") if in_mni else ())
     else:
-        table = cluster_table(np.zeros_like(volume), affine, 1.0, atlases=())
+        table = cluster_table(np.zeros_like(full), grid, 1.0, atlases=())
     files.append(write_tsv(folder / build_name({**entities, "desc": method}, "clusters", ".tsv"), table))
     return files, warnings
 
 
 def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.ndarray,
-                     mask: np.ndarray, affine: np.ndarray, settings: dict, seed: int, blocks) -> list[Path]:
-    """FWE-corrected permutation inference (maxT, cluster size/mass, TFCE) for one t contrast."""
-    result = permutation_test(Y, X, weights, mask, n_perm=int(settings["NPerm"]), seed=seed,
-                              two_sided=bool(settings["TwoSided"]), blocks=blocks,
+                     mask: np.ndarray, grid, settings: dict, seed: int, blocks,
+                     geometry=None) -> tuple[list[Path], list[str]]:
+    """FWE-corrected permutation inference (maxT, cluster size/mass, TFCE) for one t contrast.
+
+    On surface data clusters and TFCE use the mesh graph of ``geometry``
+    restricted to the fitted units; without a mesh only maxT is computed,
+    and the sidecars and a warning say so.
+    """
+    graph, warnings, note = None, [], {}
+    cluster_threshold, tfce = settings["ClusterThreshold"], bool(settings["TFCE"])
+    if is_surface(grid):
+        if geometry is None:
+            note = {"Connectivity": f"none: no mesh for space {grid.space!r}; vertex-wise maxT only"}
+            if cluster_threshold is not None or tfce:
+                warnings.append(f"{build_name(entities, 'statmap', '')}: no mesh for space {grid.space!r} "
+                                "(give --surface-mesh): permutation clusters and TFCE skipped, maxT only")
+            cluster_threshold, tfce = None, False
+        else:
+            graph = subgraph(geometry.graph, mask)
+    result = permutation_test(Y, X, weights, None if is_surface(grid) else mask, n_perm=int(settings["NPerm"]),
+                              seed=seed, two_sided=bool(settings["TwoSided"]), blocks=blocks,
                               within_block=bool(settings["WithinBlock"]),
-                              cluster_threshold=settings["ClusterThreshold"], tfce=bool(settings["TFCE"]))
+                              cluster_threshold=cluster_threshold, tfce=tfce, graph=graph)
     folder = output_dir(out, node.name, entities)
     files = []
     for desc, values in (("maxT", result.logp_max_t), ("clusterSize", result.logp_max_size),
@@ -107,8 +159,9 @@ def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np
         if values is None:
             continue
         path = folder / build_name({**entities, "stat": "logp", "desc": desc}, "statmap", ".nii.gz")
-        files.append(write_nifti(path, unmask(values, mask), affine))
-        files.append(write_json(path.with_name(path.name.replace(".nii.gz", ".json")), {
-            "Statistic": "-log10 p, family-wise error corrected by permutation", "Correction": desc,
-            **result.info}))
-    return files
+        for written in write_map(path, unmask(values, mask), grid):
+            files.append(written)
+            files.append(write_json(sidecar_path(written), {
+                "Statistic": "-log10 p, family-wise error corrected by permutation", "Correction": desc,
+                **result.info, **note}))
+    return files, warnings

@@ -32,9 +32,10 @@ def contrast_sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
     }
 
 
-def write_result(ctx: Context, node: Node, entities: dict, result, sidecar: dict, affine, fitted,
+def write_result(ctx: Context, node: Node, entities: dict, result, sidecar: dict, grid, fitted,
                  regions) -> tuple[list[Path], Path, Path]:
-    """Write one evaluated contrast: maps over the ``fitted`` voxels of a grid, or,
+    """Write one evaluated contrast: maps over the ``fitted`` units of a grid (affine
+    or surface, :mod:`bids_app.io.maps`), or,
     when ``regions`` names the columns of the fit, a region table.
 
     Returns the files written and the effect and variance files that flow on
@@ -43,5 +44,5 @@ def write_result(ctx: Context, node: Node, entities: dict, result, sidecar: dict
     if regions is not None:
         written = write_roi_contrast(ctx.out, node.name, entities, result, regions, fitted, sidecar)
         return written, written[0], written[0]
-    paths = write_contrast(ctx.out, node.name, entities, result, fitted, affine, sidecar)
-    return list(paths.values()), paths["effect"], paths["variance"]
+    paths, files = write_contrast(ctx.out, node.name, entities, result, fitted, grid, sidecar)
+    return files, paths["effect"], paths["variance"]

@@ -27,6 +27,8 @@ class Settings:
     smoothing_level: str = "Run"
     missing_confounds: str = "drop"
     qc_policy: str = "exclude"
+    #: GIFTI meshes (one per hemisphere) of surface data, for clusters, TFCE and cluster tables
+    surface_mesh: tuple = ()
     inference: dict = field(default_factory=dict)
 
     def smoothing_at(self, level: str) -> float | None:

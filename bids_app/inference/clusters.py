@@ -122,3 +122,75 @@ def _peaks(values, inside, affine, box, min_distance_mm, max_peaks):
             if len(kept) == max_peaks:
                 break
     return ijk[kept], peak_values[order][kept]
+
+
+MESH_COLUMNS = ["cluster_id", "peak", "hemi", "vertex", "x", "y", "z", "peak_stat",
+                "cluster_size_vertices", "cluster_area_mm2"]
+
+
+def mesh_cluster_table(stat, graph, coordinates, areas, parts, threshold, *, two_sided=False, min_size=0,
+                       min_distance_mm=8.0, max_subpeaks=3) -> pd.DataFrame:
+    """Table of clusters of a map over surface units (vertices; CIFTI voxels too).
+
+    Clusters are connected sets of ``stat > threshold`` (and, two-sided,
+    ``stat < -threshold``) on the unit graph (mesh edges); peaks are units
+    at least as high as all their neighbours in the cluster, highest first,
+    sub-peaks more than ``min_distance_mm`` (straight line) from earlier
+    peaks. Ordered as :func:`cluster_table`.
+
+    Parameters
+    ----------
+    stat : array_like, (n_units,)
+        Statistic; non-finite values count as 0.
+    graph : VoxelGraph
+        Neighbours among the units.
+    coordinates : ndarray, (n_units, 3)
+        Position of each unit on the mesh (mm).
+    areas : ndarray, (n_units,)
+        Area of each vertex (mm²); NaN for voxels, which add no area.
+    parts : ndarray of str, (n_units,)
+        Hemisphere (``L``/``R``) or structure of each unit.
+    threshold : float
+        Cluster-forming threshold, >= 0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`MESH_COLUMNS`; ``vertex`` is the unit's index (the vertex
+        number for GIFTI data, counting the left hemisphere first).
+    """
+    from bids_app.inference.connectivity import components, neighbour_table
+
+    if threshold < 0:
+        raise ValueError("threshold must be >= 0; use two_sided for negative effects")
+    stat = np.nan_to_num(np.asarray(stat, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    coordinates = np.asarray(coordinates, dtype=np.float64)
+    neighbours = neighbour_table(graph)
+    rows = []
+    for sign in ((1.0, -1.0) if two_sided else (1.0,)):
+        signed = sign * stat
+        label = components(graph, signed > threshold)
+        clusters = []
+        for cluster in range(1, int(label.max(initial=0)) + 1):
+            members = np.flatnonzero(label == cluster)
+            if members.size < min_size:
+                continue
+            around = neighbours[members]
+            higher = np.where(around >= 0, signed[np.maximum(around, 0)], -np.inf)
+            peaks = members[(signed[members][:, None] >= higher).all(axis=1)]
+            peaks = peaks[np.argsort(-signed[peaks], kind="stable")]
+            kept = []
+            for p in peaks:
+                if all(np.linalg.norm(coordinates[p] - coordinates[q]) > min_distance_mm for q in kept):
+                    kept.append(p)
+                    if len(kept) == max_subpeaks + 1:
+                        break
+            clusters.append((signed[kept[0]], members.size, float(np.nansum(areas[members])), kept))
+        clusters.sort(key=lambda c: -c[0])
+        first_id = len({row[0] for row in rows}) + 1
+        for cluster_id, (_, size, area, kept) in enumerate(clusters, start=first_id):
+            for rank, p in enumerate(kept):
+                rows.append([cluster_id, rank, str(parts[p]), int(p), *coordinates[p], sign * signed[p], size, area])
+    table = pd.DataFrame(rows, columns=MESH_COLUMNS)
+    return table.astype({"cluster_id": int, "peak": int, "hemi": str, "vertex": int, "x": float, "y": float,
+                         "z": float, "peak_stat": float, "cluster_size_vertices": int, "cluster_area_mm2": float})

@@ -43,6 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError
 from bids_app.inference import tfce as _tfce
+from bids_app.inference.connectivity import neighbour_table
 
 #: Working memory per batch of resamplings (the float32 product and t maps).
 BATCH_BYTES = 2**28
@@ -92,7 +93,7 @@ class PermutationResult:
 
 def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_sided=True,
                      blocks=None, within_block=True, cluster_threshold=None, tfce=False,
-                     tfce_dh=_tfce.DH, batch_size=None) -> PermutationResult:
+                     tfce_dh=_tfce.DH, batch_size=None, graph=None) -> PermutationResult:
     """FWE-corrected permutation test of one t contrast.
 
     Parameters
@@ -105,8 +106,8 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         Estimable contrast weights.
     mask : ndarray of bool, (x, y, z), optional
         The mask that gave ``Y``'s columns (``Y[:, j]`` is the j-th True
-        voxel in C order, as ``volume[mask]``). Required for clusters and
-        TFCE, which use face (6-) connectivity as nilearn.
+        voxel in C order, as ``volume[mask]``). Clusters and TFCE then use
+        face (6-) connectivity, as nilearn. Not needed with ``graph``.
     n_perm : int
         Number of random resamplings (the observed data are added as one).
     seed : int
@@ -129,6 +130,10 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         TFCE height step in t units (see :mod:`bids_app.inference.tfce`).
     batch_size : int, optional
         Resamplings per matrix product; default fits :data:`BATCH_BYTES`.
+    graph : VoxelGraph, optional
+        Neighbours among ``Y``'s columns for clusters and TFCE, in any space
+        (mesh edges of surface vertices: :mod:`bids_app.inference.connectivity`);
+        default: face neighbours of ``mask``.
 
     Returns
     -------
@@ -143,7 +148,7 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     Y = np.asarray(Y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
     contrast = np.asarray(contrast, dtype=np.float64)
-    _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce)
+    _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce, graph)
     n_samples, n_voxels = Y.shape
     design = _partition(X, contrast)
 
@@ -160,8 +165,9 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     t_cluster = None
     if cluster_threshold is not None:
         t_cluster = float(stats.t.isf(stats.norm.sf(cluster_threshold), design.dof))
-    labeller = _ClusterLabeller(mask) if t_cluster is not None else None
-    graph = _tfce.voxel_graph(mask) if tfce else None
+    if graph is None and (t_cluster is not None or tfce):
+        graph = _tfce.voxel_graph(mask)
+    labeller = _ClusterLabeller(graph) if t_cluster is not None else None
 
     null = {"max_t": np.empty(n_perm)}
     if labeller is not None:
@@ -213,7 +219,7 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         "n_possible": _n_possible(n_samples, design.sign_flip, blocks, within_block),
         "cluster_threshold_z": None if cluster_threshold is None else float(cluster_threshold),
         "cluster_threshold_t": t_cluster,
-        "connectivity": "faces (6)",
+        "connectivity": graph.connectivity if graph is not None else None,
         "tfce": {"E": _tfce.E, "H": _tfce.H, "dh": tfce_dh} if tfce else None,
         "p_value": "(1 + #{null >= observed}) / (1 + n_perm)",
         "batch_size": int(batch_size),
@@ -414,27 +420,18 @@ def _fwe_logp(observed, null_max):
 
 
 class _ClusterLabeller:
-    """Face-connected clusters of masked maps, found among the supra-threshold voxels only.
+    """Connected clusters of maps on a unit graph, found among the supra-threshold units only.
 
     Labelling the whole bounding box (``scipy.ndimage.label``) costs the same
     for every map; under the null only ~0.1 % of voxels pass p < 0.001, so
-    connecting those few through a precomputed face-neighbour table is ~20x
-    cheaper per permutation. Clusters are numbered by their first voxel in
-    mask order, as ``ndimage.label`` numbers them (tested equal).
+    connecting those few through a precomputed neighbour table is ~20x
+    cheaper per permutation. Clusters are numbered by their first unit in
+    order, as ``ndimage.label`` numbers voxels of a mask (tested equal).
     """
 
-    def __init__(self, mask):
-        mask = np.asarray(mask, dtype=bool)
-        index = np.full(mask.shape, -1, dtype=np.int64)
-        index[mask] = np.arange(int(mask.sum()))
-        padded = np.pad(index, 1, constant_values=-1)
-        centre = tuple(slice(1, -1) for _ in range(3))
-        neighbours = []
-        for axis in range(3):
-            for step in (-1, 1):
-                neighbours.append(np.roll(padded, step, axis=axis)[centre][mask])
-        self._neighbours = np.column_stack(neighbours)    # (n_voxels, 6), -1: outside the mask
-        self._position = np.full(int(mask.sum()) + 1, -1, dtype=np.int64)  # last entry: "outside"
+    def __init__(self, graph):
+        self._neighbours = neighbour_table(graph)    # (n_units, max degree), -1: no neighbour
+        self._position = np.full(graph.n_voxels + 1, -1, dtype=np.int64)  # last entry: "none"
 
     def clusters(self, stat, threshold, two_sided):
         """Clusters of ``stat > threshold`` (and ``< -threshold`` if two-sided).
@@ -489,7 +486,7 @@ def _n_possible(n_samples, sign_flip, blocks, within_block):
     return math.factorial(sizes.size)
 
 
-def _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce):
+def _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce, graph):
     if Y.ndim != 2 or X.ndim != 2 or Y.shape[0] != X.shape[0]:
         raise ValueError(f"Y (n, v) and X (n, p) must share n; got {Y.shape} and {X.shape}")
     if contrast.shape != (X.shape[1],):
@@ -500,7 +497,10 @@ def _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce):
         raise ValueError(f"n_perm must be >= 1, got {n_perm}")
     if not np.all(np.isfinite(Y)):
         raise ValueError("Y has non-finite values: mask them out first")
-    if cluster_threshold is not None or tfce:
+    if graph is not None:
+        if graph.n_voxels != Y.shape[1]:
+            raise ValueError(f"graph has {graph.n_voxels} units, Y {Y.shape[1]} columns")
+    elif cluster_threshold is not None or tfce:
         if mask is None:
             raise ValueError("a mask is needed for cluster or TFCE inference")
         if np.asarray(mask).ndim != 3 or int(np.count_nonzero(mask)) != Y.shape[1]:

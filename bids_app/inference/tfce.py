@@ -45,19 +45,23 @@ _PAIRS_PER_CALL = 4_000_000
 
 @dataclass(frozen=True)
 class VoxelGraph:
-    """Face-neighbour (6-connectivity) pairs between the voxels of a mask.
+    """Neighbouring pairs between analysis units: face-neighbour voxels of a
+    mask, or mesh vertices (:mod:`bids_app.inference.connectivity`).
 
     Attributes
     ----------
     n_voxels : int
-        Voxels in the mask; vectors on the graph are in the mask's C order
+        Units; for a mask, vectors on the graph are in the mask's C order
         (``volume[mask]``), the order nilearn's maskers use.
     pairs : ndarray, int32, shape (n_pairs, 2)
         Each neighbouring pair once, as indices into that order.
+    connectivity : str
+        What makes units neighbours, for provenance.
     """
 
     n_voxels: int
     pairs: np.ndarray
+    connectivity: str = "faces (6)"
 
 
 def voxel_graph(mask: np.ndarray) -> VoxelGraph:

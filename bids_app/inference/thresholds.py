@@ -22,6 +22,8 @@ import numpy as np
 from nilearn.glm import fdr_threshold
 from scipy import ndimage, stats
 
+from bids_app.inference.connectivity import components
+
 HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", "none")
 
 
@@ -49,7 +51,7 @@ class ThresholdResult:
 
 
 def threshold_map(z, mask=None, *, height_control="fpr", alpha=0.001, cluster_min_size=0,
-                  two_sided=True, threshold=0.0, affine=None) -> ThresholdResult:
+                  two_sided=True, threshold=0.0, affine=None, graph=None) -> ThresholdResult:
     """Threshold a z map at a voxel height, then by cluster extent.
 
     Parameters
@@ -70,6 +72,10 @@ def threshold_map(z, mask=None, *, height_control="fpr", alpha=0.001, cluster_mi
         z threshold used with ``height_control="none"`` (ignored otherwise).
     affine : ndarray, (4, 4), optional
         Voxel-to-mm affine, only to report the voxel volume.
+    graph : VoxelGraph, optional
+        Neighbours among the units of ``z`` for cluster extent, when ``z``
+        and ``mask`` are vectors over units of another space (surface
+        vertices); default: face neighbours of the 3-D grid.
 
     Returns
     -------
@@ -99,7 +105,11 @@ def threshold_map(z, mask=None, *, height_control="fpr", alpha=0.001, cluster_mi
     structure = ndimage.generate_binary_structure(3, 1)
     n_clusters = 0
     for side in (signed > 0, signed < 0):
-        labels, n_found = ndimage.label(keep & side, structure)
+        if graph is None:
+            labels, n_found = ndimage.label(keep & side, structure)
+        else:
+            labels = components(graph, keep & side)
+            n_found = int(labels.max(initial=0))
         if n_found == 0:
             continue
         sizes = np.bincount(labels.ravel())

@@ -1,0 +1,1 @@
+"""Readers and writers of image files: the one layer that knows file formats."""
