@@ -139,6 +139,8 @@ def _validate(argv: list[str]) -> int:
 
     model = load_model(args.model)
     print(f"{args.model}: valid ({len(model.nodes)} node(s): {', '.join(n.name for n in model.nodes)})")
+    for note in model.notes:
+        print(f"warning: {note}")
     if args.bids_dir is None:
         return 0
     from bids_app.graph.context import Context

@@ -10,6 +10,7 @@ not statistics.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -254,7 +255,8 @@ def write_dataset(root: Path, spec: dict, seed: int = 0) -> tuple[Path, Path]:
                     for c in list(confounds):
                         if "*" in c or "?" in c or "[" in c:
                             del confounds[c]
-                            confounds[_level_value(c)[0]] = rng.normal(size=N_VOLS)
+                            if not any(fnmatch.fnmatchcase(other, c) for other in confounds):
+                                confounds[_level_value(c)[0]] = rng.normal(size=N_VOLS)
                     pd.DataFrame(confounds).to_csv(deriv / rel / f"{stem}_desc-confounds_timeseries.tsv",
                                                    sep="\t", index=False)
     return bids, deriv

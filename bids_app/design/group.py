@@ -61,7 +61,7 @@ from bids.variables import BIDSVariableCollection, SimpleVariable
 from formulaic.errors import FormulaicError
 
 from bids_app.design.columns import INTERCEPT, expand_x, is_glob, is_intercept
-from bids_app.design.names import node_names, resolve_table_names
+from bids_app.design.names import factor_table, level_label, node_names, resolve_table_names
 from bids_app.errors import DesignError
 from bids_app.spec.model import Node
 
@@ -144,7 +144,7 @@ def build_group_design(node: Node, inputs: pd.DataFrame) -> GroupDesign:
     if node.model.formula:
         matrix, formula_info = _formula_design(node.model.formula, node.model.x, table)
     else:
-        x, notes = _categorical_x(node, table, conditions)
+        x, notes, table = _categorical_x(node, table, conditions)
         resolved += notes
         matrix, formula_info = _x_design(x, table), {}
     _check_missing(matrix, table, "design column")
@@ -304,20 +304,23 @@ def _contrast_indicators(table: pd.DataFrame, x) -> tuple[pd.DataFrame, list[str
     return table.assign(**indicators), wanted
 
 
-def _categorical_x(node: Node, table: pd.DataFrame, conditions: list[str]) -> tuple[list, list[dict]]:
+def _categorical_x(node: Node, table: pd.DataFrame, conditions: list[str]
+                   ) -> tuple[list, list[dict], pd.DataFrame]:
     """X with each categorical column whose levels the conditions name replaced by its levels."""
     x, notes = [], []
     for entry in node.model.x:
-        levels = [c for c in table.columns if isinstance(entry, str) and c.startswith(f"{entry}.")]
-        named = [c for c in conditions if c in levels]
-        if (isinstance(entry, str) and not is_glob(entry) and entry in table.columns
-                and not pd.api.types.is_numeric_dtype(table[entry]) and named):
-            x += levels
-            notes.append({"name": entry, "column": entry,
-                          "how": f"categorical X column {entry!r} stands for its levels "
-                                 f"({', '.join(levels)}), which the contrasts name"})
-        else:
+        categorical = (isinstance(entry, str) and not is_glob(entry) and entry in table.columns
+                       and not pd.api.types.is_numeric_dtype(table[entry]))
+        values = {level_label(v) for v in table[entry].dropna()} if categorical else set()
+        if not any(c in values or c.startswith(f"{entry}.") for c in conditions):
             x.append(entry)
+            continue
+        table, _ = factor_table(table, entry)
+        levels = [f"{entry}.{v}" for v in sorted(values)]
+        x += levels
+        notes.append({"name": entry, "column": entry,
+                      "how": f"categorical X column {entry!r} stands for its levels "
+                             f"({', '.join(levels)}), which the contrasts name"})
     named_intercept = any(_is_one_condition(c) for con in node.contrasts for c in con.conditions) or \
         any(_is_one_condition(c) for c in node.dummy_contrasts or ())
     if notes and any(is_intercept(e) for e in x) and not named_intercept:
@@ -326,7 +329,7 @@ def _categorical_x(node: Node, table: pd.DataFrame, conditions: list[str]) -> tu
                       "how": "intercept left out: it equals the sum of the level columns of "
                              f"{', '.join(repr(n['name']) for n in notes)} (same fitted space; no "
                              "condition names it)"})
-    return x, notes
+    return x, notes, table
 
 
 def _is_one_condition(cond) -> bool:

@@ -45,6 +45,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     out_dir = Path(out_dir).absolute()
     created = not out_dir.exists()
     ctx = Context(model, index, out_dir, settings)
+    for note in model.notes:
+        ctx.log.warn(f"model: {note}")
     try:
         outputs = execute(ctx)
         model_bytes = Path(model_path).read_bytes()
