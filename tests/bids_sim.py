@@ -51,6 +51,7 @@ def _node_names(node: dict) -> list[str]:
     for c in node.get("Contrasts") or []:
         names += [x for x in c.get("ConditionList") or [] if isinstance(x, str)]
     names += [x for x in (node.get("DummyContrasts") or {}).get("Contrasts") or [] if isinstance(x, str)]
+    names = [part.strip() for n in names for part in n.split(":")]  # interactions name each factor
     return [n for n in dict.fromkeys(names) if n not in ("1", "intercept", "Intercept")]
 
 
@@ -62,8 +63,20 @@ def _level_value(pattern: str) -> list[str]:
 
 
 def _run_variables(node: dict, events: dict, confounds: list):
-    made, factored = set(), set()
+    made, factored, source = set(), set(), {}
     instructions = ((node.get("Transformations") or {}).get("Instructions") or [])
+
+    def origin(col):
+        while col in source:
+            col = source[col]
+        return col
+
+    def add_levels(col, levels):
+        col = origin(col)
+        if not isinstance(events.get(col, set()), set):
+            events[col] = set()
+        events.setdefault(col, set()).update(levels)
+
     for ins in instructions:
         for key in ("Input", "By", "Other", "Target"):
             for name in _listify(ins.get(key)):
@@ -71,40 +84,53 @@ def _run_variables(node: dict, events: dict, confounds: list):
                     continue
                 col, _, level = name.partition(".")
                 if level and col not in made:
-                    events.setdefault(col, set()).update(_level_value(level))
+                    add_levels(col, _level_value(level))
                 elif _CONFOUND.search(name):
                     confounds.append(name)
                 elif name not in events:
                     categorical = ins.get("Name") in ("Factor", "Replace", "Split", "Filter") \
                         or key == "By" or name == "trial_type"
                     events[name] = set() if categorical else "numeric"
-        for key in ("Output",):
-            made.update(n for n in _listify(ins.get(key)) if isinstance(n, str))
+        outputs = [n for n in _listify(ins.get("Output")) if isinstance(n, str)]
+        if ins.get("Name") in ("Copy", "Rename"):
+            for src, out in zip(_listify(ins.get("Input")), outputs):
+                if isinstance(src, str) and src != out:
+                    source[out] = src
+                    if ins.get("Name") == "Rename" and out in events and events[out] == set():
+                        del events[out]
+        made.update(outputs)
         if ins.get("Name") == "Factor":
             factored.update(n for n in _listify(ins.get("Input")) if isinstance(n, str))
         if ins.get("Name") == "Replace" and isinstance(ins.get("Replace"), dict):
             for name in _listify(ins.get("Input")):
-                if isinstance(events.get(name), set):
-                    events[name].update(k for k in ins["Replace"] if isinstance(k, str))
+                if isinstance(name, str) and isinstance(events.get(origin(name), set()), set):
+                    add_levels(name, {k for k in ins["Replace"] if isinstance(k, str)})
     for name in _node_names(node):
         col, dot, level = name.partition(".")
         if dot and col in factored:
-            if isinstance(events.get(col, set()), set) and not any(c in level for c in "*?["):
-                events.setdefault(col, set()).add(level)
+            if not any(c in level for c in "*?["):
+                add_levels(col, {level})
             continue
         if name in made or any(re.fullmatch(m.replace(".", r"\.").replace("*", ".*"), name) for m in made):
             continue
-        col, dot, level = name.partition(".")
         if dot and not _CONFOUND.search(col):
             if events.get(col) == "numeric":
-                continue
+                events[col] = set()
             events.setdefault(col, set()).update(_level_value(level))
         elif _CONFOUND.search(name):
             confounds.append(name)
         elif "*" in name or "?" in name or "[" in name:
             continue
+        elif name in events and isinstance(events[name], set) and not events[name]:
+            events[name] = "numeric"  # a text-typed column the model uses as numbers
         elif name not in events:
-            events.setdefault("trial_type", set()).add(name)
+            if "trial_type" in factored:
+                events[name] = "numeric"  # trial_type is split by the model: a bare name is a column
+            else:
+                events.setdefault("trial_type", set()).add(name)
+    for col in list(events):
+        if col in made and col not in source and events[col] == set():
+            del events[col]
 
 
 def dataset_spec(model: dict, facts: dict | None = None) -> dict:
@@ -152,13 +178,26 @@ def dataset_spec(model: dict, facts: dict | None = None) -> dict:
         for g in group_by:
             if g not in ENTITIES and g != "run":
                 participants.setdefault(g, {"a", "b"})
-        for ins in ((node.get("Transformations") or {}).get("Instructions") or []):
+        made = set()
+        transformations = node.get("Transformations") if isinstance(node.get("Transformations"), dict) else {}
+        for ins in transformations.get("Instructions") or []:
             for name in _listify(ins.get("Input")):
-                if isinstance(name, str) and name not in ENTITIES:
-                    participants.setdefault(name, set() if ins.get("Name") == "Factor" else "numeric")
+                if isinstance(name, str) and name not in ENTITIES and name not in made:
+                    col, dot, lev = name.partition(".")
+                    if dot:
+                        participants.setdefault(col, set()).update(_level_value(lev))
+                    else:
+                        participants.setdefault(name, set() if ins.get("Name") == "Factor" else "numeric")
+            made.update(n for n in _listify(ins.get("Output")) if isinstance(n, str))
+            if ins.get("Name") == "Factor":
+                made.update(f"{n}." for n in _listify(ins.get("Input")) if isinstance(n, str))
         x = [e for e in (node.get("Model") or {}).get("X") or [] if isinstance(e, str)]
         for name in names:
             col, dot, lev = name.partition(".")
+            if name in made or f"{col}." in made and isinstance(participants.get(col), set):
+                if f"{col}." in made and dot:
+                    participants[col].update(_level_value(lev))
+                continue
             if name == "session" or col == "session":
                 if dot:
                     sessions += [v for v in _level_value(lev) if v not in sessions]
@@ -179,13 +218,18 @@ def dataset_spec(model: dict, facts: dict | None = None) -> dict:
     for col, values in list(participants.items()):
         if isinstance(values, set) and not values:
             participants[col] = {"a", "b"}
+    most = max([len(v) for v in participants.values() if isinstance(v, set)] + [0])
+    while len(subjects) < most:
+        subjects.append(f"{len(subjects) + 90}")
     for col, values in list(events.items()):
         if isinstance(values, set) and not values:
             events[col] = {"a", "b"}
     space = [str(v) for v in _listify(inp.get("space"))][:1] or [SPACE]
     acq = [str(v) for v in _listify(inp.get("acquisition"))][:1] or [""]
     desc = [str(v) for v in _listify(inp.get("desc", inp.get("description")))][:1] or ["preproc"]
-    return {"tasks": tasks, "subjects": subjects, "sessions": sessions or [None],
+    masks = [((n.get("Model") or {}).get("Options") or {}).get("Mask") for n in model.get("Nodes") or []
+             if isinstance(n, dict)]
+    return {"masks": [m for m in masks if isinstance(m, dict)], "tasks": tasks, "subjects": subjects, "sessions": sessions or [None],
             "runs": runs or [None], "events": events, "confounds": list(dict.fromkeys(confounds)),
             "participants": participants, "space": space[0], "acquisition": acq[0], "desc": desc[0]}
 
@@ -248,6 +292,13 @@ def write_dataset(root: Path, spec: dict, seed: int = 0) -> tuple[Path, Path]:
                     nb.save(nb.Nifti1Image(bold, affine), f"{pre}.nii.gz")
                     (Path(f"{pre}.json")).write_text(json.dumps({"RepetitionTime": TR, "TaskName": task}))
                     nb.save(mask, deriv / rel / f"{stem}_space-{space}_desc-brain_mask.nii.gz")
+                    for i, filt in enumerate(spec.get("masks", [])):
+                        ents = {k: str(_listify(v)[0]) for k, v in filt.items() if _listify(v)}
+                        suffix = ents.pop("suffix", "mask")
+                        ents.setdefault("space", space)
+                        label = "_".join(f"{k}-{v}" for k, v in ents.items() if k in ("space", "label", "desc"))
+                        name = f"sub-{sub}_{label}_{suffix}.nii.gz"
+                        nb.save(mask, deriv / rel / name)
                     confounds = {c: rng.normal(size=N_VOLS) for c in
                                  ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
                                   "framewise_displacement", "global_signal", "csf", "white_matter",

@@ -362,6 +362,7 @@ def _formula_design(formula: str, x, table: pd.DataFrame) -> tuple[pd.DataFrame,
     if not _has_intercept_term(formula):
         raise DesignError(f"Model.Formula {formula!r} must contain an explicit 1 (keep the "
                           "intercept) or 0 (drop it)")
+    formula = _quote_dotted(formula, table.columns)
     try:
         # "ignore" keeps rows with missing values, so we can name their subjects
         mm = formulaic.model_matrix(formula, table, na_action="ignore")
@@ -379,6 +380,16 @@ def _formula_design(formula: str, x, table: pd.DataFrame) -> tuple[pd.DataFrame,
     info = {"formula_columns": {renamed[c]: c for c in mm.columns if renamed[c] in columns},
             "formula_variables": variables, "x_mode": mode}
     return full[columns], info
+
+
+def _quote_dotted(formula: str, columns) -> str:
+    """Backquote column names holding dots (``group.1``, Factor levels), which formulaic
+    would otherwise read as attribute access."""
+    dotted = sorted((str(c) for c in columns if "." in str(c)), key=len, reverse=True)
+    if not dotted:
+        return formula
+    pattern = re.compile(r"(?<![\w.`])(" + "|".join(map(re.escape, dotted)) + r")(?![\w.`])")
+    return pattern.sub(lambda m: f"`{m.group(1)}`", formula)
 
 
 def _formula_columns(x, columns: list[str], variables: list[str], formula: str

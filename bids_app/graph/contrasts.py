@@ -14,9 +14,10 @@ Naming rule (documented in README, "Contrast names"):
 A condition names a design column (intercept aliases: ``1``,
 ``"intercept"``), or, when no column has its name:
 
-* at a higher level, the group's single incoming contrast: that is the
-  intercept (bidspm's ``"DummyContrasts": {"Contrasts": ["faces"]}`` on
-  ``X: [1]`` with ``GroupBy: ["contrast"]``);
+* at a higher level, the group's single incoming contrast (or its level:
+  ``faces`` for ``trial_type.faces``): that is the intercept (bidspm's
+  ``"DummyContrasts": {"Contrasts": ["faces"]}`` on ``X: [1]`` with
+  ``GroupBy: ["contrast"]``);
 * a level of one categorical column: ``test`` names ``session.test``
   (several columns with that level: an error naming them).
 
@@ -72,7 +73,7 @@ def _column(cond: str, columns: list[str], incoming: str | None = None) -> str |
         return cond
     if str(cond) in _INTERCEPT_ALIASES and INTERCEPT in columns:
         return INTERCEPT
-    if incoming is not None and cond == incoming and INTERCEPT in columns:
+    if incoming is not None and INTERCEPT in columns and cond in (incoming, incoming.split(".", 1)[-1]):
         return INTERCEPT
     if not isinstance(cond, str):
         return None

@@ -35,15 +35,17 @@ def value_matches(value, allowed) -> bool:
     return False
 
 
-#: BIDS full entity names that file tables hold under their short name
-ENTITY_ALIASES = {"description": "desc"}
+#: Other spellings of entities (BIDS full names, short keys) -> the names file tables use
+ENTITY_ALIASES = {"description": "desc", "sub": "subject", "ses": "session", "acq": "acquisition",
+                  "rec": "reconstruction", "dir": "direction", "ce": "ceagent", "res": "resolution",
+                  "den": "density"}
 
 
 def match_frame(frame: pd.DataFrame, filters: dict) -> pd.DataFrame:
     """Rows of a file table whose entity columns match every filter.
 
     A key may be written with the entity's full BIDS name (``description``
-    for ``desc``). The value ``""`` matches files without the entity
+    for ``desc``) or its short key (``ses`` for ``session``). The value ``""`` matches files without the entity
     (bidspm writes ``"acquisition": [""]`` for "no acq- entity"); otherwise
     a file without the entity does not match.
     """

@@ -105,8 +105,8 @@ _MAX_LISTED = 12
 # --- small helpers ------------------------------------------------------------
 
 def _is_one(value) -> bool:
-    """The JSON intercept ``1`` (``true`` is not an intercept)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == 1
+    """The intercept in X: ``1``, or the string ``"1"`` bidspm writes (``true`` is not an intercept)."""
+    return value == "1" or (not isinstance(value, bool) and isinstance(value, (int, float)) and value == 1)
 
 
 def _is_glob(entry) -> bool:
