@@ -51,7 +51,8 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (permutations); recorded in provenance")
     p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
                    help="default group estimator; Model.Software['bids-stats'].Estimator wins")
-    p.add_argument("--noise-model", choices=("ar1", "ols"), default="ar1", help="run-level noise model")
+    p.add_argument("--noise-model", type=_noise_model, default="ar1", metavar="{ols,ar1,ar2,...}",
+                   help="run-level noise model: OLS or AR(p) prewhitening as nilearn's (default ar1)")
     p.add_argument("--smoothing", type=_smoothing, metavar="FWHM[:LEVEL]",
                    help="isotropic Gaussian smoothing (mm) of the data entering nodes of LEVEL "
                         "(run: BOLD before run fits, the default; session/subject/dataset: incoming effect maps)")
@@ -84,6 +85,16 @@ def _smoothing(text: str) -> tuple[float, str]:
     if value <= 0 or level not in LEVELS:
         raise argparse.ArgumentTypeError(f"expected FWHM > 0 and LEVEL in {LEVELS}, got {text!r}")
     return value, level.capitalize()
+
+
+def _noise_model(text: str) -> str:
+    from bids_app.estimation.first_level import ar_order
+
+    try:
+        ar_order(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip().lower()
 
 
 def _run_app(argv: list[str]) -> int:

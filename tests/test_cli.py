@@ -51,6 +51,17 @@ def test_missing_model_argument(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
+def test_noise_model_argument(tmp_path, capsys):
+    model = str(MODELS / "one_sample_existing_maps.json")
+    assert main([str(tmp_path), str(tmp_path / "out"), "dataset", "--model", model, "--noise-model", "ar0"]) == 2
+    assert "'ols', 'ar1', 'ar2'" in capsys.readouterr().err
+    from bids_app.cli import app_parser
+
+    args = app_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "run", "--model", model,
+                                    "--noise-model", "AR3"])
+    assert args.noise_model == "ar3"
+
+
 def test_model_not_json(tmp_path, capsys):
     bad = tmp_path / "model.json"
     bad.write_text("{ not json")

@@ -203,8 +203,8 @@ INVALID = [
     ("fir-bad-delays", [("set", [*RUN, "Model", "HRF", "Model"], "fir"),
                         ("set", [*RUN, "Model", "HRF", "Parameters"], {"fir_delays": [0, 1.5]})],
      "Nodes[0].Model.HRF.Parameters", "whole delays in scans"),
-    ("meta-with-covariate", [("set", ["Nodes", 1, "Model", "X"], [1, "age"])],
-     "Nodes[1].Model.X", "fixed-effects nodes combine incoming maps: use X: [1]"),
+    ("noise-model-unknown", [("set", [*RUN, "Model", "Software"], {"bids-stats": {"NoiseModel": "arma"}})],
+     'Nodes[0].Model.Software["bids-stats"].NoiseModel', "not one of 'ols', 'ar1', 'ar2'"),
     ("meta-at-run", [("set", [*RUN, "Model", "Type"], "meta")],
      "Nodes[0].Model.Type", "'meta' combines maps"),
     ("aggregate-case", [("set", [*RUN, "Model", "Options", "Aggregate"], "Mean")],
@@ -377,6 +377,10 @@ def test_spec_permitted_forms():
     run = model.nodes[0]
     assert run.contrasts[1].weights.shape == (1, 2)
     assert run.dummy_contrasts is None and not run.has_dummy_contrasts
+    # A meta (fixed-effects) node takes any design: weighted least squares.
+    meta = _valid(mutate(("set", ["Nodes", 1, "Model", "X"], [1, "late"]),
+                         ("set", ["Nodes", 1, "Model", "Formula"], "1 + late")))
+    assert meta.nodes[1].model.type == "meta" and meta.nodes[1].model.formula == "1 + late"
     fir = mutate(("set", [*RUN, "Model", "HRF"],
                   {"Variables": ["congruent"], "Model": "fir", "Parameters": {"fir_delays": [0, 1, 2]}}))
     assert _valid(fir).nodes[0].model.hrf.parameters == {"fir_delays": [0, 1, 2]}

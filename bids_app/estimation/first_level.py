@@ -1,19 +1,26 @@
-"""Run-level fMRI GLM: OLS or AR(1) prewhitened least squares.
+"""Run-level fMRI GLM: OLS or AR(p) prewhitened least squares.
 
-The AR(1) model reproduces nilearn's :func:`nilearn.glm.first_level.run_glm`
-(nilearn 0.11-0.14) so results can be checked against ``FirstLevelModel``:
+The AR models reproduce nilearn's :func:`nilearn.glm.first_level.run_glm`
+(nilearn 0.11-0.14, ``noise_model="ar1"``, ``"ar2"``, ...) so results can be
+checked against ``FirstLevelModel``:
 
-1. OLS fit; lag-1 autocorrelation ``rho`` of each voxel's residuals by
-   Yule-Walker, the residuals centred on their *global* mean (as nilearn).
-2. ``rho`` truncated toward zero onto a grid of step ``1 / ar_bins``.
-3. For each grid value, the design and the data are whitened with
-   ``e[t] - rho * e[t-1]`` (first sample unchanged, as nilearn's ``ARModel``)
-   and refitted by least squares.
+1. OLS fit; AR coefficients of each voxel's residuals by Yule-Walker (biased
+   autocovariances), the residuals centred on their *global* mean (as nilearn).
+2. AR(1): ``rho`` truncated toward zero onto a grid of step ``1 / ar_bins``.
+   AR(p), p >= 2: the coefficient vectors are clustered by k-means
+   (scikit-learn's ``KMeans``, ``min(ar_bins, n_voxels)`` clusters,
+   ``n_init=10``, seeded) and each voxel takes its cluster centre; clusters
+   whose centres agree to 2 decimals are merged and use the centre of the
+   first voxel's cluster (nilearn's labels are those rounded centres).
+3. For each distinct coefficient vector, the design and the data are whitened
+   with ``e[t] - sum_k rho_k * e[t-k]`` (the first ``k`` samples keep the
+   terms that exist, as nilearn's ``ARModel``) and refitted by least squares.
 
-Unlike nilearn, which fits one model object per grid value and keeps every
-residual, voxels are processed in chunks, each grid value's whitened design
-and pseudo-inverse are computed once, and all of a grid value's voxels are
-solved in one matrix product, in float64 throughout.
+Unlike nilearn, which fits one model object per coefficient value and keeps
+every residual, voxels are processed in chunks, each value's whitened design
+and pseudo-inverse are computed once, and all of a value's voxels are solved
+in one matrix product, in float64 throughout. AR(p >= 2) reads the data twice
+(coefficients first, since the clustering needs all voxels).
 
 Percent-signal-change scaling (nilearn's default ``signal_scaling=0``) is a
 separate step, :func:`scale_timeseries`, applied by the caller.
@@ -25,12 +32,28 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
+from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
 from bids_app.inference.conversions import f_to_z_p, t_to_z_p
 
-NOISE_MODELS = ("ar1", "ols")
+
+
+def ar_order(noise_model: str) -> int:
+    """AR order of a noise model name: ``"ols"`` -> 0, ``"ar1"`` -> 1, ``"ar3"`` -> 3.
+
+    Raises
+    ------
+    ValueError
+        For any other name, with the accepted forms.
+    """
+    name = str(noise_model).strip().lower()
+    if name == "ols":
+        return 0
+    if name.startswith("ar") and name[2:].isdigit() and int(name[2:]) >= 1:
+        return int(name[2:])
+    raise ValueError(f"noise model {noise_model!r} is not one of 'ols', 'ar1', 'ar2', ... ('ar' + order)")
 
 
 def scale_timeseries(Y):
@@ -59,30 +82,47 @@ def scale_timeseries(Y):
 
 @dataclass(frozen=True)
 class FirstLevelEstimator:
-    """Estimator for a single run: OLS or AR(1) prewhitened GLM.
+    """Estimator for a single run: OLS or AR(p) prewhitened GLM.
 
     Parameters
     ----------
-    noise_model : {"ar1", "ols"}
-        Temporal noise model.
+    noise_model : str
+        ``"ols"``, or ``"ar<p>"`` for an autoregressive model of order p
+        (``"ar1"``, ``"ar2"``, ...), as nilearn names them.
     ar_bins : int
-        AR(1) coefficients are truncated to multiples of ``1 / ar_bins``
-        (nilearn's ``bins``); the design is whitened once per distinct value.
+        AR(1): coefficients are truncated to multiples of ``1 / ar_bins``
+        (nilearn's ``bins``). AR(p >= 2): number of k-means clusters
+        (at most one per voxel). The design is whitened once per value.
     chunk_size : int
         Voxels processed together; bounds memory to about
         ``8 * n_scans * chunk_size * 8`` bytes (~100 MB for 200 scans).
+    random_state : int
+        Seed of the k-means clustering of AR(p >= 2) coefficients (nilearn's
+        ``random_state``); unused for OLS and AR(1).
     """
 
     noise_model: str = "ar1"
     ar_bins: int = 100
     chunk_size: int = 8192
+    random_state: int = 0
     name: ClassVar[str] = "first_level"
 
     def __post_init__(self):
-        if self.noise_model not in NOISE_MODELS:
-            raise ValueError(f"noise_model must be one of {NOISE_MODELS}, got {self.noise_model!r}")
+        ar_order(self.noise_model)
         if self.ar_bins < 1 or self.chunk_size < 1:
             raise ValueError("ar_bins and chunk_size must be positive")
+
+    def describe(self) -> dict:
+        """How the noise model is estimated, for design sidecars (JSON-ready)."""
+        order = ar_order(self.noise_model)
+        if order == 0:
+            return {"Order": 0, "Method": "ordinary least squares"}
+        info = {"Order": order, "Method": "Yule-Walker on the OLS residuals (centred on their global mean), "
+                                          "prewhitened least squares per coefficient value (nilearn's run_glm)"}
+        if order == 1:
+            return {**info, "Quantisation": f"truncated toward zero to multiples of 1/{self.ar_bins}"}
+        return {**info, "Quantisation": f"k-means, min({self.ar_bins}, n_voxels) clusters, n_init=10; clusters "
+                                        "whose centres agree to 2 decimals merged", "RandomState": self.random_state}
 
     def fit(self, Y, X, variances=None) -> FirstLevelFit:
         """Fit the GLM to every voxel.
@@ -122,34 +162,51 @@ class FirstLevelEstimator:
         dof = n_scans - rank
         if dof <= 0:
             raise DesignError(f"The design has {rank} independent regressors for {n_scans} scans: no residual dof")
+        order = ar_order(self.noise_model)
+        if order >= n_scans - 1:
+            raise DesignError(f"An AR({order}) noise model needs more than {order + 1} scans; this run has {n_scans}")
 
         residual_mean = _global_residual_mean(Y, X, X_pinv)
-        designs = _WhitenedDesigns(X, self.ar_bins)
         n_voxels = Y.shape[1]
+        chunks = [slice(start, min(start + self.chunk_size, n_voxels))
+                  for start in range(0, n_voxels, self.chunk_size)]
+        if order == 0:
+            key, coef = np.zeros(n_voxels, dtype=np.int64), np.zeros((1, 0))
+        elif order == 1:
+            grid = np.concatenate([_ar1_grid(_chunk(Y, c), X, X_pinv, residual_mean, self.ar_bins)
+                                   for c in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+            # one key per grid value, in increasing order of rho
+            values, key = np.unique(grid, return_inverse=True)
+            coef = (values / self.ar_bins)[:, None]
+        else:
+            coefficients = np.concatenate([
+                _yule_walker(_ols_residuals(_chunk(Y, c), X, X_pinv), order, residual_mean) for c in chunks])
+            key, coef = _cluster_coefficients(coefficients, self.ar_bins, self.random_state)
+        key = key.ravel()
+
+        designs = _WhitenedDesigns(X, coef)
         beta = np.empty((X.shape[1], n_voxels))
         sse = np.empty(n_voxels)
         rsquared = np.empty(n_voxels)
-        grid_index = np.zeros(n_voxels, dtype=np.int64)
-        for start in range(0, n_voxels, self.chunk_size):
-            cols = slice(start, min(start + self.chunk_size, n_voxels))
-            Yc = np.asarray(Y[:, cols], dtype=np.float64)
-            if self.noise_model == "ols":
-                beta[:, cols], sse[cols], rsquared[cols] = _least_squares(Yc, designs.get(0))
-            else:
-                grid_index[cols] = _ar1_grid(Yc, X, X_pinv, residual_mean, self.ar_bins)
-                _fit_whitened_groups(Yc, grid_index[cols], designs, beta[:, cols], sse[cols], rsquared[cols])
+        for cols in chunks:
+            _fit_whitened_groups(_chunk(Y, cols), key[cols], designs, beta[:, cols], sse[cols], rsquared[cols])
 
-        keys, group = np.unique(grid_index, return_inverse=True)
+        used, group = np.unique(key, return_inverse=True)
         return FirstLevelFit(
             beta=beta,
             dispersion=sse / dof,
             rsquared=rsquared,
-            rho=grid_index / self.ar_bins,
-            group=group,
-            group_covariance=np.stack([designs.get(k).covariance for k in keys]),
+            ar_coef=coef[key].T.reshape(order, n_voxels),
+            group=group.ravel(),
+            group_covariance=np.stack([designs.get(k).covariance for k in used]).reshape(
+                len(used), X.shape[1], X.shape[1]),
             dof=float(dof),
             row_space=X_pinv @ X,
         )
+
+
+def _chunk(Y, cols):
+    return np.asarray(Y[:, cols], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -164,9 +221,10 @@ class FirstLevelFit:
         Residual variance of the whitened model, ``SSE / dof``.
     rsquared : ndarray, (n_voxels,)
         ``var(fitted) / var(data)`` of the whitened model (nilearn's
-        ``r_square``; a pseudo-R2 for AR(1)).
-    rho : ndarray, (n_voxels,)
-        AR(1) coefficient used to whiten each voxel (0 for OLS).
+        ``r_square``; a pseudo-R2 for AR models).
+    ar_coef : ndarray, (order, n_voxels)
+        AR coefficients ``rho_1 .. rho_p`` used to whiten each voxel (after
+        binning or clustering); (0, n_voxels) for OLS.
     group : ndarray, (n_voxels,), int
         Index of each voxel's row in ``group_covariance``.
     group_covariance : ndarray, (n_groups, n_regressors, n_regressors)
@@ -181,7 +239,7 @@ class FirstLevelFit:
     beta: np.ndarray
     dispersion: np.ndarray
     rsquared: np.ndarray
-    rho: np.ndarray
+    ar_coef: np.ndarray
     group: np.ndarray
     group_covariance: np.ndarray
     dof: float
@@ -287,11 +345,15 @@ def _global_residual_mean(Y, X, X_pinv):
     return (total - X @ (X_pinv @ total)).sum() / Y.size
 
 
-def _ar1_grid(Y, X, X_pinv, residual_mean, bins):
-    """Each voxel's OLS-residual AR(1) coefficient times ``bins``, truncated to int (nilearn's binning)."""
+def _ols_residuals(Y, X, X_pinv):
     residuals = X @ (X_pinv @ Y)
     np.subtract(Y, residuals, out=residuals)
-    rho = _lag1_autocorrelation(residuals, residual_mean)
+    return residuals
+
+
+def _ar1_grid(Y, X, X_pinv, residual_mean, bins):
+    """Each voxel's OLS-residual AR(1) coefficient times ``bins``, truncated to int (nilearn's binning)."""
+    rho = _lag1_autocorrelation(_ols_residuals(Y, X, X_pinv), residual_mean)
     return np.trunc(rho * bins).astype(np.int64)
 
 
@@ -321,6 +383,77 @@ def _lag1_autocorrelation(residuals, center):
     return np.where(r0 > 0, rho, 0.0)
 
 
+def _yule_walker(residuals, order, center):
+    """Yule-Walker AR(p) coefficients per column, as nilearn's ``_yule_walker``.
+
+    Parameters
+    ----------
+    residuals : ndarray, (n_scans, n_voxels)
+        Overwritten (``center`` is subtracted in place).
+    order : int
+    center : float
+        Value subtracted from all residuals first (nilearn: their global mean).
+
+    Returns
+    -------
+    coefficients : ndarray, (n_voxels, order)
+        Solutions of the Toeplitz systems ``R rho = r`` of the biased
+        autocovariances; 0 where the residuals are identically ``center``.
+    """
+    n = residuals.shape[0]
+    residuals -= center
+    r = np.empty((residuals.shape[1], order + 1))
+    r[:, 0] = np.einsum("tv,tv->v", residuals, residuals)
+    for k in range(1, order + 1):
+        r[:, k] = np.einsum("tv,tv->v", residuals[:-k], residuals[k:])
+    r /= (n - np.arange(order + 1)) * n
+    lags = np.abs(np.subtract.outer(np.arange(order), np.arange(order)))
+    toeplitz = r[:, lags]                                   # (n_voxels, order, order)
+    defined = r[:, 0] > 0
+    coefficients = np.zeros((residuals.shape[1], order))
+    coefficients[defined] = np.linalg.solve(toeplitz[defined], r[defined, 1:, None])[..., 0]
+    return coefficients
+
+
+def _cluster_coefficients(coefficients, bins, random_state):
+    """nilearn's k-means quantisation of AR(p >= 2) coefficient vectors.
+
+    Returns
+    -------
+    key : ndarray, (n_voxels,), int
+        Row of ``coef`` whitening each voxel.
+    coef : ndarray, (n_keys, order)
+        One coefficient vector per key: the cluster centre of the first
+        voxel (in voxel order) among those whose centres round alike.
+    """
+    from sklearn.cluster import KMeans
+
+    if len(coefficients) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, coefficients.shape[1]))
+    kmeans = KMeans(n_clusters=min(bins, len(coefficients)), n_init=10, random_state=random_state)
+    # one OpenMP thread: Lloyd's iterations on (n_voxels, order) points are
+    # short, and threads cost ~4x in synchronisation on a shared 2-core machine
+    with threadpool_limits(1, user_api="openmp"):
+        cluster = kmeans.fit(coefficients).labels_
+    centres = kmeans.cluster_centers_
+    # nilearn keys its models by the centres printed to 2 decimals (str of
+    # np.round), so clusters that print alike share the first voxel's centre
+    printed = np.array(["_".join(map(str, np.round(c, 2))) for c in centres])
+    _, first, key = np.unique(printed[cluster], return_index=True, return_inverse=True)
+    return key.ravel(), centres[cluster[first]]
+
+
+def _whiten(A, coef):
+    """``A[t] - sum_k coef[k] * A[t - k]`` along axis 0, the first k rows as nilearn's ``ARModel``.
+
+    ``coef`` is (order,) for one filter or (order, n_columns) for one per column.
+    """
+    out = A.copy()
+    for k in range(len(coef)):
+        out[k + 1:] -= coef[k] * A[:-(k + 1)]
+    return out
+
+
 def _least_squares(Y, design):
     """Least-squares fit of every column of ``Y`` on one (whitened) design.
 
@@ -346,32 +479,28 @@ def _least_squares(Y, design):
     return beta, sse, rsquared
 
 
-def _fit_whitened_groups(Y, grid, designs, beta_out, sse_out, rsquared_out):
-    """AR(1)-whitened least squares for one chunk, one product per grid value.
+def _fit_whitened_groups(Y, key, designs, beta_out, sse_out, rsquared_out):
+    """AR-whitened least squares for one chunk, one product per coefficient value.
 
     Parameters
     ----------
     Y : ndarray, (n_scans, n_chunk)
-    grid : ndarray, (n_chunk,), int
-        ``rho * bins`` truncated; each voxel is whitened with ``grid / bins``.
+    key : ndarray, (n_chunk,), int
+        Row of ``designs.coef`` that whitens each voxel.
     designs : _WhitenedDesigns
     beta_out, sse_out, rsquared_out : ndarray views
         Filled in place, columns in the order of ``Y``.
     """
-    # Sort voxels by grid value so every group is a contiguous block, then
-    # whiten all of them at once (rho per column), last scan first so each
-    # step still reads the unwhitened previous scan.
-    order = np.argsort(grid, kind="stable")
-    whitened = Y[:, order]
-    rho = grid[order] / designs.bins
-    for t in range(Y.shape[0] - 1, 0, -1):
-        whitened[t] -= rho * whitened[t - 1]
-    keys, starts = np.unique(grid[order], return_index=True)
+    # Sort voxels by key so every group is a contiguous block, then whiten
+    # all of them at once (coefficients per column).
+    order = np.argsort(key, kind="stable")
+    whitened = _whiten(Y[:, order], designs.coef[key[order]].T)
+    keys, starts = np.unique(key[order], return_index=True)
     stops = np.append(starts[1:], len(order))
-    for key, start, stop in zip(keys, starts, stops):
+    for k, start, stop in zip(keys, starts, stops):
         voxels = order[start:stop]
         beta_out[:, voxels], sse_out[voxels], rsquared_out[voxels] = _least_squares(
-            whitened[:, start:stop], designs.get(key)
+            whitened[:, start:stop], designs.get(k)
         )
 
 
@@ -386,18 +515,24 @@ class _Design:
 
 
 class _WhitenedDesigns:
-    """AR(1)-whitened versions of one design, built once per grid value."""
+    """AR-whitened versions of one design, built once per coefficient vector.
 
-    def __init__(self, X, bins):
+    Parameters
+    ----------
+    X : ndarray, (n_scans, n_regressors)
+    coef : ndarray, (n_keys, order)
+        Coefficient vector of each key (order 0: OLS, the design itself).
+    """
+
+    def __init__(self, X, coef):
         self._X = X
-        self.bins = bins
+        self.coef = coef
         self._cache = {}
 
     def get(self, key):
-        """The design whitened with ``rho = key / bins``."""
+        """The design whitened with ``coef[key]``."""
         if key not in self._cache:
-            wX = self._X.copy()
-            wX[1:] -= (key / self.bins) * self._X[:-1]
+            wX = _whiten(self._X, self.coef[key][:, None]) if self.coef.shape[1] else self._X
             pinv = scipy.linalg.pinv(wX)
             centered = wX - wX.mean(axis=0)
             self._cache[key] = _Design(wX, pinv, pinv @ pinv.T, centered.T @ centered / wX.shape[0])

@@ -8,7 +8,7 @@ import pandas as pd
 
 from bids_app.design.group import build_group_design
 from bids_app.errors import InputDataError
-from bids_app.graph.contrasts import INTERCEPT
+from bids_app.estimation.fixed_effects import FIXED_EFFECTS_DOF_RULE
 from bids_app.graph.units import Settings, StatMap
 from bids_app.io.maps import read_map
 from bids_app.spec.model import Node
@@ -103,11 +103,16 @@ def load_maps(maps: list[StatMap]):
 
 
 def design_for(node: Node, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Design matrix of a group: ``meta`` nodes combine maps with X = [1]."""
-    if node.model.type == "meta":
-        return pd.DataFrame({INTERCEPT: np.ones(len(table))}), {"type": "meta"}
+    """Design matrix of a group, built the same way for ``glm`` and ``meta`` nodes.
+
+    A ``meta`` node's design (any ``X`` or ``Formula``, e.g. two run subsets
+    contrasted within each subject) is fitted by inverse-variance weighted
+    least squares; the sidecar states its degrees-of-freedom rule.
+    """
     design = build_group_design(node, table)
-    return design.matrix, design.info
+    if node.model.type != "meta":
+        return design.matrix, design.info
+    return design.matrix, {**design.info, "type": "meta", "DegreesOfFreedom": FIXED_EFFECTS_DOF_RULE}
 
 
 def make_estimator(node: Node, settings: Settings, dofs):

@@ -49,7 +49,8 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
         Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
     X = design.matrix
     noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
-    fit = FirstLevelEstimator(noise_model=noise).fit(Y, X.to_numpy(dtype=np.float64))
+    estimator = FirstLevelEstimator(noise_model=noise, random_state=ctx.settings.seed)
+    fit = estimator.fit(Y, X.to_numpy(dtype=np.float64))
     columns = list(X.columns)
     x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
     contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
@@ -65,7 +66,8 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
         "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
         "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
-        "NoiseModel": noise, "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
+        "NoiseModel": noise, "NoiseModelDetails": {**estimator.describe(), "NFilters": len(fit.group_covariance)},
+        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
         **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})}))
     if regions is None:
         for key, values in fit.model_maps().items():

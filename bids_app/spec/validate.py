@@ -51,8 +51,9 @@ resolved (accepted unless they cannot be run):
   same label (``faces vs houses`` / ``faces-vs-houses``, compared without
   case) would write the same files, and a name with no letter or digit has
   no label: both are errors.
-* ``Type: "meta"`` (fixed effects) takes ``X: [1]`` and no Formula, and is
-  not allowed at ``Run`` level, whose inputs are BOLD series, not maps.
+* ``Type: "meta"`` (fixed effects: weighted least squares with the incoming
+  variances) takes any ``X`` or ``Formula``, and is not allowed at ``Run``
+  level, whose inputs are BOLD series, not maps.
 * ``HRF.Model``: spm, glover (each ``+ derivative`` and ``+ derivative +
   dispersion``) or fir, case and spaces ignored; the spec's ``afni`` is not
   implemented. ``fir`` needs ``Parameters.fir_delays`` (whole scans).
@@ -77,6 +78,7 @@ from formulaic import Formula
 from formulaic.errors import FormulaicError
 
 from bids_app.derivatives.naming import sanitize_label
+from bids_app.estimation.first_level import ar_order
 from bids_app.spec.model import Node, parse_weight, strip_formula
 from bids_app.spec.schema import Issue, schema_issues, suggest
 from bids_app.spec.transformations import (COMMON_ARGUMENTS, TRANSFORMER, json_key,
@@ -501,17 +503,22 @@ def _x_issues(x: list, model: dict, where: str) -> list[Issue]:
     return issues
 
 
-def _meta_issues(node: dict, x: list, formula: str | None, where: str) -> list[Issue]:
-    issues = []
-    if not (len(x) == 1 and _is_one(x[0])):
-        issues.append((f"{where}.X", "fixed-effects nodes combine incoming maps: use X: [1]"))
-    if formula is not None:
-        issues.append((f"{where}.Formula", "a 'meta' (fixed-effects) node has no Formula: "
-                                           "remove it, or use Type 'glm'"))
+def _meta_issues(node: dict, where: str) -> list[Issue]:
     if node.get("Level") == "Run":
-        issues.append((f"{where}.Type", "a Run node models BOLD series; 'meta' combines "
-                                        "maps from an earlier node: use 'glm'"))
-    return issues
+        return [(f"{where}.Type", "a Run node models BOLD series; 'meta' combines "
+                                  "maps from an earlier node: use 'glm'")]
+    return []
+
+
+def _noise_model_issues(software, where: str) -> list[Issue]:
+    ours = software.get("bids-stats") if isinstance(software, dict) else None
+    if not isinstance(ours, dict) or "NoiseModel" not in ours:
+        return []
+    try:
+        ar_order(ours["NoiseModel"])
+    except ValueError as exc:
+        return [(f'{where}["bids-stats"].NoiseModel', str(exc))]
+    return []
 
 
 def _dummy_names(dummy: dict, x: list, formula: str | None, where: str) -> list[tuple[str, str]]:
@@ -553,12 +560,13 @@ def _node_issues(node: dict, where: str, upstream: frozenset | None = None) -> l
     issues = _x_issues(x, model, mpath)
     issues += _transformation_issues(node.get("Transformations"), f"{where}.Transformations")
     if model.get("Type") == "meta":
-        issues += _meta_issues(node, x, formula, mpath)
+        issues += _meta_issues(node, mpath)
     f_issues, terms = _formula_issues(formula, x, f"{mpath}.Formula")
     issues += f_issues
     issues += _hrf_issues(model.get("HRF"), x, f"{mpath}.HRF")
     issues += _options_issues(model.get("Options"), f"{mpath}.Options")
     issues += _aggregate_issues(model.get("Options"), node.get("Level"), f"{mpath}.Options")
+    issues += _noise_model_issues(model.get("Software"), f"{mpath}.Software")
 
     names: dict[str, str] = {}
     dummy = node.get("DummyContrasts")
