@@ -229,6 +229,10 @@ def dataset_spec(model: dict, facts: dict | None = None) -> dict:
     desc = [str(v) for v in _listify(inp.get("desc", inp.get("description")))][:1] or ["preproc"]
     masks = [((n.get("Model") or {}).get("Options") or {}).get("Mask") for n in model.get("Nodes") or []
              if isinstance(n, dict)]
+    for filt in masks:
+        if isinstance(filt, dict):
+            named = [str(v) for k in ("ses", "session") for v in _listify(filt.get(k))]
+            sessions = [s for s in sessions if s] + [v for v in named if v not in sessions]
     return {"masks": [m for m in masks if isinstance(m, dict)], "tasks": tasks, "subjects": subjects, "sessions": sessions or [None],
             "runs": runs or [None], "events": events, "confounds": list(dict.fromkeys(confounds)),
             "participants": participants, "space": space[0], "acquisition": acq[0], "desc": desc[0]}

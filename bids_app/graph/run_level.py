@@ -19,7 +19,7 @@ from bids_app.design.first_level import RunDesign, build_run_design
 from bids_app.design.recordings import RecordingFile
 from bids_app.design.regions import aggregate_method
 from bids_app.errors import DesignError, InputDataError, NoInputsError
-from bids_app.graph.filters import match_frame, value_matches
+from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import RunInputs, Settings
 from bids_app.spec.model import Node, StatsModel
@@ -123,11 +123,12 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
     space = {"space": row.get("space")}
     regions = _label_images(index, node, row) if aggregate_method(node.model.options) else ()
     if mask_filter and not regions:
-        candidates = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"], **same_run, **space),
-                            {k: v if isinstance(v, list) else [v] for k, v in mask_filter.items()})
-        mask = _first(candidates)
+        images = _run_images(index, mask_filter, row)
+        mask = images[0] if images else None
         if mask is None:
-            raise NoInputsError(f"Options.Mask {mask_filter} matched no file for {Path(row['path']).name}")
+            raise NoInputsError(f"Options.Mask {mask_filter} matched no file for {Path(row['path']).name} "
+                                "(searched the derivatives for files whose subject, session, task, acquisition, "
+                                "run and space are the run's or absent, unless the filter names them)")
     else:
         mask = _first(index.select(is_raw=False, desc="brain", suffix="mask",
                                    extension=[".nii.gz", ".nii"], **same_run, **space))
@@ -145,15 +146,37 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
                      recordings)
 
 
+def _run_images(index: FileIndex, filt: dict, row: pd.Series) -> list[Path]:
+    """Derivative images matching ``filt`` that belong to the run of ``row``, most specific first.
+
+    A file qualifies when each of its subject, session, task, acquisition,
+    run and space entities equals the run's or is absent, except the
+    entities the filter itself names (``{"ses": ["test"]}`` picks the
+    session-test mask for every session's runs). Of those, the most specific
+    (naming the most of these entities) are kept, so a run-specific or
+    same-space image wins over a general one.
+    """
+    hits = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"]),
+                       {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
+    chosen = {ENTITY_ALIASES.get(k, k) for k in filt}
+    scope = [k for k in (*_RUN_KEYS, "space") if k not in chosen]
+    ranked = []
+    for _, hit in hits.iterrows():
+        named = [k for k in scope if hit.get(k) is not None and not (isinstance(hit[k], float) and pd.isna(hit[k]))]
+        if all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named):
+            ranked.append((len(named), Path(hit["path"])))
+    if not ranked:
+        return []
+    best = max(n for n, _ in ranked)
+    return sorted(path for n, path in ranked if n == best)
+
+
 def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, ...]:
     """The label images ``Options.Mask`` selects for one run of an aggregating node.
 
     Searched in the derivatives, like masks, but a label image usually
-    covers more than one run (an anatomical ``dseg``, an atlas): a file
-    qualifies when each of its subject, session, task, acquisition, run and
-    space entities equals the run's or is absent. Of those, the most
-    specific (naming the most of these entities) are used, so a run-specific
-    or same-space image wins over a general one.
+    covers more than one run (an anatomical ``dseg``, an atlas): see
+    :func:`_run_images`.
 
     Raises
     ------
@@ -161,20 +184,12 @@ def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, .
         No file qualifies.
     """
     filt = node.model.options["Mask"]
-    hits = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"]),
-                       {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
-    scope = (*_RUN_KEYS, "space")
-    ranked = []
-    for _, hit in hits.iterrows():
-        named = [k for k in scope if hit.get(k) is not None]
-        if all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named):
-            ranked.append((len(named), Path(hit["path"])))
-    if not ranked:
+    images = _run_images(index, filt, row)
+    if not images:
         raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no label image for "
                             f"{Path(row['path']).name} (searched the derivatives for files whose subject, "
                             "session, task, acquisition, run and space are the run's or absent)")
-    best = max(n for n, _ in ranked)
-    return tuple(sorted(path for n, path in ranked if n == best))
+    return tuple(images)
 
 
 def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:

@@ -425,6 +425,9 @@ def _hrf_issues(hrf, x: list, where: str) -> list[Issue]:
     if key == "afni":
         issues.append((f"{where}.Model", "'afni' is named by the specification but not "
                                          f"implemented here; use one of {_listing(HRF_MODELS)}"))
+    elif key == "doublegamma":
+        issues.append((f"{where}.Model", "'DoubleGamma' does not say which double-gamma HRF: SPM's canonical "
+                                         "HRF and Glover's are both double gammas; write 'spm' or 'glover'"))
     elif key is not None and key not in known:
         issues.append((f"{where}.Model", f"unknown HRF model {name!r}{suggest(name, HRF_MODELS)}; "
                                          f"use one of {_listing(HRF_MODELS)} (case-insensitive)"))
