@@ -3,12 +3,13 @@
 Exit codes (also in README.md): 0 success, 1 unexpected error, 2 bad arguments,
 3 invalid model, 16 invalid/missing dataset, 17 unknown analysis level,
 18 filters selected no files, 19 unreadable or inconsistent input data,
-20 design not estimable.
+20 design not estimable, 21 unusable output folder.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -47,8 +48,9 @@ def app_parser() -> argparse.ArgumentParser:
                         "cluster tables; fsaverage5 needs none (nilearn ships it)")
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
     p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
-    p.add_argument("--n-procs", type=int, default=1, help="parallel processes for run-level fits")
-    p.add_argument("--seed", type=int, default=0, help="random seed (permutations); recorded in provenance")
+    p.add_argument("--n-procs", type=_int_at_least(1), default=1, help="parallel processes for run-level fits")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="random seed (permutations); recorded in provenance")
     p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
                    help="default group estimator; Model.Software['bids-stats'].Estimator wins")
     p.add_argument("--noise-model", type=_noise_model, default="ar1", metavar="{ols,ar1,ar2,...}",
@@ -63,16 +65,55 @@ def app_parser() -> argparse.ArgumentParser:
     inf = p.add_argument_group("inference (Dataset-level nodes; Model.Software['bids-stats'].Inference wins)")
     inf.add_argument("--height-control", choices=("fdr", "bonferroni", "fpr", "none"),
                      help="voxel-level error control of the thresholded maps (default fpr)")
-    inf.add_argument("--alpha", type=float, help="level: default 0.001 for fpr, 0.05 for fdr/bonferroni")
-    inf.add_argument("--cluster-min-size", type=int, metavar="K", help="smallest cluster kept, in voxels")
+    inf.add_argument("--alpha", type=_probability,
+                     help="level, in (0, 1): default 0.001 for fpr, 0.05 for fdr/bonferroni")
+    inf.add_argument("--cluster-min-size", type=_int_at_least(0), metavar="K", help="smallest cluster kept, in voxels")
     inf.add_argument("--two-sided", action="store_true", default=None, help="test both signs (deactivations too)")
-    inf.add_argument("--n-perm", type=int, metavar="N", help="permutations for FWE maxT/cluster/TFCE (0 = none)")
+    inf.add_argument("--n-perm", type=_int_at_least(0), metavar="N",
+                     help="permutations for FWE maxT/cluster/TFCE (0 = none)")
     inf.add_argument("--tfce", action="store_true", default=None, help="also TFCE in permutation inference")
-    inf.add_argument("--cluster-threshold", type=float, metavar="Z",
+    inf.add_argument("--cluster-threshold", type=_positive, metavar="Z",
                      help="cluster-forming z threshold in permutation inference (default 3.1)")
     p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a level between 0 and 1 (e.g. 0.05), got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def _smoothing(text: str) -> tuple[float, str]:
@@ -81,6 +122,8 @@ def _smoothing(text: str) -> tuple[float, str]:
         value = float(fwhm)
     except ValueError:
         raise argparse.ArgumentTypeError(f"FWHM must be a number of mm, got {fwhm!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"FWHM must be a finite number of mm, got {fwhm!r}")
     level = (level or "run").lower()
     if value <= 0 or level not in LEVELS:
         raise argparse.ArgumentTypeError(f"expected FWHM > 0 and LEVEL in {LEVELS}, got {text!r}")
@@ -177,8 +220,8 @@ def _design(argv: list[str]) -> int:
                 description="Events + model -> run-level design matrix TSV (and PNG): the design synthesizer.")
     p.add_argument("--events-tsv", type=Path, required=True)
     p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--tr", type=float, required=True, help="repetition time (s)")
-    p.add_argument("--nvol", type=int, required=True, help="number of volumes")
+    p.add_argument("--tr", type=_positive, required=True, help="repetition time (s)")
+    p.add_argument("--nvol", type=_int_at_least(1), required=True, help="number of volumes")
     p.add_argument("--confounds", type=Path, help="fMRIPrep confounds TSV")
     p.add_argument("--physio", type=Path, nargs="+", default=[], metavar="F",
                    help="the run's *_physio.tsv.gz / *_stim.tsv.gz recordings, each with its JSON sidecar beside it")

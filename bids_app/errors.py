@@ -62,3 +62,10 @@ class DesignError(BidsStatsError):
     """A design matrix cannot be built or is not estimable."""
 
     exit_code = 20
+
+
+class OutputError(BidsStatsError):
+    """OUTPUT_DIR cannot take these outputs: not writable, full, a file, overlapping the
+    inputs, or holding another model's outputs."""
+
+    exit_code = 21

@@ -208,10 +208,10 @@ def test_run_level_uses_the_recording_and_refits_when_it_changes(tmp_path):
     np.testing.assert_allclose(design["resp_z"], _expected(t, z)[:, 0], rtol=0, atol=1e-10)
     np.testing.assert_allclose(design["cardiac"], _expected(t, x[:, 1:2])[:, 0], rtol=0, atol=1e-10)
     sidecar = json.loads(_only(out, "*_design.json").read_text())
-    assert [(r["path"], r["sampling_frequency_hz"], r["start_time_s"], r["columns"])
-            for r in sidecar["recordings"]] == [(str(path), FS, -3.0, ["respiratory", "cardiac"])]
-    assert sidecar["anti_aliasing"]["columns"] == ["resp_z", "cardiac"]
-    assert str(path.resolve()) in sidecar["Sources"]
+    assert [(r["Path"], r["SamplingFrequencyHz"], r["StartTimeS"], r["Columns"])
+            for r in sidecar["Recordings"]] == [(str(path), FS, -3.0, ["respiratory", "cardiac"])]
+    assert sidecar["AntiAliasing"]["Columns"] == ["resp_z", "cardiac"]
+    assert f"bids:raw:{path.relative_to(bids).as_posix()}" in sidecar["Sources"]
 
     assert _cli(bids, out, "run", model) == 0
     assert [u.get("reused") for u in _provenance(out)["Units"]] == [True]
@@ -235,7 +235,7 @@ def test_unreferenced_recordings_are_never_read(tmp_path):
     out = tmp_path / "out"
     assert _cli(bids, out, "run", _write_model(tmp_path, _haxby_model())) == 0
     sidecar = json.loads(_only(out, "*_design.json").read_text())
-    assert sidecar["recordings"] == [] and sidecar["anti_aliasing"] is None
+    assert sidecar["Recordings"] == [] and sidecar["AntiAliasing"] is None
     assert not any("physio" in s for s in sidecar["Sources"])
 
 

@@ -96,9 +96,9 @@ def _design_order(node, task, maps, contrast=None):
     """``maps`` in the order of the design's rows (the design JSON lists its inputs)."""
     part = f"_contrast-{contrast}" if contrast else ""
     inputs = json.loads((node / f"task-{task}_space-{SPACE}{part}_design.json").read_text())["Inputs"]
-    by_path = {str(m.path.resolve()): m for m in maps}
-    assert len(inputs) == len(maps)
-    return [by_path[p] for p in inputs]
+    by_name = {m.path.name: m for m in maps}  # inputs are BIDS URIs into the maps' dataset
+    assert len(inputs) == len(maps) and all(p.startswith("bids:") for p in inputs)
+    return [by_name[p.rsplit("/", 1)[-1]] for p in inputs]
 
 
 def _ds005_participants(subjects, seed):

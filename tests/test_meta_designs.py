@@ -112,7 +112,7 @@ def test_voxelwise_meta_design_equals_closed_form(voxels):
     side = json.loads(_only(subject, "*LateVsEarly_stat-t_statmap.json").read_text())
     assert side["DegreesOfFreedom"] == dofs.sum() and side["Estimator"] == "fixed-effects"
     design = json.loads(_only(subject, "*_design.json").read_text())
-    assert design["Design"]["type"] == "meta" and "sum of the input" in design["Design"]["DegreesOfFreedom"]
+    assert design["Design"]["Type"] == "meta" and "sum of the input" in design["Design"]["DegreesOfFreedom"]
     assert list(pd.read_csv(_only(subject, "*_design.tsv"), sep="\t")["late"]) == list(LATE)
 
 

@@ -332,11 +332,11 @@ def test_run_level_design_settings(haxby):
     run = next(u for u in record["Units"] if u["node"] == "run")
     info = json.loads(open(out / run["design"].replace(".tsv", ".json")).read())
     assert "Run-level model (first run:" in text
-    cutoff = info["high_pass"]["cutoff_hz"]
-    assert f"{cutoff:g} Hz (period {1 / cutoff:.0f} s), {len(info['high_pass']['drift_columns'])} cosine drift" in text
-    assert f"{info['hrf']['model']} on {', '.join(info['hrf']['variables'])}" in text
-    assert escape(info["nan_policy"]["confounds"]) in text
-    assert f"{info['n_vols']} volumes" in text
+    cutoff = info["HighPass"]["CutoffHz"]
+    assert f"{cutoff:g} Hz (period {1 / cutoff:.0f} s), {len(info['HighPass']['DriftColumns'])} cosine drift" in text
+    assert f"{info['HRF']['Model']} on {', '.join(info['HRF']['Variables'])}" in text
+    assert escape(info["NanPolicy"]["Confounds"]) in text
+    assert f"{info['NVols']} volumes" in text
     design = pd.read_csv(out / run["design"], sep="\t")
     varying = [c for c in design.columns if not c.startswith("drift") and design[c].nunique() > 1]
     r = np.abs(design[varying].corr().to_numpy())

@@ -118,7 +118,7 @@ def test_studyforrest_design_equals_nilearn(studyforrest):
     np.testing.assert_allclose(ours.to_numpy(), ref[ours.columns].to_numpy(), rtol=1e-10, atol=1e-12)
     design_json = json.loads(_only(folder, "*_design.json").read_text())
     assert design_json["RepetitionTime"] == 2.0
-    assert design_json["high_pass"]["cutoff_hz"] == 1 / 128
+    assert design_json["HighPass"]["CutoffHz"] == 1 / 128
 
 
 def test_studyforrest_maps_equal_nilearn(studyforrest):
@@ -253,9 +253,9 @@ def test_missing_confound_dropped_with_warning(tmp_path):
     np.testing.assert_array_equal(design2["trans_y"], confounds["trans_y"])
     messages = [w for w in _provenance(out)["Warnings"] if "trans_x" in w]
     assert len(messages) == 1 and str(_confounds(bids, "02")) in messages[0]
-    dropped = json.loads(_only(node, "*run-02_design.json").read_text())["dropped"]
-    assert dropped == [{"entry": "trans_x", "kind": "confound", "reason": "no such confound column"}]
-    assert json.loads(_only(node, "*run-01_design.json").read_text())["dropped"] == []
+    dropped = json.loads(_only(node, "*run-02_design.json").read_text())["Dropped"]
+    assert dropped == [{"Entry": "trans_x", "Kind": "confound", "Reason": "no such confound column"}]
+    assert json.loads(_only(node, "*run-01_design.json").read_text())["Dropped"] == []
 
 
 @pytest.mark.parametrize("named", [True, False], ids=["named-confound", "glob-matching-fewer"])
@@ -309,7 +309,7 @@ def test_low_pass_filters_data_and_design_like_nilearn(tmp_path):
     folder = out / "node-run"
     design = pd.read_csv(_only(folder, "*_design.tsv"), sep="\t")
     info = json.loads(_only(folder, "*_design.json").read_text())
-    assert info["low_pass"]["cutoff_hz"] == 0.1 and info["low_pass"]["applied"] is True
+    assert info["LowPass"]["CutoffHz"] == 0.1 and info["LowPass"]["Applied"] is True
     mask_path = _only(folder, "*_mask.nii.gz")
     mask = _load(mask_path) > 0
 
@@ -435,9 +435,10 @@ def test_fmriprep_preproc_bold_and_brain_mask_are_used(tmp_path, simulated):
     assert sorted(sources) == [f"sub-{s}_task-localizer_run-{r}_space-{MNI}" for s in ("01", "02") for r in (1, 2)]
     for name, files in sources.items():
         bold = files[0]
-        assert "/derivatives/fmriprep/" in bold and bold.endswith(f"{name}_desc-preproc_bold.nii.gz")
+        # BIDS URIs into the fMRIPrep dataset (named in dataset_description.json's DatasetLinks)
+        assert bold == f"bids:fmriprep:{name[:6]}/func/{name}_desc-preproc_bold.nii.gz"
         confounds = name.replace(f"_space-{MNI}", "_desc-confounds_timeseries.tsv")
-        assert any(f.endswith(f"/derivatives/fmriprep/{name[:6]}/func/{confounds}") for f in files)
+        assert f"bids:fmriprep:{name[:6]}/func/{confounds}" in files
         ours = nb.load(_only(out / "node-run", f"{name}_mask.nii.gz"))
         fmriprep = nb.load(next(bids.glob(f"derivatives/fmriprep/*/func/{name}_desc-brain_mask.nii.gz")))
         np.testing.assert_array_equal(np.asarray(ours.dataobj) > 0, np.asarray(fmriprep.dataobj) > 0)
@@ -471,7 +472,7 @@ def test_fmriprep_space_desc_and_participant_selection(tmp_path, capsys, simulat
     sources = _sources(out)
     assert sorted(sources) == [f"sub-02_task-localizer_run-{r}_space-T1w" for r in (1, 2)]
     for name, files in sources.items():
-        assert files[0] == str(bids / "derivatives/fmriprep/sub-02/func" / f"{name}_desc-preproc_bold.nii.gz")
+        assert files[0] == f"bids:fmriprep:sub-02/func/{name}_desc-preproc_bold.nii.gz"
         mask = _load(_only(out / "node-run", f"{name}_mask.nii.gz")) > 0
         t1w = _load(bids / "derivatives/fmriprep/sub-02/func" / f"{name}_desc-brain_mask.nii.gz") > 0
         np.testing.assert_array_equal(mask, t1w)
@@ -484,7 +485,7 @@ def test_fmriprep_space_desc_and_participant_selection(tmp_path, capsys, simulat
     sources = _sources(out)
     assert sorted(sources) == [f"sub-01_task-localizer_run-{r}_space-T1w" for r in (1, 2)]
     for name, files in sources.items():
-        assert files[0] == str(bids / "derivatives/fmriprep/sub-01/func" / f"{name}_desc-smoothed_bold.nii.gz")
+        assert files[0] == f"bids:fmriprep:sub-01/func/{name}_desc-smoothed_bold.nii.gz"
 
 
 def test_parallel_run_fits_equal_serial_ones(tmp_path):

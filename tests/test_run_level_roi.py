@@ -93,7 +93,7 @@ def test_outputs_are_region_tables_not_maps(roi_mean):
     assert list(table.columns) == ["region", "effect", "variance", "t", "z", "p", "dof"]
     assert list(table["region"]) == list(SLABS.values())
     side = json.loads((run / f"{stem}_contrast-faceVsHouse_roistats.json").read_text())
-    assert side["Aggregate"] == "mean" and side["Mask"] == [str(labels.resolve())]
+    assert side["Aggregate"] == "mean" and side["Mask"] == ["bids:rois:sub-1/anat/sub-1_desc-slabs_dseg.nii.gz"]
     assert (side["Node"], side["Level"], side["Contrast"], side["Test"]) == ("run", "Run", "faceVsHouse", "t")
     assert side["ConditionList"] == list(CONTRAST) and side["Weights"] == [1.0, -1.0]
     assert side["Estimator"] == "first-level-ar1" and side["DegreesOfFreedom"] == table["dof"][0]

@@ -91,8 +91,8 @@ def test_surface_outputs_are_standard(wager_covariate):
         for h in ("left", "right")})
     assert img.shape == (20484,)
     design = json.loads(next(node.glob("*reappNegVsLookNeg_design.json")).read_text())
-    excluded = design["Mask"]["excluded"]
-    assert set(excluded) == {"L", "R"} and all(e["units"] == 10242 for e in excluded.values())
+    excluded = design["Mask"]["Excluded"]
+    assert set(excluded) == {"L", "R"} and all(e["Units"] == 10242 for e in excluded.values())
     assert design["Surface"]["Kind"] == "GIFTI"
     # FDR-thresholded z and an FDR cluster table on the mesh (area in mm², Destrieux labels)
     thr = json.loads(next(node.glob("*contrast-reappNegVsLookNeg_stat-z_desc-fdr_statmap.json")).read_text())
@@ -124,8 +124,8 @@ def test_pain21_mixed_effects_on_surface(tmp_path):
     variances = np.stack([_surface(f) for f in sorted(data.glob("sub-*/*hemi-L*stat-variance_statmap.func.gii"))])
     assert effects.shape == (21, 20484) and 10000 < mask.sum() < 20484
     # vertices outside some study's coverage (0) are out, and said so per hemisphere
-    excluded = json.loads(next(node.glob("*contrast-pain_design.json")).read_text())["Mask"]["excluded"]
-    assert sum(e["zero_or_missing"] for e in excluded.values()) == 20484 - mask.sum()
+    excluded = json.loads(next(node.glob("*contrast-pain_design.json")).read_text())["Mask"]["Excluded"]
+    assert sum(e["ZeroOrMissing"] for e in excluded.values()) == 20484 - mask.sum()
     fit = MixedEffectsEstimator().fit(effects[:, mask], np.ones((21, 1)), variances=variances[:, mask])
     np.testing.assert_allclose(t[mask], fit.contrast(np.array([1.0]), "t").stat, rtol=1e-5, atol=1e-5)
     assert json.loads(next(node.glob("*contrast-pain_stat-t_statmap.json")).read_text())["Estimator"].startswith("mixed")

@@ -34,6 +34,46 @@ def software_versions() -> dict[str, str]:
     return out
 
 
+def dataset_links(bids_dir, derivatives=(), exclude=()) -> dict[str, Path]:
+    """Names of the input datasets, as BIDS URIs (``bids:<name>:<path>``) and ``DatasetLinks`` use them.
+
+    ``raw`` is BIDS_DIR; each pipeline folder of ``BIDS_DIR/derivatives`` and
+    each ``--derivatives`` folder is named by its folder name (``-2``,
+    ``-3``... when taken). Folders in ``exclude`` (the output folder) are left out.
+    """
+    skip = {_abs(e) for e in exclude}
+    links = {"raw": _abs(bids_dir)}
+    nested = Path(bids_dir) / "derivatives"
+    folders = sorted(p for p in nested.iterdir() if p.is_dir()) if nested.is_dir() else []
+    for folder in [*folders, *derivatives]:
+        folder = _abs(folder)
+        if folder in skip or folder in links.values():
+            continue
+        name, n = folder.name, 1
+        while name in links:
+            n += 1
+            name = f"{folder.name}-{n}"
+        links[name] = folder
+    return links
+
+
+def bids_uri(path, links: dict[str, Path], out_dir) -> str:
+    """How our sidecars name a file: relative to the output dataset when inside it (outputs move
+    together), ``bids:<dataset>:<path>`` inside an input dataset, else a ``file://`` URI."""
+    path = _abs(path)
+    if path.is_relative_to(_abs(out_dir)):
+        return path.relative_to(_abs(out_dir)).as_posix()
+    for name, root in sorted(links.items(), key=lambda kv: -len(kv[1].parts)):  # the innermost dataset
+        if path.is_relative_to(root):
+            return f"bids:{name}:{path.relative_to(root).as_posix()}"
+    return path.as_uri()
+
+
+def _abs(path) -> Path:
+    # absolute without resolving links: a DataLad dataset is a tree of links into its annex
+    return Path(os.path.abspath(path))
+
+
 def write_dataset_description(out_dir: Path, bids_dir: Path, derivatives: list[Path]) -> Path:
     generated = {"Name": "bids-stats", "Version": __version__,
                  "CodeURL": "https://github.com/bids-stats/bids-stats"}
@@ -48,6 +88,8 @@ def write_dataset_description(out_dir: Path, bids_dir: Path, derivatives: list[P
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
         "SourceDatasets": sources,
+        "DatasetLinks": {name: root.as_uri() for name, root in
+                         dataset_links(bids_dir, derivatives, exclude=[out_dir]).items()},
     })
 
 

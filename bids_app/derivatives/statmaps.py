@@ -72,6 +72,11 @@ def contrast_metadata(result) -> dict:
     """Sidecar fields every output of a contrast shares: test and degrees of freedom."""
     meta = {"Test": result.test,
             "DegreesOfFreedom": float(result.dof) if np.ndim(result.dof) == 0 else "per-voxel"}
+    if np.ndim(result.dof) == 0 and not np.isfinite(result.dof):
+        # strict JSON has no Infinity: null, with the reason
+        meta["DegreesOfFreedom"] = None
+        meta["DegreesOfFreedomNote"] = ("infinite: an input map carried no DegreesOfFreedom, so the "
+                                        "statistic is referred to the normal distribution (z = t)")
     if result.test == "F":
         meta["NumeratorDegreesOfFreedom"] = int(result.dof_num)
     return meta

@@ -19,6 +19,7 @@ from bids.variables import DenseRunVariable
 from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
+from bids_app.io.tsv import read_tsv
 
 NAN_POLICY = (
     "leading n/a rows take the column's first valid value (nilearn load_confounds practice); "
@@ -57,10 +58,7 @@ def read_confounds(path) -> pd.DataFrame:
         The file cannot be read or has no rows.
     """
     path = Path(path)
-    try:
-        table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["n/a", ""])
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read confounds file ({exc})") from exc
+    table = read_tsv(path, "confounds file", keep_default_na=False, na_values=["n/a", ""])
     if table.empty:
         raise InputDataError(f"{path}: confounds file has no rows")
     table.attrs["source"] = str(path)

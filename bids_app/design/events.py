@@ -14,6 +14,7 @@ from bids.variables import SparseRunVariable
 from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
+from bids_app.io.tsv import read_tsv
 
 REQUIRED = ("onset", "duration")
 NA_VALUES = ("n/a", "")
@@ -82,11 +83,37 @@ def read_events(path) -> pd.DataFrame:
         negative duration; the message names the file and the column.
     """
     path = Path(path)
-    try:
-        events = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=list(NA_VALUES))
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{path}: cannot read events file ({exc})") from exc
+    events = read_tsv(path, "events file", keep_default_na=False, na_values=list(NA_VALUES))
     return validate_events(events, str(path))
+
+
+def events_after_end(events: pd.DataFrame, duration: float) -> tuple[int, list[str]]:
+    """Events starting at or after the run's end.
+
+    Parameters
+    ----------
+    events : DataFrame
+        With ``onset`` (s) and optionally ``trial_type``.
+    duration : float
+        Length of the run in seconds (volumes x TR).
+
+    Returns
+    -------
+    n_late : int
+        Events whose onset is >= ``duration``.
+    lost : list of str
+        Trial types all of whose events are late (``["all events"]`` when
+        there is no ``trial_type`` column and every event is late).
+    """
+    late = events["onset"] >= duration
+    if not late.any():
+        return 0, []
+    if "trial_type" in events:
+        kinds = events["trial_type"].astype(str)
+        lost = sorted(k for k in kinds.unique() if late[kinds == k].all())
+    else:
+        lost = ["all events"] if late.all() else []
+    return int(late.sum()), lost
 
 
 def sparse_variables(events: pd.DataFrame, run_info: RunInfo) -> list[SparseRunVariable]:

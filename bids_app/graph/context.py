@@ -21,6 +21,8 @@ class RunLog:
     warnings: list[str] = field(default_factory=list)
     exclusions: list[dict] = field(default_factory=list)
     units: list[dict] = field(default_factory=list)
+    #: files of finished units (with their records): a failed run keeps them, a rerun resumes from them
+    finished: list[Path] = field(default_factory=list)
 
     def hash(self, path) -> str:
         key = str(Path(path).resolve())
@@ -44,3 +46,5 @@ class Context:
     out: Path
     settings: Settings
     log: RunLog = field(default_factory=RunLog)
+    #: input datasets by name, for BIDS URIs in sidecars (:func:`~bids_app.derivatives.dataset.dataset_links`)
+    links: dict[str, Path] = field(default_factory=dict)

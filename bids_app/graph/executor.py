@@ -9,19 +9,20 @@ first fit.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+import nibabel as nb
 import pandas as pd
 
 from bids_app.derivatives.naming import parse_entities
-from bids_app.errors import DesignError, NoInputsError
+from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph import higher_level as hl
 from bids_app.graph import roi
 from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
+from bids_app.graph.index import read_json
 from bids_app.graph.group_units import group_unit
 from bids_app.graph.plan import plan_graph
 from bids_app.graph.run_units import fit_runs
@@ -58,6 +59,7 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
             f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
             + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
+    rl.check_variants(eff)
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])
@@ -65,10 +67,30 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
                 if k not in ("stat", "suffix", "extension", "desc", "hemi")}
         var = path.with_name(path.name.replace("stat-effect", "stat-variance"))
         sidecar = sidecar_path(path)
-        dof = json.loads(sidecar.read_text()).get("DegreesOfFreedom") if sidecar.exists() else None
+        dof = read_json(sidecar).get("DegreesOfFreedom") if sidecar.exists() else None
         maps.append(StatMap(ents, path, var if var.exists() else None,
                             dof if isinstance(dof, (int, float)) else None))
     return maps
+
+
+def check_statmap(m: StatMap) -> None:
+    """Raise :class:`InputDataError` unless a volume effect map (and its variance) is one readable 3-D map."""
+    shapes = {}
+    for path in (m.effect, m.variance):
+        if path is None or not str(path).endswith((".nii", ".nii.gz")):
+            continue
+        try:
+            shape = nb.load(path).shape
+        except Exception as exc:  # nibabel raises several types for broken files
+            raise InputDataError(f"cannot read statistical map {path}: {exc}") from exc
+        if len(shape) > 3 and any(d != 1 for d in shape[3:]):
+            raise InputDataError(f"statistical map {path} is {len(shape)}-D with shape {shape}: each input map "
+                                 "must be one 3-D volume (one file per subject/contrast); split it, e.g. "
+                                 "with nilearn.image.iter_img, and name each file with its entities")
+        shapes[path] = shape[:3]
+    if len(set(shapes.values())) > 1:
+        raise InputDataError(f"{m.variance}: shape {shapes[m.variance]} differs from its effect map's "
+                             f"{shapes[m.effect]} ({m.effect.name})")
 
 
 def _passes(m: StatMap, filt: dict, participants: pd.DataFrame) -> bool:
@@ -120,18 +142,26 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
             designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
             rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = rl.run_masks(runs)
+            ctx.log.exclusions += [{**e, "node": node.name} for e in
+                                   rl.exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             check_map(m.effect)
+            check_statmap(m)
         planned[root.name] = maps
+    ctx.index.participants  # read (and checked) now: Edge filters and group designs use it later
     return planned
 
 
-def execute(ctx: Context) -> dict[str, list[StatMap]]:
-    """Run every selected node; returns the flowing maps of each node."""
+def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[StatMap]]:
+    """Run every selected node; returns the flowing maps of each node.
+
+    ``before_first_write`` is called once every input has been checked,
+    before anything is written.
+    """
     nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
     outputs: dict[str, list[StatMap]] = {}
     root = ctx.model.root
@@ -139,7 +169,7 @@ def execute(ctx: Context) -> dict[str, list[StatMap]]:
     # every node's designs and contrasts, from the entities that would flow: names that match
     # nothing anywhere stop the run here, before the first file is written
     plan_graph(ctx, nodes, planned)
-
+    before_first_write()
     for node in nodes:
         log.info("node %s (%s)", node.name, node.level)
         if node.level == "Run":

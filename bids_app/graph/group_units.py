@@ -7,7 +7,7 @@ import nibabel as nb
 import numpy as np
 
 from bids_app.derivatives.atomic import write_json, write_tsv
-from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.derivatives.naming import build_name, camel_keys, output_dir
 from bids_app.derivatives.statmaps import unmask
 from bids_app.design.diagnostics import check_design
 from bids_app.design.group_mask import group_mask, surface_mask
@@ -106,10 +106,10 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     fit = estimator.fit(Y, X.to_numpy(dtype=np.float64), variances=V)
     folder = output_dir(ctx.out, node.name, entities)
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
-    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
         "Node": node.name, "Level": node.level, "Estimator": est_name, "SmoothingFWHM": fwhm,
         "Inputs": [ref(ctx, m.effect) for m in maps], "Design": design_info,
-        "Diagnostics": diagnostics.to_dict(), **mask_info, "QC": qc.to_dict()}))
+        "Diagnostics": diagnostics.to_dict(), **mask_info, "QC": qc.to_dict()})))
     if tables is None:
         files += write_map(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine)
         for key, values in fit.model_maps().items():

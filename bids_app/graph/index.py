@@ -9,6 +9,8 @@ well: sidecar metadata with inheritance for the raw dataset.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +20,9 @@ import pandas as pd
 from bids_app.derivatives.naming import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
 from bids_app.io.maps import sidecar_path
+from bids_app.io.tsv import read_tsv
+
+log = logging.getLogger(__name__)
 
 _INDEXED = (".nii.gz", ".nii", ".func.gii", ".tsv", ".tsv.gz", ".json")
 
@@ -40,7 +45,9 @@ class FileIndex:
     files: pd.DataFrame = field(repr=False)
 
     @classmethod
-    def build(cls, bids_dir, derivatives=()) -> "FileIndex":
+    def build(cls, bids_dir, derivatives=(), exclude=()) -> "FileIndex":
+        """Index ``bids_dir`` and the ``derivatives`` folders, skipping the folders in
+        ``exclude`` (the output folder: outputs are never read back as inputs)."""
         # absolute: paths recorded in sidecars must not depend on the working directory
         bids_dir = Path(bids_dir).absolute()
         if not bids_dir.is_dir():
@@ -55,16 +62,19 @@ class FileIndex:
         roots = [(bids_dir, True)] + [(d, False) for d in derivatives]
         if nested.is_dir() and not any(_same(nested, d) or _inside(d, nested) for d in derivatives):
             roots.append((nested, False))
+        skip = [Path(e).resolve() for e in exclude]
         for root, is_raw in roots:
-            for path in sorted(root.rglob("*")):
-                if not path.is_file() or not path.name.endswith(_INDEXED):
+            for path in _walk(root, skip):
+                if not path.name.endswith(_INDEXED):
                     continue
                 rel_parts = path.relative_to(root).parts
                 if any(p.startswith(".") for p in rel_parts):
                     continue
                 if is_raw and rel_parts[0] in ("derivatives", "sourcedata", "code"):
                     continue
-                if not rel_parts[-1].startswith("sub-") and len(rel_parts) > 1:
+                # subject files anywhere; others (templates, sidecars for inheritance) at a dataset's top
+                top = len(rel_parts) == 1 or (path.parent / "dataset_description.json").exists()
+                if not rel_parts[-1].startswith(("sub-", "tpl-")) and not top:
                     continue
                 ents = parse_entities(path)
                 ents.update(path=path, root=root, is_raw=is_raw)
@@ -97,9 +107,13 @@ class FileIndex:
         for root in [self.bids_dir, *self.derivatives]:
             path = root / "participants.tsv"
             if path.exists():
-                table = pd.read_csv(path, sep="\t", dtype={"participant_id": str}, na_values=["n/a"])
+                table = read_tsv(path, "participants.tsv", dtype={"participant_id": str}, na_values=["n/a"])
                 if "participant_id" not in table:
-                    raise InputDataError(f"{path}: no participant_id column")
+                    raise InputDataError(f"{path}: no participant_id column (columns: {list(table.columns)}); "
+                                         "the first column must be participant_id, tab-separated")
+                if table["participant_id"].isna().any():
+                    raise InputDataError(f"{path}: empty participant_id in row(s) "
+                                         f"{[i + 2 for i in table.index[table['participant_id'].isna()]]}")
                 table["subject"] = table["participant_id"].str.removeprefix("sub-")
                 return table
         subjects = sorted(s for s in self.files["subject"].dropna().unique())
@@ -109,6 +123,9 @@ class FileIndex:
     def _layout(self):
         from bids import BIDSLayout
 
+        # pybids' error for a malformed sidecar names no file
+        for sidecar in self.select(is_raw=True, extension=".json")["path"]:
+            read_json(sidecar)
         return BIDSLayout(self.bids_dir, validate=False)
 
     def metadata(self, path) -> dict:
@@ -119,17 +136,57 @@ class FileIndex:
         """
         path = Path(path)
         if _inside(path, self.bids_dir) and not _inside(path, self.bids_dir / "derivatives"):
-            return dict(self._layout.get_metadata(str(path)))
+            return self._raw_metadata(path)
         meta = {}
         sidecar = sidecar_path(path)
         if sidecar.exists():
-            meta = json.loads(sidecar.read_text())
+            meta = read_json(sidecar)
         ents = parse_entities(path)
         raw = self.select(is_raw=True, suffix=ents.get("suffix"), extension=[".nii.gz", ".nii"],
                           **{k: ents.get(k) for k in ("subject", "session", "task", "acquisition", "run")})
         if len(raw) == 1:
-            return {**dict(self._layout.get_metadata(str(raw.iloc[0]["path"]))), **meta}
+            return {**self._raw_metadata(raw.iloc[0]["path"]), **meta}
         return meta
+
+    def _raw_metadata(self, path) -> dict:
+        return dict(self._layout.get_metadata(str(path)))
+
+
+def read_json(path) -> dict:
+    """A JSON sidecar as a dict; :class:`InputDataError` naming the file when it is not one."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputDataError(f"cannot read JSON sidecar {path}: {exc}; fix the file (python -m json.tool "
+                             "shows where) or remove it") from exc
+    if not isinstance(value, dict):
+        raise InputDataError(f"JSON sidecar {path} holds a {type(value).__name__}, not an object of key/values")
+    return value
+
+
+def _walk(root: Path, skip: list[Path]) -> list[Path]:
+    """Files under ``root``, sorted, following symbolic links to files and folders
+    (a DataLad dataset is a tree of links) but never a folder twice (link loops),
+    and never into a folder of ``skip``."""
+    found, seen, broken = [], set(), []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = Path(folder).resolve()
+        if real in seen or any(real == s or real.is_relative_to(s) for s in skip):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink() and name.endswith(_INDEXED):
+                broken.append(path)
+    if broken:
+        log.warning("%d file(s) under %s are links to missing content and are not used (a DataLad dataset "
+                    "whose content was not retrieved? run `datalad get` on them), e.g. %s",
+                    len(broken), root, broken[0])
+    return sorted(found)
 
 
 def _inside(path: Path, parent: Path) -> bool:

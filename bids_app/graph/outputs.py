@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bids_app.derivatives.dataset import bids_uri
 from bids_app.derivatives.roistats import write_roi_contrast
 from bids_app.derivatives.statmaps import write_contrast
 from bids_app.graph.context import Context
@@ -13,11 +14,8 @@ from bids_app.spec.model import Node
 
 def ref(ctx: Context, path: Path) -> str:
     """A file as sidecars name it: relative to the output folder when inside it
-    (so outputs move together), else absolute."""
-    try:
-        return Path(path).resolve().relative_to(ctx.out.resolve()).as_posix()
-    except ValueError:
-        return str(Path(path).resolve())
+    (so outputs move together), else a BIDS URI (:func:`~bids_app.derivatives.dataset.bids_uri`)."""
+    return bids_uri(path, ctx.links, ctx.out)
 
 
 def contrast_sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:

@@ -4,17 +4,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bids_app.derivatives.atomic import write_json
-from bids_app.derivatives.dataset import write_dataset_description, write_provenance
+from bids_app.derivatives.atomic import journal, write_json
+from bids_app.derivatives.dataset import dataset_links, write_dataset_description, write_provenance
 from bids_app.derivatives.naming import sanitize_label
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
+from bids_app.graph.folder import check_output_dir, claim_folder, marker, release_folder
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import Settings
 from bids_app.report.html import write_report
@@ -27,53 +27,55 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     """Validate, index, execute the graph and write dataset-level files.
 
     Everything that can be checked cheaply (model, dataset, participant
-    labels, run-level designs) is checked before the first file is written.
-    If the run fails before any unit finished and the output folder did not
-    exist before, it is removed, so bad input never leaves a half-written
-    output directory; units that did finish stay (each complete, with its
-    record) and a rerun resumes from them.
+    labels, output folder, run-level designs and data) is checked before the
+    first file is written. A failed run removes the files and folders it
+    created itself, except those of finished units (each complete, with its
+    record: a rerun resumes from them); it never removes a file it did not
+    create, so jobs sharing an output folder cannot lose each other's work.
     """
     started = datetime.now(timezone.utc)
     model = load_model(model_path)
-    index = FileIndex.build(bids_dir, derivatives)
+    # absolute from here on: records and the report must not depend on the working directory
+    out_dir = Path(out_dir).absolute()
+    check_output_dir(out_dir, bids_dir, derivatives)
+    index = FileIndex.build(bids_dir, derivatives, exclude=[out_dir])
     if settings.participant_label:
         known = set(index.files["subject"].dropna()) if "subject" in index.files else set()
         unknown = sorted(set(settings.participant_label) - known)
         if unknown:
             raise NoInputsError(f"participant label(s) not in the dataset: {', '.join('sub-' + u for u in unknown)}")
-    # absolute from here on: records and the report must not depend on the working directory
-    out_dir = Path(out_dir).absolute()
-    created = not out_dir.exists()
-    ctx = Context(model, index, out_dir, settings)
+    ctx = Context(model, index, out_dir, settings,
+                  links=dataset_links(index.bids_dir, index.derivatives, exclude=[out_dir]))
     for note in model.notes:
         ctx.log.warn(f"model: {note}")
-    try:
-        outputs = execute(ctx)
-        model_bytes = Path(model_path).read_bytes()
-        model_copy = out_dir / f"model-{sanitize_label(model.name)}_smdl.json"
-        write_json(model_copy, json.loads(model_bytes))
-        write_dataset_description(out_dir, index.bids_dir, index.derivatives)
-        record = {
-            "Command": argv if argv is not None else sys.argv,
-            "StartTime": started.isoformat(),
-            "EndTime": datetime.now(timezone.utc).isoformat(),
-            "AnalysisLevel": settings.analysis_level,
-            "Model": {"File": str(Path(model_path).resolve()), "Copy": model_copy.name,
-                      "SHA256": hashlib.sha256(model_bytes).hexdigest()},
-            "RandomSeed": settings.seed,
-            "Settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()},
-            "Inputs": [{"Path": p, "SHA256": h} for p, h in sorted(ctx.log.input_hashes.items())],
-            "Exclusions": ctx.log.exclusions,
-            "Warnings": ctx.log.warnings,
-            "Units": ctx.log.units,
-        }
-        write_provenance(out_dir, record)
-        write_report(out_dir, model, record)
-    except BaseException:
-        if created and out_dir.exists() and not ctx.log.units:
-            shutil.rmtree(out_dir)
-        elif ctx.log.units:
-            log.error("run failed; %d finished unit(s) kept in %s: a rerun resumes from them",
-                      len(ctx.log.units), out_dir)
-        raise
+    with journal() as written:
+        try:
+            outputs = execute(ctx, lambda: claim_folder(out_dir, model, settings, written))
+            model_bytes = Path(model_path).read_bytes()
+            model_copy = out_dir / f"model-{sanitize_label(model.name)}_smdl.json"
+            write_json(model_copy, json.loads(model_bytes))
+            write_dataset_description(out_dir, index.bids_dir, index.derivatives)
+            record = {
+                "Command": argv if argv is not None else sys.argv,
+                "StartTime": started.isoformat(),
+                "EndTime": datetime.now(timezone.utc).isoformat(),
+                "AnalysisLevel": settings.analysis_level,
+                "Model": {"File": str(Path(model_path).resolve()), "Copy": model_copy.name,
+                          "SHA256": hashlib.sha256(model_bytes).hexdigest()},
+                "RandomSeed": settings.seed,
+                "Settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()},
+                "Inputs": [{"Path": p, "SHA256": h} for p, h in sorted(ctx.log.input_hashes.items())],
+                "Exclusions": ctx.log.exclusions,
+                "Warnings": ctx.log.warnings,
+                "Units": ctx.log.units,
+            }
+            write_provenance(out_dir, record)
+            write_report(out_dir, model, record)
+        except BaseException:
+            written.rollback(keep=[*ctx.log.finished, marker(out_dir)])
+            release_folder(out_dir, written, keep=ctx.log.finished)
+            if ctx.log.finished:
+                log.error("run failed; %d finished unit(s) kept in %s: a rerun resumes from them",
+                          len(ctx.log.units), out_dir)
+            raise
     return {"outputs": outputs, "record": record}

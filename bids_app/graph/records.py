@@ -2,7 +2,8 @@
 
 Each finished unit leaves ``OUTPUT_DIR/.bids-stats/units/node-<Name>/<entities>_unit.json``
 (written last, atomically); a rerun with the same fingerprint reuses the
-unit's maps instead of refitting.
+unit's maps instead of refitting. Records name the unit's files relative to
+OUTPUT_DIR, so a copied or moved output folder resumes from its own files.
 """
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bids_app.derivatives.atomic import write_json
-from bids_app.derivatives.naming import build_name
+from bids_app.derivatives.naming import build_name, node_folder
 from bids_app.graph.context import Context
 from bids_app.graph.units import StatMap
 from bids_app.spec.model import Node
 
 
 def record_path(ctx: Context, node: Node, entities: dict) -> Path:
-    return ctx.out / ".bids-stats" / "units" / f"node-{node.name}" / build_name(entities, "unit", ".json")
+    return ctx.out / ".bids-stats" / "units" / node_folder(node.name) / build_name(entities, "unit", ".json")
 
 
 def fingerprint(ctx: Context, node: Node, input_files: list[Path], extra: dict) -> str:
@@ -34,13 +35,30 @@ def fingerprint(ctx: Context, node: Node, input_files: list[Path], extra: dict) 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _inside(ctx: Context, path: str) -> Path | None:
+    """A recorded path as a file of this output folder; None for a path leading outside it."""
+    full = (ctx.out / path).resolve()
+    return full if full.is_relative_to(ctx.out.resolve()) and not Path(path).is_absolute() else None
+
+
 def reuse(ctx: Context, record: Path, fingerprint: str) -> list[StatMap] | None:
+    """The unit's maps when its record matches ``fingerprint`` and every file it lists exists here.
+
+    Records of older versions (absolute paths) or naming files outside the
+    output folder are not trusted: the unit is refitted.
+    """
     if not record.exists():
         return None
-    saved = json.loads(record.read_text())
-    maps = [StatMap(m["entities"], Path(m["effect"]), Path(m["variance"]) if m["variance"] else None,
-                    m["dof"], m["source_node"]) for m in saved["outputs"]]
-    if saved.get("fingerprint") != fingerprint or not all(Path(p).exists() for p in saved["files"]):
+    try:
+        saved = json.loads(record.read_text())
+        files = [_inside(ctx, p) for p in saved["files"]]
+        maps = [StatMap(m["entities"], _inside(ctx, m["effect"]),
+                        _inside(ctx, m["variance"]) if m["variance"] else None, m["dof"], m["source_node"])
+                for m in saved["outputs"]]
+    except (ValueError, KeyError, TypeError):  # a damaged record: refit
+        return None
+    if saved.get("fingerprint") != fingerprint or not all(f is not None and f.exists() for f in files) \
+            or any(m.effect is None for m in maps):
         return None
     ctx.log.units.append({**saved["summary"], "reused": True})
     ctx.log.warnings.extend(saved["summary"].get("warnings", []))
@@ -49,10 +67,15 @@ def reuse(ctx: Context, record: Path, fingerprint: str) -> list[StatMap] | None:
 
 def save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], files: list[Path], summary: dict):
     ctx.log.units.append(summary)
+    ctx.log.finished += [*files, record]
+
+    def rel(path) -> str:
+        return Path(path).resolve().relative_to(ctx.out.resolve()).as_posix()
+
     write_json(record, {
         "fingerprint": fingerprint,
-        "outputs": [{**asdict(m), "effect": str(m.effect), "variance": str(m.variance) if m.variance else None}
+        "outputs": [{**asdict(m), "effect": rel(m.effect), "variance": rel(m.variance) if m.variance else None}
                     for m in maps],
-        "files": [str(f) for f in files],
+        "files": [rel(f) for f in files],
         "summary": summary,
     })

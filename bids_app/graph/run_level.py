@@ -1,20 +1,17 @@
 """Run level: find each run's inputs, build its design, fit, write maps."""
 from __future__ import annotations
 
-import gzip
 import logging
-import os
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
 
+from bids_app.derivatives.naming import ENTITY_KEYS, LONG_TO_SHORT
 from bids_app.design.confounds import read_confounds
-from bids_app.design.events import read_events
+from bids_app.design.events import events_after_end, read_events
 from bids_app.design.first_level import RunDesign, build_run_design
 from bids_app.design.recordings import RecordingFile
 from bids_app.design.regions import aggregate_method
@@ -22,6 +19,7 @@ from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.index import FileIndex
 from bids_app.graph.units import RunInputs, Settings
+from bids_app.io.bold import scan_bold
 from bids_app.spec.model import Node, StatsModel
 
 log = logging.getLogger(__name__)
@@ -34,8 +32,9 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
 
     Preprocessed BOLD (``desc-preproc``, or ``--desc-label``) from derivatives
     is preferred; raw BOLD is used only when no derivatives provide any, with
-    a warning. Every selected image is checked with :func:`check_bold`, so a
-    broken file stops the run before anything is written.
+    a warning. Every selected image is read in full once
+    (:func:`~bids_app.io.bold.scan_bold`), so a broken file or an unusable
+    volume stops the run before anything is written.
     """
     bold = index.select(suffix="bold", extension=[".nii.gz", ".nii"])
     desc = settings.desc_label or "preproc"
@@ -43,16 +42,18 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
         if "desc" in bold else bold.iloc[0:0]
     if len(preproc):
         bold = preproc
-        if settings.space:
-            bold = bold[bold.get("space", pd.Series(None, index=bold.index)) == settings.space]
-        else:
-            spaces = sorted(set(bold["space"].dropna())) if "space" in bold else []
-            if len(spaces) > 1:
-                raise InputDataError(f"preprocessed BOLD exists in several spaces {spaces}: choose one with --space")
     else:
         bold = bold[bold["is_raw"].astype(bool)]
         log.warning("no preprocessed BOLD (desc-%s) in the derivatives: fitting raw BOLD images", desc)
+    # the model's Input selects first (it may name a space or resolution), then the command line
     bold = match_frame(bold, {k: v for k, v in model.input.items() if k not in ("extension", "suffix")})
+    if settings.space:
+        bold = bold[bold.get("space", pd.Series(None, index=bold.index)) == settings.space]
+    elif len(preproc):
+        spaces = sorted(set(bold["space"].dropna())) if "space" in bold else []
+        if len(spaces) > 1:
+            raise InputDataError(f"preprocessed BOLD exists in several spaces {spaces}: choose one with --space "
+                                 "or the model's Input (\"space\": [...])")
     if settings.participant_label:
         bold = bold[bold["subject"].isin(settings.participant_label)]
     if bold.empty:
@@ -61,122 +62,225 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
             + (f", participants={settings.participant_label}" if settings.participant_label else "")
             + (f", space={settings.space}" if settings.space else "")
         )
+    check_variants(bold)
     runs = []
     for _, row in bold.sort_values("path").iterrows():
-        check_bold(Path(row["path"]))
-        runs.append(_run_inputs(index, node, row))
+        run = _run_inputs(index, node, row)
+        run.scan = scan_bold(run.bold)
+        check_volumes(run)
+        runs.append(run)
     return runs
 
 
-def check_bold(path: Path) -> None:
-    """Raise :class:`InputDataError` naming ``path`` if the BOLD image cannot be read in full.
+#: entities that tell versions of one acquisition apart: fitting two of them fits one run twice
+VARIANT_ENTITIES = ("space", "resolution", "density", "echo", "part", "reconstruction")
+#: entities that are not part of a run's identity in output names
+_NOT_OUTPUT = ("desc", "suffix", "extension", "path", "root", "is_raw", "stat")
 
-    Done while planning, before anything is written: a header-only load
-    misses a truncated file, which otherwise fails only when its run is
-    fitted, after other runs' outputs exist. Reading every image twice would
-    double the I/O, so a gzip file is decompressed here only when the size
-    recorded in its trailer (ISIZE, the uncompressed size modulo 2**32)
-    disagrees with the size the header implies; an uncompressed file is
-    checked by its size on disk.
+
+def output_entities(row) -> dict:
+    """The entities a run's outputs are named by: every BIDS entity of its BOLD file but ``desc``."""
+    return {k: row.get(k) for k in ENTITY_KEYS.values()
+            if k not in _NOT_OUTPUT and row.get(k) is not None and not pd.isna(row.get(k))}
+
+
+def check_variants(bold: pd.DataFrame) -> None:
+    """Stop when one run (or one existing map) is present in several versions (spaces, resolutions,
+    echoes...) that the model and options do not select between, or two files would write the same
+    outputs (or enter a group as the same input).
+
+    Raises
+    ------
+    InputDataError
+        Naming the run, the files and how to select one.
     """
-    try:
-        img = nb.load(path)
-        expected = int(img.dataobj.offset) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
-    except Exception as exc:  # nibabel raises several types for broken files
-        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
-    if len(img.shape) != 4:
-        raise InputDataError(f"BOLD image {path} is not 4D (shape {img.shape})")
-    if not str(path).endswith(".gz"):
-        if os.path.getsize(path) < expected:
-            raise InputDataError(f"cannot read BOLD image {path}: file is truncated "
-                                 f"({os.path.getsize(path)} bytes, the header implies {expected})")
-        return
-    with open(path, "rb") as fh:
-        fh.seek(-4, os.SEEK_END)
-        isize = struct.unpack("<I", fh.read(4))[0]
-    if isize == expected % 2**32:
-        return
-    # multi-member gzip files or trailing bytes also get here: decompress to be sure
-    size = 0
-    try:
-        with gzip.open(path, "rb") as fh:
-            while block := fh.read(1 << 24):
-                size += len(block)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
-    if size < expected:
-        raise InputDataError(f"cannot read BOLD image {path}: file is truncated "
-                             f"({size} bytes uncompressed, the header implies {expected})")
+    seen: dict = {}
+    for _, row in bold.sort_values("path").iterrows():
+        ents = output_entities(row)
+        identity = tuple(sorted((k, v) for k, v in ents.items() if k not in VARIANT_ENTITIES))
+        seen.setdefault(identity, []).append((ents, Path(row["path"])))
+    for identity, members in seen.items():
+        if len(members) < 2:
+            continue
+        names = ", ".join(p.name for _, p in members)
+        differ = sorted({k for ents, _ in members for k in VARIANT_ENTITIES
+                         if len({str(e.get(k)) for e, _ in members}) > 1})
+        label = " ".join(f"{LONG_TO_SHORT[k]}-{v}" for k, v in members[0][0].items() if k not in VARIANT_ENTITIES)
+        if not differ:
+            raise InputDataError(f"{label}: {names} would write the same outputs (their names differ only in "
+                                 "desc or entities outside BIDS); select one with the model's Input or --desc-label")
+        options = {k: sorted({str(e.get(k)) for e, _ in members}, key=str) for k in differ}
+        example = ", ".join(f'"{k}": ["{v[0]}"]' for k, v in options.items())
+        raise InputDataError(
+            f"{label} is present in {len(members)} versions that differ in {', '.join(differ)} ({names}); "
+            "fitting them all would count one run several times. Select one with the model's Input, "
+            f"e.g. \"Input\": {{{example}}}" + (", or with --space" if "space" in differ else ""))
 
 
-def _first(frame: pd.DataFrame) -> Path | None:
-    return Path(frame.sort_values("path").iloc[0]["path"]) if len(frame) else None
+def run_label(run: RunInputs) -> str:
+    """``sub-01 ses-2 task-x run-1``: the run as messages name it, with its file."""
+    short = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run"}
+    return " ".join(f"{k}-{run.entities[e]}" for e, k in short.items() if run.entities.get(e))
+
+
+def check_volumes(run: RunInputs) -> None:
+    """Raise :class:`InputDataError` if a volume of the run's BOLD is unusable (all NaN, all zero...)."""
+    bad = run.scan.bad_volumes
+    if bad:
+        listed = "; ".join(f"volume {t} (0-based): {why}" for t, why in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise InputDataError(
+            f"{run.bold} ({run_label(run)}): {len(bad)} of {run.scan.shape[3]} volumes are unusable: {listed}. "
+            "No model fits a volume without data: check the preprocessing, or remove the volume(s) from the "
+            "BOLD, its events timing and confounds")
+
+
+def binary_mask(img: nb.Nifti1Image) -> tuple[np.ndarray, str | None]:
+    """A mask image as booleans, and the rule applied when it is not binary.
+
+    A probabilistic mask (values between 0 and 1, e.g. a tissue probability
+    map) keeps the voxels >= 0.5: the voxels more likely inside than outside.
+    Any other non-binary image keeps its non-zero voxels.
+    """
+    data = np.nan_to_num(np.asarray(img.dataobj, dtype=np.float64))
+    values = np.unique(data)
+    if np.isin(values, (0.0, 1.0)).all():
+        return data > 0, None
+    if values.min() >= 0 and values.max() <= 1:
+        return data >= 0.5, "probabilistic mask (values in [0, 1]) thresholded at >= 0.5"
+    return data != 0, "non-binary mask: every non-zero voxel is in the mask"
+
+
+def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesign], policy: str) -> list[dict]:
+    """Drop each run's unusable voxels (NaN/inf in a volume, constant over time) from its mask.
+
+    ``masks`` is updated in place with binary masks on each BOLD's grid; the
+    count of excluded voxels is added to the design's warnings (it reaches
+    provenance and the report) and returned for provenance's exclusions.
+
+    Raises
+    ------
+    InputDataError
+        ``policy == "fail"`` and a run has unusable voxels in its mask, or a
+        run has no usable voxel at all.
+    """
+    exclusions = []
+    for i, (run, design) in enumerate(zip(runs, designs)):
+        scan = run.scan
+        grid = nb.Nifti1Image(np.zeros(scan.shape[:3], dtype=np.uint8), scan.affine)
+        mask, rule = binary_mask(on_grid(masks[i], grid))
+        if rule:
+            design.info["mask_rule"] = rule
+        nonfinite, constant = int((mask & scan.nonfinite).sum()), int((mask & scan.constant).sum())
+        usable = mask & ~scan.nonfinite & ~scan.constant
+        what = (f"{nonfinite + constant} of the {int(mask.sum())} mask voxels are unusable "
+                f"({nonfinite} with NaN/inf values, {constant} constant over time, e.g. all zero)")
+        if not usable.any():
+            raise InputDataError(f"{run.bold} ({run_label(run)}): no usable voxel: {what}; check the preprocessing "
+                                 "and that the mask and the BOLD are in the same space")
+        if nonfinite or constant:
+            if policy == "fail":
+                raise InputDataError(f"{run.bold} ({run_label(run)}): {what}; --qc-policy fail stops here "
+                                     "(use --qc-policy exclude to fit the other voxels, or fix the preprocessing)")
+            design.info["warnings"].append(f"{what}: excluded from the fit (their maps are n/a); "
+                                           "--qc-policy fail stops instead")
+            design.info["bold_qc"] = {"mask_voxels": int(mask.sum()), "excluded_nonfinite": nonfinite,
+                                      "excluded_constant": constant}
+            exclusions.append({"node": None, "file": str(run.bold), "run": run_label(run),
+                               "reasons": [what], "voxels": nonfinite + constant})
+        masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
+    return exclusions
+
+
+#: entities a run's companion files (events, confounds, masks) may name; each must then equal the run's
+_COMPANION_SCOPE = (*_RUN_KEYS, "ceagent", "direction", "reconstruction", "echo", "part", "resolution", "density")
+
+
+def companion(frame: pd.DataFrame, row, space: bool = False, exempt=frozenset()) -> Path | None:
+    """The file of ``frame`` that belongs to the run ``row``, most specific first.
+
+    A file qualifies when each entity of :data:`_COMPANION_SCOPE` it names
+    equals the run's (BIDS inheritance: ``sub-01_task-x_events.tsv`` serves
+    every run of sub-01; an anatomical ``sub-01_space-X_desc-brain_mask``
+    every run in space X; a template mask with no subject every subject).
+    With ``space``, the file's space (or ``tpl-`` template) must equal the
+    run's. Of the qualifying files, the one naming the most entities wins.
+    Entities in ``exempt`` (those an ``Options.Mask`` filter names itself,
+    e.g. ``{"ses": ["test"]}`` for one session's mask used by every
+    session's runs) need not be the run's.
+    """
+    if "subject" in frame:  # cheap first cut: large datasets have thousands of candidates
+        frame = frame[frame["subject"].isna() | (frame["subject"] == row.get("subject"))]
+    ranked = []
+    for _, hit in frame.iterrows():
+        named = [k for k in _COMPANION_SCOPE if hit.get(k) is not None]
+        if not all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named if k not in exempt):
+            continue
+        if space and "space" not in exempt and (hit.get("space") or hit.get("tpl")) != row.get("space"):
+            continue
+        ranked.append((-len(named), str(hit["path"])))
+    return Path(min(ranked)[1]) if ranked else None
 
 
 def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
-    ents = {k: row.get(k) for k in (*_RUN_KEYS, "space") if row.get(k) is not None}
+    ents = output_entities(row)
     same_run = {k: row.get(k) for k in _RUN_KEYS}
-    events = _first(index.select(suffix="events", extension=".tsv", **same_run))
-    confounds = _first(index.select(is_raw=False, desc="confounds", suffix=["timeseries", "regressors"],
-                                    extension=".tsv", **same_run))
+    events = companion(index.select(suffix="events", extension=".tsv"), row)
+    confounds = companion(index.select(is_raw=False, desc="confounds", suffix=["timeseries", "regressors"],
+                                       extension=".tsv"), row)
     mask_filter = node.model.options.get("Mask")
-    space = {"space": row.get("space")}
+    images = index.select(is_raw=False, extension=[".nii.gz", ".nii"])
     regions = _label_images(index, node, row) if aggregate_method(node.model.options) else ()
     if mask_filter and not regions:
-        images = _run_images(index, mask_filter, row)
-        mask = images[0] if images else None
+        mask = companion(match_frame(images, {k: v if isinstance(v, list) else [v] for k, v in mask_filter.items()}),
+                         row, space=True, exempt={ENTITY_ALIASES.get(k, k) for k in mask_filter})
         if mask is None:
             raise NoInputsError(f"Options.Mask {mask_filter} matched no file for {Path(row['path']).name} "
-                                "(searched the derivatives for files whose subject, session, task, acquisition, "
-                                "run and space are the run's or absent, unless the filter names them)")
+                                "(searched the derivatives for files in the run's space whose subject, session, "
+                                "task, run... are the run's or absent)")
     else:
-        mask = _first(index.select(is_raw=False, desc="brain", suffix="mask",
-                                   extension=[".nii.gz", ".nii"], **same_run, **space))
+        mask = companion(images[(images.get("desc") == "brain") & (images.get("suffix") == "mask")]
+                         if "desc" in images else images.iloc[0:0], row, space=True)
     meta = index.metadata(row["path"])
-    tr = meta.get("RepetitionTime")
+    tr = _seconds(meta, "RepetitionTime", row["path"], positive=True)
     if tr is None:
-        raise InputDataError(f"{row['path']}: RepetitionTime missing from its JSON sidecar(s)")
+        raise InputDataError(f"{row['path']}: RepetitionTime missing from its JSON sidecar(s); add it "
+                             "(seconds) to the BOLD's JSON sidecar")
     slice_ref = 0.0
-    if meta.get("SliceTimingCorrected") and meta.get("StartTime") is not None:
-        slice_ref = float(meta["StartTime"]) / float(tr)
+    start = _seconds(meta, "StartTime", row["path"])
+    if meta.get("SliceTimingCorrected") and start is not None:
+        slice_ref = start / tr
     # any recording- label, raw or derivatives; the sidecar (with inheritance) says which columns each has
     recordings = tuple(RecordingFile(Path(p), index.metadata(p)) for p in sorted(
         index.select(suffix=["physio", "stim"], extension=".tsv.gz", **same_run)["path"]))
-    return RunInputs(ents, Path(row["path"]), events, confounds, mask, float(tr), slice_ref, regions,
+    return RunInputs(ents, Path(row["path"]), events, confounds, mask, tr, slice_ref, regions,
                      recordings)
 
 
-def _run_images(index: FileIndex, filt: dict, row: pd.Series) -> list[Path]:
-    """Derivative images matching ``filt`` that belong to the run of ``row``, most specific first.
-
-    A file qualifies when each of its subject, session, task, acquisition,
-    run and space entities equals the run's or is absent, except the
-    entities the filter itself names (``{"ses": ["test"]}`` picks the
-    session-test mask for every session's runs). Of those, the most specific
-    (naming the most of these entities) are kept, so a run-specific or
-    same-space image wins over a general one.
-    """
-    hits = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"]),
-                       {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
-    chosen = {ENTITY_ALIASES.get(k, k) for k in filt}
-    scope = [k for k in (*_RUN_KEYS, "space") if k not in chosen]
-    ranked = []
-    for _, hit in hits.iterrows():
-        named = [k for k in scope if hit.get(k) is not None and not (isinstance(hit[k], float) and pd.isna(hit[k]))]
-        if all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named):
-            ranked.append((len(named), Path(hit["path"])))
-    if not ranked:
-        return []
-    best = max(n for n, _ in ranked)
-    return sorted(path for n, path in ranked if n == best)
+def _seconds(meta: dict, key: str, path, positive: bool = False) -> float | None:
+    """A time in seconds from sidecar metadata; None when absent, an error naming the file when malformed."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not np.isfinite(seconds) or (positive and seconds <= 0):
+        raise InputDataError(f"{path}: {key} {value!r} in its JSON sidecar(s) is not a "
+                             f"{'positive ' if positive else ''}number of seconds; write a JSON number "
+                             f"without unit, e.g. \"{key}\": 2.0")
+    return seconds
 
 
 def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, ...]:
     """The label images ``Options.Mask`` selects for one run of an aggregating node.
 
     Searched in the derivatives, like masks, but a label image usually
-    covers more than one run (an anatomical ``dseg``, an atlas): see
-    :func:`_run_images`.
+    covers more than one run (an anatomical ``dseg``, an atlas): a file
+    qualifies when each of its subject, session, task, acquisition, run and
+    space entities equals the run's or is absent. Of those, the most
+    specific (naming the most of these entities) are used, so a run-specific
+    or same-space image wins over a general one.
 
     Raises
     ------
@@ -184,12 +288,20 @@ def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, .
         No file qualifies.
     """
     filt = node.model.options["Mask"]
-    images = _run_images(index, filt, row)
-    if not images:
+    hits = match_frame(index.select(is_raw=False, extension=[".nii.gz", ".nii"]),
+                       {k: v if isinstance(v, list) else [v] for k, v in filt.items()})
+    scope = (*_RUN_KEYS, "space")
+    ranked = []
+    for _, hit in hits.iterrows():
+        named = [k for k in scope if hit.get(k) is not None]
+        if all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named):
+            ranked.append((len(named), Path(hit["path"])))
+    if not ranked:
         raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no label image for "
                             f"{Path(row['path']).name} (searched the derivatives for files whose subject, "
                             "session, task, acquisition, run and space are the run's or absent)")
-    return tuple(images)
+    best = max(n for n, _ in ranked)
+    return tuple(sorted(path for n, path in ranked if n == best))
 
 
 def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
@@ -201,8 +313,15 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
     events = read_events(run.events) if run.events else pd.DataFrame(columns=["onset", "duration"])
     confounds = read_confounds(run.confounds) if run.confounds else None
     source = str(run.events or run.bold)
+    duration = n_vols * run.tr
+    n_late, lost = events_after_end(events, duration) if len(events) else (0, [])
+    if lost:
+        raise InputDataError(
+            f"{run.events} ({run_label(run)}): every event of {', '.join(map(repr, lost))} starts after the run "
+            f"ends ({n_vols} volumes x {run.tr:g} s = {duration:g} s), so its regressor would be zero. Is this "
+            "the events file of another run, or is the BOLD incomplete? Onsets are seconds from the first volume")
     try:
-        return build_run_design(node, events, tr=run.tr, n_vols=n_vols, confounds=confounds,
+        design = build_run_design(node, events, tr=run.tr, n_vols=n_vols, confounds=confounds,
                                 slice_time_ref=run.slice_time_ref, source=source,
                                 missing_confounds=settings.missing_confounds,
                                 recordings=run.recordings)
@@ -212,6 +331,16 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
         if any(p.name in str(exc) for p in named if p):
             raise
         raise type(exc)(f"{source}: {exc}") from exc
+    if n_late:
+        design.info["warnings"].append(f"{n_late} event(s) start after the run ends ({duration:g} s): "
+                                       "they do not enter the design")
+    n_columns = design.matrix.shape[1]
+    if n_vols <= n_columns:
+        raise DesignError(
+            f"{run.bold} ({run_label(run)}): {n_vols} volumes for {n_columns} design columns leave no degrees "
+            "of freedom for the noise. Is the BOLD complete? Otherwise use fewer regressors (Model.X, "
+            "confounds, HighPassFilterCutoffHz)")
+    return design
 
 
 def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy: str = "drop") -> None:

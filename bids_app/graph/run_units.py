@@ -1,14 +1,20 @@
 """Run-level units: fit one BOLD series (voxels or regions) and write its maps or tables."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
-from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
-from bids_app.derivatives.naming import build_name, output_dir
+from bids_app.derivatives.atomic import journal, write_json, write_nifti, write_tsv
+from bids_app.derivatives.naming import build_name, camel_keys, output_dir
 from bids_app.derivatives.roistats import write_region_timeseries
 from bids_app.derivatives.statmaps import unmask
 from bids_app.design.columns import expand_x
@@ -62,13 +68,15 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
     files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
     files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
                              mask_img.affine))
-    files.append(write_json(folder / build_name(entities, "design", ".json"), {
+    # the design's own copies of RepetitionTime and SliceTimeRef would repeat them in other units
+    info = {k: v for k, v in design.info.items() if k not in ("tr", "slice_time_ref")}
+    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
         "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
-        "Mask": str(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
+        "Mask": rel(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
         "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
         "NoiseModel": noise, "NoiseModelDetails": {**estimator.describe(), "NFilters": len(fit.group_covariance)},
-        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **design.info,
-        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})}))
+        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **info,
+        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})})))
     if regions is None:
         for key, values in fit.model_maps().items():
             files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
@@ -99,8 +107,42 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
 
 
 def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions):
-    maps = run_unit(ctx, node, run, design, mask_img, regions)
+    # the parent's journal does not see a worker's writes: a failed unit removes its own files here
+    with journal() as written:
+        try:
+            maps = run_unit(ctx, node, run, design, mask_img, regions)
+        except BaseException:
+            written.rollback()
+            raise
     return maps, ctx.log
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started the run is gone.
+
+    A killed parent (``kill -9``, an HPC job hitting its time limit) must not
+    leave workers that keep fitting and writing into OUTPUT_DIR. Linux ends
+    the worker at once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback,
+    a watcher thread checks every half second.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    start = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            if os.getppid() != start:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
@@ -114,14 +156,22 @@ def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
         return [m for unit in planned for m in run_unit(ctx, node, *unit)]
     from concurrent.futures import ProcessPoolExecutor
 
-    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)))
-    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs) as pool:
+    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)),
+                    ctx.links)
+    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_run_unit_in_worker, light, node, *unit) for unit in planned]
-        results = [f.result() for f in futures]
+        try:
+            results = [f.result() for f in futures]
+        except BaseException:
+            # no new unit starts after a failure; running ones finish (complete, with records)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     maps = []
     for run_maps, run_log in results:
         maps += run_maps
         ctx.log.input_hashes.update(run_log.input_hashes)
         ctx.log.warnings += run_log.warnings
         ctx.log.units += run_log.units
+        ctx.log.finished += run_log.finished
     return maps

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bids_app.derivatives.roistats import ROI_SUFFIX
 from bids_app.design.recordings import RecordingFile
+from bids_app.io.bold import BoldScan
 
 LEVEL_RANK = {"Run": 0, "Session": 1, "Subject": 2, "Dataset": 3}
 
@@ -72,3 +73,5 @@ class RunInputs:
     regions: tuple[Path, ...] = ()
     #: the run's physio/stim recordings with their sidecar metadata, read only if the node uses them
     recordings: tuple[RecordingFile, ...] = ()
+    #: what one full read of the BOLD found (unusable voxels and volumes), set while planning
+    scan: BoldScan | None = None

@@ -1,1 +1,2 @@
-"""Readers and writers of image files: the one layer that knows file formats."""
+"""Readers and writers of input and output files: the one layer that knows file formats; each
+reader checks what it reads and names the file in every error."""

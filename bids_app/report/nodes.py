@@ -40,32 +40,32 @@ def node_header(outputs: NodeOutputs) -> str:
 def run_settings(unit: UnitOutputs) -> str:
     """How the first run's design was built: timing, HRF, filters, confound policy."""
     info = unit.design_json
-    hrf = info.get("hrf") or {}
-    high = info.get("high_pass") or {}
-    nan = info.get("nan_policy") or {}
-    if high.get("applied"):
-        cutoff = high.get("cutoff_hz")
-        high_text = (f"{cutoff:g} Hz (period {1 / cutoff:.0f} s), {len(high.get('drift_columns', []))} "
-                     f"cosine drift columns; source: {high.get('source', '?')}" if cutoff else "applied")
+    hrf = info.get("HRF") or {}
+    high = info.get("HighPass") or {}
+    nan = info.get("NanPolicy") or {}
+    if high.get("Applied"):
+        cutoff = high.get("CutoffHz")
+        high_text = (f"{cutoff:g} Hz (period {1 / cutoff:.0f} s), {len(high.get('DriftColumns', []))} "
+                     f"cosine drift columns; source: {high.get('Source', '?')}" if cutoff else "applied")
     else:
         high_text = "none"
-    filled = nan.get("filled") or {}
+    filled = nan.get("Filled") or {}
     pairs = {
-        "Repetition time": f"{esc(info.get('RepetitionTime', info.get('tr', '?')))} s; "
-                           f"{esc(info.get('n_vols', '?'))} volumes; slice-time reference "
-                           f"{esc(info.get('SliceTimeRef', info.get('slice_time_ref', '?')))}",
-        "HRF": esc(f"{hrf.get('model', 'none')} on {', '.join(hrf.get('variables', [])) or '-'}"
-                   + (f"; FIR delays {hrf['fir_delays']}" if hrf.get("fir_delays") else "")),
-        "Not convolved": esc(", ".join(info.get("not_convolved", [])) or "-"),
+        "Repetition time": f"{esc(info.get('RepetitionTime', '?'))} s; "
+                           f"{esc(info.get('NVols', '?'))} volumes; slice-time reference "
+                           f"{esc(info.get('SliceTimeRef', '?'))}",
+        "HRF": esc(f"{hrf.get('Model', 'none')} on {', '.join(hrf.get('Variables', [])) or '-'}"
+                   + (f"; FIR delays {hrf['FIRDelays']}" if hrf.get("FIRDelays") else "")),
+        "Not convolved": esc(", ".join(info.get("NotConvolved", [])) or "-"),
         "High-pass filter": esc(high_text),
-        "Low-pass filter": esc(info.get("low_pass") or "none"),
+        "Low-pass filter": esc(info.get("LowPass") or "none"),
         "Noise model": esc(info.get("NoiseModel", "?")),
         "Smoothing": esc(f"{info['SmoothingFWHM']} mm FWHM" if info.get("SmoothingFWHM") else "none"),
-        "Missing confounds": esc(info.get("missing_confounds", "?")),
-        "n/a in confounds": esc(nan.get("confounds", "?")),
-        "n/a in events": esc(nan.get("events", "?")),
+        "Missing confounds": esc(info.get("MissingConfounds", "?")),
+        "n/a in confounds": esc(nan.get("Confounds", "?")),
+        "n/a in events": esc(nan.get("Events", "?")),
         "Confound gaps filled": esc(", ".join(f"{c}: {n}" for c, n in filled.items()) or "none"),
-        "Transformations": esc(", ".join(map(str, info.get("transformations", []))) or "none"),
+        "Transformations": esc(", ".join(map(str, info.get("Transformations", []))) or "none"),
         "Mask": esc(info.get("Mask", "?")),
     }
     return f"<h3>Run-level model (first run: {esc(unit.label)})</h3>" + key_values(pairs)
@@ -73,19 +73,19 @@ def run_settings(unit: UnitOutputs) -> str:
 
 def diagnostics_table(diag: dict) -> str:
     """Rank, condition number, VIFs, dependencies and warnings of one design."""
-    vif = diag.get("vif") or {}
+    vif = diag.get("VIF") or {}
     vif_text = ", ".join(f"{c}: {v:.2f}" if isinstance(v, (int, float)) else f"{c}: {v if v else 'n/a'}"
                          for c, v in vif.items())
     pairs = {
-        "Rows x columns": f"{diag.get('n_rows')} x {diag.get('n_columns')}",
-        "Rank": esc(diag.get("rank")) + ("" if diag.get("rank") == diag.get("n_columns") else " (rank-deficient)"),
-        "Condition number (unit-norm columns)": esc(_number(diag.get("condition_number"))),
+        "Rows x columns": f"{diag.get('NRows')} x {diag.get('NColumns')}",
+        "Rank": esc(diag.get("Rank")) + ("" if diag.get("Rank") == diag.get("NColumns") else " (rank-deficient)"),
+        "Condition number (unit-norm columns)": esc(_number(diag.get("ConditionNumber"))),
         "Variance inflation factors": esc(vif_text or "-"),
     }
-    if diag.get("dependencies"):
-        pairs["Linear dependencies"] = esc("; ".join(diag["dependencies"]))
-    if diag.get("warnings"):
-        pairs["Warnings"] = "<br>".join(esc(w) for w in diag["warnings"])
+    if diag.get("Dependencies"):
+        pairs["Linear dependencies"] = esc("; ".join(diag["Dependencies"]))
+    if diag.get("Warnings"):
+        pairs["Warnings"] = "<br>".join(esc(w) for w in diag["Warnings"])
     return key_values(pairs)
 
 
@@ -98,17 +98,17 @@ def mask_table(units: list[UnitOutputs]) -> str:
     if not isinstance(info, dict):
         return ""
     voxels = [u.record["n_voxels"] for u in units if "n_voxels" in u.record]
-    pairs = {"Rule": esc(info.get("rule", "?")),
-             "Voxels": esc(f"{info.get('n_voxels_mask')} in the mask of {info.get('n_voxels_box')} in the box; "
-                           f"{info.get('n_voxels_covered')} valid in enough inputs")}
-    if info.get("template"):
-        pairs["Template"] = esc(info["template"])
-    if info.get("explicit_mask"):
-        pairs["Explicit mask"] = esc(info["explicit_mask"])
+    pairs = {"Rule": esc(info.get("Rule", "?")),
+             "Voxels": esc(f"{info.get('NVoxelsMask')} in the mask of {info.get('NVoxelsBox')} in the box; "
+                           f"{info.get('NVoxelsCovered')} valid in enough inputs")}
+    if info.get("Template"):
+        pairs["Template"] = esc(info["Template"])
+    if info.get("ExplicitMask"):
+        pairs["Explicit mask"] = esc(info["ExplicitMask"])
     if len(voxels) > 1:
         pairs["Across units"] = esc(f"{min(voxels)} to {max(voxels)} voxels fitted")
-    if info.get("warnings"):
-        pairs["Warnings"] = "<br>".join(esc(w) for w in info["warnings"])
+    if info.get("Warnings"):
+        pairs["Warnings"] = "<br>".join(esc(w) for w in info["Warnings"])
     return f"<h3>Mask (first unit: {esc(units[0].label)})</h3>" + key_values(pairs)
 
 

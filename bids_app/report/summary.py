@@ -108,7 +108,7 @@ def _mask_checks(nodes: list[NodeOutputs]) -> list[str]:
         for unit in node.units:
             mask = unit.design_json.get("Mask")
             if isinstance(mask, dict):
-                out += [f"node {node.node.name} ({unit.label}): mask: {w}" for w in mask.get("warnings", [])]
+                out += [f"node {node.node.name} ({unit.label}): mask: {w}" for w in mask.get("Warnings", [])]
     return list(dict.fromkeys(out))
 
 
@@ -117,8 +117,8 @@ def _dropped_columns(nodes: list[NodeOutputs]) -> list[dict]:
     rows: dict[tuple, list[str]] = {}
     for node in nodes:
         for unit in node.units:
-            for item in unit.design_json.get("dropped", []):
-                key = (node.node.name, item.get("entry"), item.get("kind"), item.get("reason", ""))
+            for item in unit.design_json.get("Dropped", []):
+                key = (node.node.name, item.get("Entry"), item.get("Kind"), item.get("Reason", ""))
                 rows.setdefault(key, []).append(unit.label)
     return [{"node": k[0], "entry": k[1], "kind": k[2], "reason": k[3], "runs": len(v), "where": ", ".join(v)}
             for k, v in rows.items()]

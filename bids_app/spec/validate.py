@@ -9,7 +9,10 @@ resolved (accepted unless they cannot be run):
 
 * Names: node names are unique; contrast names are unique within a node,
   counting ``DummyContrasts`` names (the condition names, or every literal
-  ``X`` name when ``DummyContrasts`` has no ``Contrasts`` list).
+  ``X`` name when ``DummyContrasts`` has no ``Contrasts`` list). Model, node
+  and contrast names become path components through one sanitiser
+  (:func:`~bids_app.derivatives.naming.sanitize_label`): each must keep a
+  letter or digit, and no two may give the same label.
 * Graph: without ``Edges`` the nodes are chained in list order (always
   valid). With ``Edges``, every edge names existing nodes, no self-loops, no
   duplicate edges, no cycles and exactly one root (node without incoming
@@ -44,13 +47,6 @@ resolved (accepted unless they cannot be run):
   holds only that transformation's arguments
   (:mod:`bids_app.spec.transformations`). Other transformers (bidspm's) are
   not implemented: an error.
-* Labels: node names and the output names of a node's contrasts
-  (``Contrasts`` names and ``DummyContrasts`` conditions) become BIDS
-  labels (``node-<label>``, ``contrast-<label>``) through
-  :func:`bids_app.derivatives.naming.sanitize_label`; two names with the
-  same label (``faces vs houses`` / ``faces-vs-houses``, compared without
-  case) would write the same files, and a name with no letter or digit has
-  no label: both are errors.
 * ``Type: "meta"`` (fixed effects: weighted least squares with the incoming
   variances) takes any ``X`` or ``Formula``, and is not allowed at ``Run``
   level, whose inputs are BOLD series, not maps.
@@ -595,29 +591,7 @@ def _node_issues(node: dict, where: str, upstream: frozenset | None = None) -> l
         issues += _condition_list_issues(contrast.get("ConditionList"), f"{cpath}.ConditionList",
                                          x, formula, terms, node.get("Level"), upstream)
         issues += _weights_issues(contrast, cpath)
-    issues += _label_issues([(n, p) for n, p in names.items()], "contrast")
-    return issues
-
-
-def _label_issues(named: list[tuple[str, str]], kind: str) -> list[Issue]:
-    """Names that give the same BIDS label, or none (see module docstring)."""
-    issues, seen = [], {}
-    for name, path in named:
-        if not name.strip():
-            continue  # reported as an empty name
-        try:
-            label = sanitize_label(name)
-        except ValueError:
-            issues.append((path, f"{name!r} has no letter or digit, so it gives no {kind}- label for "
-                                 "file names: rename it"))
-            continue
-        other = seen.get(label.lower())
-        if other is not None:
-            issues.append((path, f"{name!r} and {other[0]!r} ({other[1]}) both become the file label "
-                                 f"'{kind}-{label}', so one would overwrite the other's files: rename one"))
-        else:
-            seen[label.lower()] = (name, path)
-    return issues
+    return issues + _label_issues(names, "contrast", "the contrast- entity of output files")
 
 
 def _transformation_issues(transformations, where: str) -> list[Issue]:
@@ -652,6 +626,31 @@ def _camel(snake: str) -> str:
 
 
 # --- graph --------------------------------------------------------------------
+
+def _label_issues(names: dict[str, str], what: str, used_as: str) -> list[Issue]:
+    """Names (name -> JSON path) that become path components must give distinct, non-empty labels.
+
+    Labels are made by :func:`bids_app.derivatives.naming.sanitize_label`,
+    the one sanitiser of every path written; empty names are reported elsewhere.
+    """
+    issues, labels = [], {}
+    for name, path in names.items():
+        if not name.strip():
+            continue
+        try:
+            label = sanitize_label(name)
+        except ValueError:
+            issues.append((path, f"{what} name {name!r} has no letter or digit, but it becomes {used_as}; "
+                                 "use letters and digits"))
+            continue
+        if label in labels:
+            other, other_path = labels[label]
+            issues.append((path, f"{what} names {other!r} ({other_path}) and {name!r} both become {label!r} "
+                                 f"in {used_as}; rename one"))
+        else:
+            labels[label] = (name, path)
+    return issues
+
 
 def _edge_issues(edges, node_names: list[str]) -> list[Issue]:
     if not isinstance(edges, list):
@@ -721,7 +720,10 @@ def _semantic_issues(model: dict) -> list[Issue]:
                                                 f"Nodes[{first[name]}]); node names must be unique"))
         else:
             first[name] = i
-    issues += _label_issues([(name, f"Nodes[{i}].Name") for name, i in first.items()], "node")
+    issues += _label_issues({n: f"Nodes[{i}].Name" for n, i in first.items()}, "node",
+                            "the output folder node-<label>")
+    if isinstance(model.get("Name"), str):
+        issues += _label_issues({model["Name"]: "Name"}, "model", "the model copy's file name model-<label>_smdl.json")
     upstream = _output_names(nodes)
     for i, node in nodes:
         issues += _node_issues(node, f"Nodes[{i}]", upstream)
