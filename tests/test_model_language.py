@@ -193,16 +193,6 @@ def test_transformation_arguments_are_checked():
     assert "Group names its group with Output" in issues["Nodes[0].Transformations.Instructions[2]"]
 
 
-def test_names_with_the_same_or_no_label():
-    node = _run_node(["trial_type.faces", "trial_type.houses"], hrf=False)
-    node["Contrasts"] = [{"Name": n, "ConditionList": ["trial_type.faces"], "Weights": [1], "Test": "t"}
-                         for n in ("faces vs houses", "faces-vs-houses", "+-+")]
-    issues = dict(validate_model(_model([node, {**node, "Name": "run!"}])))
-    assert "both become the file label 'contrast-facesVsHouses'" in issues["Nodes[0].Contrasts[1].Name"]
-    assert "no letter or digit" in issues["Nodes[0].Contrasts[2].Name"]
-    assert "'node-run'" in issues["Nodes[1].Name"]
-
-
 # ---------------------------------------------------------------- planning on a dataset
 
 def _dataset(tmp_path, model):
