@@ -37,7 +37,9 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("bids_dir", type=Path, help="BIDS dataset (raw, or a derivatives folder of statistical maps)")
     p.add_argument("output_dir", type=Path, help="where derivatives are written")
     p.add_argument("analysis_level", help="run the graph up to this level: run, session, subject or dataset")
-    p.add_argument("--model", type=Path, required=True, help="BIDS Stats Model JSON")
+    p.add_argument("--model", type=Path, help="BIDS Stats Model JSON (default: one regressor per trial type, "
+                                               "runs -> subject fixed effects -> dataset one-sample t per "
+                                               "condition, as pybids' auto_model; written beside the outputs)")
     p.add_argument("--participant-label", nargs="+", metavar="LABEL",
                    help="subjects to include (with or without 'sub-')")
     p.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="DIR",
@@ -147,7 +149,7 @@ def _run_app(argv: list[str]) -> int:
         print(f"bids-stats: unknown analysis level {args.analysis_level!r}; choose one of {', '.join(LEVELS)}",
               file=sys.stderr)
         return EXIT_UNKNOWN_LEVEL
-    if not args.model.is_file():
+    if args.model is not None and not args.model.is_file():
         raise UsageError(f"model file not found: {args.model}")
     from bids_app.graph.pipeline import run_app
     from bids_app.graph.units import Settings
@@ -169,11 +171,30 @@ def _run_app(argv: list[str]) -> int:
         inference={k: getattr(args, k) for k in ("height_control", "alpha", "cluster_min_size", "two_sided",
                                                   "n_perm", "tfce", "cluster_threshold")},
     )
-    result = run_app(args.bids_dir, args.output_dir, args.model, settings, derivatives=args.derivatives,
-                     argv=["bids-stats", *argv])
+    with tempfile.TemporaryDirectory() as scratch:
+        model_path = args.model or _default_model(args, labels, Path(scratch))
+        result = run_app(args.bids_dir, args.output_dir, model_path, settings, derivatives=args.derivatives,
+                         argv=["bids-stats", *argv])
+    if args.model is None:
+        print(f"bids-stats: no --model given: ran the default model, written beside the outputs as "
+              f"{result['record']['Model']['Copy']}")
     n = sum(len(v) for v in result["outputs"].values())
     print(f"bids-stats: done; {n} map(s) flowed between nodes; outputs in {args.output_dir}")
     return 0
+
+
+def _default_model(args, labels, folder: Path) -> Path:
+    """Build the default model for the dataset (see :mod:`bids_app.graph.default_model`) into ``folder``."""
+    import json
+
+    from bids_app.graph.default_model import default_model, describe
+    from bids_app.graph.index import FileIndex
+
+    model = default_model(FileIndex.build(args.bids_dir, args.derivatives), labels)
+    path = folder / f"model-{model['Name']}_smdl.json"
+    path.write_text(json.dumps(model, indent=2))
+    print(f"bids-stats: no --model given: using a default model ({describe(model)})")
+    return path
 
 
 def _validate(argv: list[str]) -> int:

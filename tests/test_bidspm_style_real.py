@@ -81,8 +81,8 @@ def test_studyforrest_bidspm_style_equals_nilearn(tmp_path):
     folder = _run(tmp_path, data, _model("oneback", CONDITIONS["studyforrest"])) / "sub-02"
     stem = "sub-02_task-oneback_run-1"
     sidecar = json.loads((folder / f"{stem}_design.json").read_text())
-    assert [r["name"] for r in sidecar["resolved"]][:2] == ["trial_type.face", "trial_type.body"]
-    assert all(r["column"] == "trial_type" for r in sidecar["resolved"])
+    assert [r["Name"] for r in sidecar["Resolved"]][:2] == ["trial_type.face", "trial_type.body"]
+    assert all(r["Column"] == "trial_type" for r in sidecar["Resolved"])
     mask_path = folder / f"{stem}_mask.nii.gz"
     mask = _load(mask_path) > 0
     reference = _nilearn_maps(data / "sub-02/func/sub-02_task-oneback_run-1_bold.nii.gz",

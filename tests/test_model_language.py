@@ -269,7 +269,7 @@ def test_bidspm_style_model_runs_end_to_end(tmp_path, capsys):
     run_maps = sorted(p.name for p in (out / "node-run").rglob("*stat-effect_statmap.nii.gz"))
     assert len(run_maps) == 9 and sum("contrast-trialTypeFaces_" in p for p in run_maps) == 3
     sidecar = json.loads(next((out / "node-run").rglob("*_design.json")).read_text())
-    assert [r["name"] for r in sidecar["resolved"]] == ["trial_type.faces", "trial_type.houses"]
+    assert [r["Name"] for r in sidecar["Resolved"]] == ["trial_type.faces", "trial_type.houses"]
     group = sorted(p.name for p in (out / "node-dataset").rglob("*stat-t_statmap.nii.gz"))
     assert group == ["task-loc_space-MNI152NLin2009cAsym_contrast-facesGtHouses_stat-t_statmap.nii.gz"]
 
@@ -283,3 +283,24 @@ def test_duplicate_equal_keys_warn_in_validate(tmp_path, capsys):
     path.write_text(text[:-1] + ', "Name": "other"}')
     with pytest.raises(ModelError, match="different values"):
         load_model(path)
+
+
+def test_default_model_without_model_option(tmp_path, capsys):
+    """No --model: one regressor per trial type, runs -> subject fixed effects -> dataset t per condition."""
+    bids, deriv = _dataset(tmp_path, BIDSPM_STYLE)
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "dataset", "--derivatives", str(deriv)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "no --model given: using a default model (2 condition(s): trial_type.faces, trial_type.houses" in printed
+    copy = out / "model-defaultLoc_smdl.json"
+    assert f"written beside the outputs as {copy.name}" in printed
+    model = json.loads(copy.read_text())
+    events = pd.concat([pd.read_csv(p, sep="\t") for p in bids.rglob("*_events.tsv")])
+    levels = [f"trial_type.{v}" for v in sorted(events["trial_type"].unique())]
+    assert model["Nodes"][0]["Model"]["X"] == [*levels, 1]
+    assert [n["Level"] for n in model["Nodes"]] == ["Run", "Subject", "Dataset"]
+    assert [n["Model"]["Type"] for n in model["Nodes"]] == ["glm", "meta", "glm"]
+    for level in levels:
+        label = "trialType" + level.split(".")[1].capitalize()
+        assert len(list((out / "node-dataset").glob(f"*contrast-{label}_stat-t_statmap.nii.gz"))) == 1
+    assert len(list((out / "node-subject").rglob("*stat-effect_statmap.nii.gz"))) == 3 * len(levels)
