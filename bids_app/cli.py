@@ -156,7 +156,11 @@ def _run_app(argv: list[str]) -> int:
 
     if args.work_dir:
         # scratch space for library temporaries (nilearn/joblib); outputs never go there
-        args.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--work-dir {args.work_dir}: cannot use it as a scratch folder "
+                             f"({exc.strerror or exc})") from exc
         tempfile.tempdir = str(args.work_dir)
         os.environ["JOBLIB_TEMP_FOLDER"] = str(args.work_dir)
     labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None

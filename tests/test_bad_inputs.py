@@ -780,7 +780,9 @@ def test_sidecars_are_strict_json_with_camel_case_keys(tmp_path):
     assert len(sidecars) > 10 and any(p.name.endswith("_design.json") for p in sidecars)
     for path in sidecars:
         walk(json.loads(path.read_text()), path.name)
+    walk(_prov(out)["Settings"], "provenance.json:Settings")
     assert not bad, bad[:10]
+    assert _prov(out)["Settings"]["QCPolicy"] == "exclude" and "NPerm" in _prov(out)["Settings"]["Inference"]
 
 
 def test_maps_that_differ_only_in_desc_are_not_both_used(tmp_path, capsys):
@@ -819,3 +821,50 @@ def test_kill_and_resume_is_exact(tmp_path):
     assert sum(bool(u.get("reused")) for u in units) == 2 and len(units) == len(SUBJECTS)
     assert _cli(data, fresh, "subject", "--model", model) == 0
     assert _statmaps(killed) == _statmaps(fresh)
+
+
+@pytest.mark.parametrize("code, text", [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system"),
+                                        (errno.EDQUOT, "Disk quota exceeded")])
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys, monkeypatch, code, text):
+    """The file system refuses the first write (permissions, read-only mount, quota): exit 21, not a traceback."""
+    import bids_app.derivatives.atomic as atomic
+
+    data, model = _maps(tmp_path), _dataset_model(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, text)
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    _fails(tmp_path, capsys, [data, tmp_path / "out", "dataset", "--model", model], 21, text, "writable")
+
+
+def test_work_dir_that_is_a_file(tmp_path, capsys):
+    data, model = _maps(tmp_path), _dataset_model(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.write_text("not a folder")
+    _fails(tmp_path, capsys, [data, tmp_path / "out", "dataset", "--model", model, "--work-dir", scratch / "x"],
+           2, "--work-dir")
+
+
+@pytest.mark.parametrize("name, content, phrase", [
+    ("events", "onset\tduration\ttrial_type\n4\t8\ttask\textra\n", "line 2: 4 tab-separated field(s), the header has 3"),
+    ("events", "", "events file is empty"),
+    ("events", b"\xff\xfe\x00garbage", "cannot read events file"),
+])
+def test_malformed_events_tsv(tmp_path, capsys, name, content, phrase):
+    bids = _bold_dataset(tmp_path)
+    events = bids / "sub-02" / "func" / "sub-02_task-loc_events.tsv"
+    if isinstance(content, bytes):
+        events.write_bytes(content)
+    else:
+        events.write_text(content)
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           str(events), phrase)
+
+
+def test_json_sidecar_that_is_not_an_object(tmp_path, capsys):
+    data, model = _maps(tmp_path), _subject_model(tmp_path)
+    sidecar = next(data.rglob("sub-01_*_stat-effect_statmap.json"))
+    sidecar.write_text("[50]")
+    _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
+           f"JSON sidecar {sidecar} holds a list")

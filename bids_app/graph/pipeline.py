@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bids_app.derivatives.atomic import journal, write_json
 from bids_app.derivatives.dataset import dataset_links, write_dataset_description, write_provenance
-from bids_app.derivatives.naming import sanitize_label
+from bids_app.derivatives.naming import camel_keys, sanitize_label
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
@@ -63,7 +63,7 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                 "Model": {"File": str(Path(model_path).resolve()), "Copy": model_copy.name,
                           "SHA256": hashlib.sha256(model_bytes).hexdigest()},
                 "RandomSeed": settings.seed,
-                "Settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()},
+                "Settings": camel_keys({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()}),
                 "Inputs": [{"Path": p, "SHA256": h} for p, h in sorted(ctx.log.input_hashes.items())],
                 "Exclusions": ctx.log.exclusions,
                 "Warnings": ctx.log.warnings,
