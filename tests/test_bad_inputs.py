@@ -868,3 +868,12 @@ def test_json_sidecar_that_is_not_an_object(tmp_path, capsys):
     sidecar.write_text("[50]")
     _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
            f"JSON sidecar {sidecar} holds a list")
+
+
+def test_empty_brain_mask(tmp_path, capsys):
+    bids = _bold_dataset(tmp_path)
+    mask = bids / "derivatives/fmriprep/sub-02/func/sub-02_task-loc_desc-brain_mask.nii.gz"
+    mask.unlink()
+    nb.save(nb.Nifti1Image(np.zeros(BRAIN.shape, np.uint8), AFFINE), mask)
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+           "sub-02_task-loc_bold.nii.gz (sub-02 task-loc): its mask", "has no voxel", "same space")

@@ -170,6 +170,9 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
         mask, rule = binary_mask(on_grid(masks[i], grid))
         if rule:
             design.info["mask_rule"] = rule
+        if not mask.any():
+            raise InputDataError(f"{run.bold} ({run_label(run)}): its mask {run.mask or '(computed)'} has no voxel on "
+                                 "the BOLD's grid; are the mask and the BOLD in the same space?")
         nonfinite, constant = int((mask & scan.nonfinite).sum()), int((mask & scan.constant).sum())
         usable = mask & ~scan.nonfinite & ~scan.constant
         what = (f"{nonfinite + constant} of the {int(mask.sum())} mask voxels are unusable "
