@@ -257,8 +257,14 @@ def _name(sub, ses, task, run, acq="") -> str:
     return "_".join(p for p in parts if p)
 
 
-def write_dataset(root: Path, spec: dict, seed: int = 0) -> tuple[Path, Path]:
-    """Write raw BIDS + fMRIPrep-style derivatives for ``spec``; returns (bids_dir, derivatives_dir)."""
+def write_dataset(root: Path, spec: dict, seed: int = 0, n_vols: int = N_VOLS,
+                  events=None) -> tuple[Path, Path]:
+    """Write raw BIDS + fMRIPrep-style derivatives for ``spec``; returns (bids_dir, derivatives_dir).
+
+    ``events(subject, session, task, run)`` may return a run's events table
+    (real events, for instance) instead of simulated ones; ``n_vols`` volumes
+    of ``TR`` seconds each.
+    """
     rng = np.random.default_rng(seed)
     bids, deriv = Path(root) / "bids", Path(root) / "fmriprep"
     bids.mkdir(parents=True, exist_ok=True)
@@ -289,9 +295,10 @@ def write_dataset(root: Path, spec: dict, seed: int = 0) -> tuple[Path, Path]:
                     rel = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "") / "func"
                     (bids / rel).mkdir(parents=True, exist_ok=True)
                     (deriv / rel).mkdir(parents=True, exist_ok=True)
-                    _events(spec, rng).to_csv(bids / rel / f"{stem}_events.tsv", sep="\t", index=False,
-                                              na_rep="n/a")
-                    bold = 100 + rng.normal(size=(2, 2, 2, N_VOLS)).astype(np.float32)
+                    table = events(sub, ses, task, run) if events else None
+                    (_events(spec, rng) if table is None else table).to_csv(
+                        bids / rel / f"{stem}_events.tsv", sep="\t", index=False, na_rep="n/a")
+                    bold = 100 + rng.normal(size=(2, 2, 2, n_vols)).astype(np.float32)
                     pre = deriv / rel / f"{stem}_space-{space}_desc-{desc}_bold"
                     nb.save(nb.Nifti1Image(bold, affine), f"{pre}.nii.gz")
                     (Path(f"{pre}.json")).write_text(json.dumps({"RepetitionTime": TR, "TaskName": task}))
@@ -303,7 +310,7 @@ def write_dataset(root: Path, spec: dict, seed: int = 0) -> tuple[Path, Path]:
                         label = "_".join(f"{k}-{v}" for k, v in ents.items() if k in ("space", "label", "desc"))
                         name = f"sub-{sub}_{label}_{suffix}.nii.gz"
                         nb.save(mask, deriv / rel / name)
-                    confounds = {c: rng.normal(size=N_VOLS) for c in
+                    confounds = {c: rng.normal(size=n_vols) for c in
                                  ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
                                   "framewise_displacement", "global_signal", "csf", "white_matter",
                                   *spec["confounds"]]}
@@ -311,7 +318,7 @@ def write_dataset(root: Path, spec: dict, seed: int = 0) -> tuple[Path, Path]:
                         if "*" in c or "?" in c or "[" in c:
                             del confounds[c]
                             if not any(fnmatch.fnmatchcase(other, c) for other in confounds):
-                                confounds[_level_value(c)[0]] = rng.normal(size=N_VOLS)
+                                confounds[_level_value(c)[0]] = rng.normal(size=n_vols)
                     pd.DataFrame(confounds).to_csv(deriv / rel / f"{stem}_desc-confounds_timeseries.tsv",
                                                    sep="\t", index=False)
     return bids, deriv

@@ -128,3 +128,50 @@ def test_model_plans_on_a_matching_dataset(name, tmp_path):
     else:
         assert code in (18, 20), err.getvalue()
         assert re.search(REASONS[expected["reason"]], err.getvalue()), err.getvalue()
+
+
+# ---------------------------------------------------------------- real fits of a representative subset
+
+def _ds003_events(subject, session, task, run):
+    import pandas as pd
+
+    from conftest import real_data
+    path = real_data("events_only/ds000003") / f"sub-{subject}/func/sub-{subject}_task-{task}_events.tsv"
+    return pd.read_csv(path, sep="\t")
+
+
+#: model -> (events source, volumes): the model zoo's ds003 model on the real ds003 events,
+#: the specification's two examples on events simulated from their names
+FITTED = {
+    "model-zoo__model-001-smdl__48802c03.json": (_ds003_events, 165),
+    "stats-models__model-walkthrough-smdl__0d49a315.json": (None, 40),
+    "stats-models__model-example-smdl__0ffa944c.json": (None, 40),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FITTED))
+def test_corpus_model_fits_through_every_node(name, tmp_path, capsys):
+    """Fitted, not only planned: every node writes maps and every Run-level contrast has its maps."""
+    events, n_vols = FITTED[name]
+    path = CORPUS / "models" / name
+    model = json.loads(path.read_text())
+    spec = dataset_spec(model)
+    if events is not None:
+        spec["subjects"] = ["01", "02", "03"]
+    bids, deriv = write_dataset(tmp_path, spec, n_vols=n_vols, events=events)
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "dataset", "--model", str(path), "--derivatives", str(deriv)])
+    assert code == 0, capsys.readouterr().err
+    from bids_app.derivatives.naming import sanitize_label
+    for node in model["Nodes"]:
+        folder = out / f"node-{sanitize_label(node['Name'])}"
+        assert list(folder.rglob("*_stat-t_statmap.nii.gz")) or list(folder.rglob("*_stat-F_statmap.nii.gz")), node
+    run = model["Nodes"][0]
+    names = [c["Name"] for c in run.get("Contrasts", [])] + list((run.get("DummyContrasts") or {}).get("Contrasts", []))
+    run_folder = out / f"node-{sanitize_label(run['Name'])}"
+    for contrast in names:
+        label = sanitize_label(contrast)
+        maps = list(run_folder.rglob(f"*_contrast-{label}_stat-effect_statmap.nii.gz"))
+        assert len(maps) == len(spec["subjects"]) * len(spec["runs"]), (contrast, maps)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert not [w for w in provenance["Warnings"] if "skipped" in w], provenance["Warnings"]
