@@ -17,8 +17,9 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.errors import BidsStatsError, UsageError
+from bids_app.levels import LEVELS as MODEL_LEVELS
 
-LEVELS = ("run", "session", "subject", "dataset")
+LEVELS = tuple(level.lower() for level in MODEL_LEVELS)
 EXIT_UNKNOWN_LEVEL = 17
 _TOOLS = ("validate", "design", "demo")
 
@@ -53,10 +54,16 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-procs", type=_int_at_least(1), default=1, help="parallel processes for run-level fits")
     p.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="random seed (permutations); recorded in provenance")
-    p.add_argument("--estimator", choices=("ols", "mixed"), default="ols",
-                   help="default group estimator; Model.Software['bids-stats'].Estimator wins")
-    p.add_argument("--noise-model", type=_noise_model, default="ar1", metavar="{ols,ar1,ar2,...}",
-                   help="run-level noise model: OLS or AR(p) prewhitening as nilearn's (default ar1)")
+    p.add_argument("--group-estimator", dest="estimator", choices=("ols", "mixed"), default="ols",
+                   help="default estimator of Session/Subject/Dataset nodes: ordinary least squares on the "
+                        "incoming effects, or mixed effects with their variances; "
+                        "Model.Software['bids-stats'].Estimator wins")
+    p.add_argument("--run-noise-model", dest="noise_model", type=_noise_model, default="ar1",
+                   metavar="{ols,ar1,ar2,...}",
+                   help="noise model of Run nodes: none (white noise, plain least squares) or AR(p) "
+                        "prewhitening as nilearn's (default ar1)")
+    _deprecated(p, "--estimator", "--group-estimator", dest="estimator", choices=("ols", "mixed"))
+    _deprecated(p, "--noise-model", "--run-noise-model", dest="noise_model", type=_noise_model)
     p.add_argument("--smoothing", type=_smoothing, metavar="FWHM[:LEVEL]",
                    help="isotropic Gaussian smoothing (mm) of the data entering nodes of LEVEL "
                         "(run: BOLD before run fits, the default; session/subject/dataset: incoming effect maps)")
@@ -74,11 +81,31 @@ def app_parser() -> argparse.ArgumentParser:
     inf.add_argument("--n-perm", type=_int_at_least(0), metavar="N",
                      help="permutations for FWE maxT/cluster/TFCE (0 = none)")
     inf.add_argument("--tfce", action="store_true", default=None, help="also TFCE in permutation inference")
-    inf.add_argument("--cluster-threshold", type=_positive, metavar="Z",
-                     help="cluster-forming z threshold in permutation inference (default 3.1)")
+    inf.add_argument("--cluster-forming-z", dest="cluster_threshold", type=_positive, metavar="Z",
+                     help="z above which voxels form clusters in permutation inference (default 3.1); "
+                          "the smallest cluster kept is --cluster-min-size")
+    _deprecated(inf, "--cluster-threshold", "--cluster-forming-z", dest="cluster_threshold", type=_positive)
     p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old option name: stores like its new name, with a warning on stderr."""
+
+    def __init__(self, option_strings, dest, new_name=None, **kwargs):
+        self.new_name = new_name
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"bids-stats: warning: {option_string} is deprecated and will be removed; use {self.new_name}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated(group, old: str, new: str, **kwargs) -> None:
+    group.add_argument(old, action=_DeprecatedAlias, new_name=new, help=f"deprecated alias of {new}",
+                       default=argparse.SUPPRESS, **kwargs)
 
 
 def _int_at_least(low: int):
@@ -133,7 +160,7 @@ def _smoothing(text: str) -> tuple[float, str]:
 
 
 def _noise_model(text: str) -> str:
-    from bids_app.estimation.first_level import ar_order
+    from bids_app.spec.model import ar_order
 
     try:
         ar_order(text)
@@ -191,10 +218,9 @@ def _default_model(args, labels, folder: Path) -> Path:
     """Build the default model for the dataset (see :mod:`bids_app.graph.default_model`) into ``folder``."""
     import json
 
-    from bids_app.graph.default_model import default_model, describe
-    from bids_app.graph.index import FileIndex
+    from bids_app.graph.default_model import dataset_default_model, describe
 
-    model = default_model(FileIndex.build(args.bids_dir, args.derivatives), labels)
+    model = dataset_default_model(args.bids_dir, args.derivatives, labels)
     path = folder / f"model-{model['Name']}_smdl.json"
     path.write_text(json.dumps(model, indent=2))
     print(f"bids-stats: no --model given: using a default model ({describe(model)})")
@@ -222,18 +248,14 @@ def _validate(argv: list[str]) -> int:
         print(f"warning: {note}")
     if args.bids_dir is None:
         return 0
-    from bids_app.graph.context import Context
-    from bids_app.graph.executor import nodes_to_run, plan_inputs
-    from bids_app.graph.index import FileIndex
-    from bids_app.graph.plan import describe, plan_graph
+    from bids_app.graph.executor import plan_dataset
+    from bids_app.graph.plan import describe
     from bids_app.graph.units import Settings
 
     labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
     settings = Settings(participant_label=labels, space=args.space, desc_label=args.desc_label,
                         analysis_level=args.analysis_level, missing_confounds=args.missing_confounds)
-    ctx = Context(model, FileIndex.build(args.bids_dir, args.derivatives), Path("."), settings)
-    nodes = nodes_to_run(model, args.analysis_level)
-    plans = plan_graph(ctx, nodes, plan_inputs(ctx, nodes))
+    plans = plan_dataset(model, args.bids_dir, args.derivatives, settings)
     print(f"checked against {args.bids_dir} (nothing fitted, nothing written):")
     for line in describe(plans):
         print(f"  {line}")
@@ -254,7 +276,7 @@ def _design(argv: list[str]) -> int:
     p.add_argument("--output-tsv", type=Path, required=True)
     p.add_argument("--no-png", action="store_true", help="do not write a PNG of the matrix")
     args = p.parse_args(argv)
-    from bids_app.design.synthesizer import synthesize
+    from bids_app.graph.synthesize import synthesize
 
     out = synthesize(args.events_tsv, args.model, args.tr, args.nvol, args.output_tsv,
                      confounds_tsv=args.confounds, node_name=args.node, png=not args.no_png,
@@ -272,7 +294,7 @@ def _demo(argv: list[str]) -> int:
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
     _logging(args.verbose)
-    from bids_app.graph.demo import run_demo
+    from bids_app.demo.run import run_demo
 
     summary = run_demo(args.output_dir, seed=args.seed, n_subjects=args.subjects)
     for line in summary["lines"]:

@@ -3,6 +3,7 @@
 Exit codes follow the draft BIDS-Apps specification (BEP027) where it
 defines one; the rest are ours and documented in README.md.
 """
+import difflib
 
 
 class BidsStatsError(Exception):
@@ -69,3 +70,11 @@ class OutputError(BidsStatsError):
     inputs, or holding another model's outputs."""
 
     exit_code = 21
+
+
+def did_you_mean(word, choices, n: int = 1) -> str:
+    """``" (did you mean 'a', 'b'?)"`` naming the up to ``n`` choices closest to ``word``
+    (case ignored, spelling kept), or ``""`` when none is close: the one hint of every message."""
+    by_lower = {str(c).lower(): c for c in choices}
+    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=n, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(by_lower[c]) for c in close)}?)" if close else ""

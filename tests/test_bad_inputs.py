@@ -455,7 +455,7 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):
     """A user's file in OUTPUT_DIR, a finished unit, and a crash in the middle of the next unit's writing."""
-    import bids_app.graph.group_units as group_units
+    import bids_app.graph.groups as group_units
 
     data, model = _maps(tmp_path, subjects=["01", "02"]), _subject_model(tmp_path)
     out = tmp_path / "out"
@@ -724,7 +724,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     bids = _bold_dataset(tmp_path, subjects=("01", "02", "03"))
     out = tmp_path / "out"
     script = ("import sys, time\n"
-              "import bids_app.graph.run_units as ru\n"
+              "import bids_app.graph.runs as ru\n"
               "ru.run_unit = lambda *a, **k: (time.sleep(60), [])[1]\n"
               "from bids_app.cli import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
@@ -811,7 +811,7 @@ def test_kill_and_resume_is_exact(tmp_path):
               "    if len(saved) == 2:\n"
               "        os.kill(os.getpid(), signal.SIGKILL)\n"
               "records.save = save\n"
-              "import bids_app.graph.group_units as gu\n"
+              "import bids_app.graph.groups as gu\n"
               "gu.save = save\n"
               "from bids_app.cli import main\n"
               "sys.exit(main(sys.argv[1:]))\n")

@@ -55,12 +55,12 @@ def test_missing_model_argument_means_the_default_model(tmp_path, capsys):
 
 def test_noise_model_argument(tmp_path, capsys):
     model = str(MODELS / "one_sample_existing_maps.json")
-    assert main([str(tmp_path), str(tmp_path / "out"), "dataset", "--model", model, "--noise-model", "ar0"]) == 2
+    assert main([str(tmp_path), str(tmp_path / "out"), "dataset", "--model", model, "--run-noise-model", "ar0"]) == 2
     assert "'ols', 'ar1', 'ar2'" in capsys.readouterr().err
     from bids_app.cli import app_parser
 
     args = app_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "run", "--model", model,
-                                    "--noise-model", "AR3"])
+                                    "--run-noise-model", "AR3"])
     assert args.noise_model == "ar3"
 
 
@@ -159,3 +159,21 @@ def test_relative_paths_give_the_same_outputs_and_a_complete_report(tmp_path, mo
     assert all(p["Path"].startswith(str(tmp_path / "wager")) for p in prov["Inputs"])
     report = (out / "report.html").read_text()
     assert "design matrix file not found" not in report and "Design matrices (1 distinct" in report
+
+
+@pytest.mark.parametrize("old, new, value, dest", [
+    ("--estimator", "--group-estimator", "mixed", "estimator"),
+    ("--noise-model", "--run-noise-model", "ols", "noise_model"),
+    ("--cluster-threshold", "--cluster-forming-z", "2.5", "cluster_threshold"),
+])
+def test_old_option_names_are_deprecated_aliases(capsys, old, new, value, dest):
+    from bids_app.cli import app_parser
+
+    base = ["bids", "out", "dataset", "--model", "m.json"]
+    current = app_parser().parse_args([*base, new, value])
+    assert capsys.readouterr().err == ""
+    aliased = app_parser().parse_args([*base, old, value])
+    assert getattr(aliased, dest) == getattr(current, dest) == (float(value) if dest == "cluster_threshold" else value)
+    assert f"{old} is deprecated" in capsys.readouterr().err and new in app_parser().format_help()
+    defaults = app_parser().parse_args(base)
+    assert (defaults.estimator, defaults.noise_model, defaults.cluster_threshold) == ("ols", "ar1", None)

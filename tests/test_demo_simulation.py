@@ -17,7 +17,7 @@ from bsmschema.models import BIDSStatsModel
 from nilearn import datasets, image
 from nilearn.glm.first_level import FirstLevelModel
 
-from bids_app import demo
+from bids_app.demo import simulate as demo
 from bids_app.spec import load_model, model_from_dict
 
 REPO = Path(__file__).resolve().parents[1]

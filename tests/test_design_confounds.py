@@ -1,25 +1,26 @@
 """Real fMRIPrep confounds tables: globs, missing values, missing columns."""
 import fnmatch
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from bids_app.design import build_run_design, read_confounds
+from bids_app.design import build_run_design
+from bids_app.io.confounds import read_confounds
 from bids_app.design.confounds import prepare_confounds
 from bids_app.errors import DesignError, InputDataError
 from bids_app.spec.model import model_from_dict
+from conftest import real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CONF = DATA / "fmriprep_confounds_examples"
-TABLES = [CONF / "test-v21_desc-confounds_timeseries.tsv",
-          CONF / "test_desc-confounds_regressors.tsv",
-          CONF / "no_nonsteady_desc-confounds_regressors.tsv"]
+TABLES = ["test-v21_desc-confounds_timeseries.tsv", "test_desc-confounds_regressors.tsv",
+          "no_nonsteady_desc-confounds_regressors.tsv"]
 TR, N_VOLS = 2.0, 30  # the example tables are truncated to 30 rows
 GLOBS = ["trans_*", "rot_*", "a_comp_cor_0[0-4]", "motion_outlier*"]
 
-pytestmark = pytest.mark.skipif(not CONF.exists(), reason=f"real data absent: {CONF}")
+
+
+def table_path(name: str):
+    """One of the real fMRIPrep confounds tables (the test skips without them)."""
+    return real_data(f"fmriprep_confounds_examples/{name}")
 
 # a short block design inside the 60 s run
 EVENTS = pd.DataFrame({"onset": [4.0, 24.0, 44.0], "duration": [8.0, 8.0, 8.0],
@@ -36,8 +37,9 @@ def run_node(x, options=None):
     return model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [node]}).nodes[0]
 
 
-@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.name)
-def test_globs_select_fmriprep_columns(path):
+@pytest.mark.parametrize("name", TABLES)
+def test_globs_select_fmriprep_columns(name):
+    path = table_path(name)
     table = read_confounds(path)
     design = build_run_design(run_node([*GLOBS, "framewise_displacement"]), EVENTS, tr=TR,
                               n_vols=N_VOLS, confounds=table)
@@ -65,7 +67,7 @@ def test_globs_select_fmriprep_columns(path):
 
 
 def test_missing_confound_policy_error_names_file_and_column():
-    path = TABLES[1]
+    path = table_path(TABLES[1])
     with pytest.raises(DesignError) as err:
         build_run_design(run_node(["trans_x", "motion_outlier*"]), EVENTS, tr=TR, n_vols=N_VOLS,
                          confounds=read_confounds(path), missing_confounds="error")
@@ -84,7 +86,7 @@ def test_missing_confounds_file_follows_policy():
 
 
 def test_gaps_all_na_and_interior():
-    table = read_confounds(TABLES[0])
+    table = read_confounds(table_path(TABLES[0]))
     table["rot_x"] = np.nan
     table.loc[10:11, "trans_y"] = np.nan
     design = build_run_design(run_node(["trans_y", "rot_x"]), EVENTS, tr=TR, n_vols=N_VOLS,
@@ -99,8 +101,8 @@ def test_gaps_all_na_and_interior():
 
 
 def test_row_count_mismatch_is_an_input_error():
-    table = read_confounds(TABLES[0])
-    with pytest.raises(InputDataError, match=rf"{TABLES[0].name}: 30 rows but the run has 31"):
+    table = read_confounds(table_path(TABLES[0]))
+    with pytest.raises(InputDataError, match=rf"{TABLES[0]}: 30 rows but the run has 31"):
         build_run_design(run_node(["trans_x"]), EVENTS, tr=TR, n_vols=31, confounds=table)
 
 
@@ -112,7 +114,7 @@ def test_prepare_confounds_reports_unusable_columns():
 
 
 def test_fmriprep_cosines_with_our_drift_warn():
-    table = read_confounds(TABLES[1])
+    table = read_confounds(table_path(TABLES[1]))
     design = build_run_design(run_node(["cosine*"], options={"HighPassFilterCutoffHz": 0.01}),
                               EVENTS, tr=TR, n_vols=N_VOLS, confounds=table)
     assert any("cosine" in w and "HighPassFilterCutoffHz to 0" in w

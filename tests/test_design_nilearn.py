@@ -1,27 +1,22 @@
 """Run designs against nilearn and closed forms, on the real Haxby events."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from nilearn.glm.first_level import make_first_level_design_matrix
 from scipy.stats import gamma
 
-from bids_app.design import build_run_design, read_events
+from bids_app.design import build_run_design
+from bids_app.io.events import read_events
 from bids_app.design.hrf import HRFModel, convolve, frame_times
 from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict
+from conftest import real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func"
-EVENTS = HAXBY / "sub-1_task-objectviewing_run-01_events.tsv"
+HAXBY = "haxby2001_sub1/sub-1/func"
 TR, N_VOLS = 2.5, 121  # task-objectviewing_bold.json, 121 volumes per run
-
-pytestmark = pytest.mark.skipif(not EVENTS.exists(), reason=f"real data absent: {EVENTS}")
-
 
 @pytest.fixture(scope="module")
 def events():
-    return read_events(EVENTS)
+    return read_events(real_data(f"{HAXBY}/sub-1_task-objectviewing_run-01_events.tsv"))
 
 
 def run_node(hrf_model, parameters=None, options=None, x_extra=()):
@@ -170,7 +165,7 @@ def test_low_pass_at_or_above_nyquist_is_an_error(events, cutoff):
 def test_all_runs_build_and_info_is_json(events):
     import json
 
-    for path in sorted(HAXBY.glob("sub-1_task-objectviewing_run-*_events.tsv")):
+    for path in sorted(real_data(HAXBY).glob("sub-1_task-objectviewing_run-*_events.tsv")):
         design = build_run_design(run_node("spm + derivative"), read_events(path),
                                   tr=TR, n_vols=N_VOLS, source=str(path))
         assert design.matrix.shape == (N_VOLS, 8 * 2 + 1 + 6)
@@ -178,7 +173,6 @@ def test_all_runs_build_and_info_is_json(events):
         json.dumps(design.info)
 
 
-DS003 = DATA / "events_only" / "ds000003"
 # Run node of model-zoo's exhibits/ds003/model-001_smdl.json (bids-standard/model-zoo)
 DS003_NODE = {
     "Level": "Run", "Name": "subject", "GroupBy": ["subject"],
@@ -193,12 +187,11 @@ DS003_NODE = {
 }
 
 
-@pytest.mark.skipif(not DS003.exists(), reason=f"real data absent: {DS003}")
 def test_model_zoo_ds003_convolve_equals_nilearn():
     node = model_from_dict({"Name": "ds003", "BIDSModelVersion": "1.0.0",
                             "Nodes": [DS003_NODE]}).nodes[0]
     tr, n_vols = 2.0, 160  # task-rhymejudgment_bold.json; 160 volumes in ds000003
-    paths = sorted(DS003.glob("sub-*/func/*_events.tsv"))
+    paths = sorted(real_data("events_only/ds000003").glob("sub-*/func/*_events.tsv"))
     assert len(paths) == 13
     for path in paths:
         events = read_events(path)

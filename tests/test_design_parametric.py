@@ -1,19 +1,16 @@
 """Parametric modulation on the real ds005 (mixed gambles) events."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from nilearn.glm.first_level import compute_regressor
 
-from bids_app.design import build_run_design, read_events
+from bids_app.design import build_run_design
+from bids_app.io.events import read_events
 from bids_app.spec.model import model_from_dict
+from conftest import MODELS, real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FUNC = DATA / "events_only" / "ds005" / "sub-01" / "func"
-RUNS = sorted(FUNC.glob("sub-01_task-mixedgamblestask_run-0*_events.tsv"))
+RUNS = [f"events_only/ds005/sub-01/func/sub-01_task-mixedgamblestask_run-0{run}_events.tsv" for run in (1, 2, 3)]
 TR, N_VOLS = 2.0, 240  # task-mixedgamblestask_bold.json; 240 volumes per run in ds005
 
-pytestmark = pytest.mark.skipif(not RUNS, reason=f"real data absent: {FUNC}")
 
 
 def run_node(instructions, x, hrf=None):
@@ -34,8 +31,9 @@ def by_hand(events, amplitudes, model="spm"):
     return reg[:, 0]
 
 
-@pytest.mark.parametrize("path", RUNS, ids=lambda p: p.name.split("_")[2])
-def test_demeaned_gain_loss_via_convolve(path):
+@pytest.mark.parametrize("run", RUNS, ids=lambda p: p.split("_")[2])
+def test_demeaned_gain_loss_via_convolve(run):
+    path = real_data(run)
     events = read_events(path)
     node = run_node(
         [{"Name": "Factor", "Input": ["trial_type"]},
@@ -61,7 +59,7 @@ def test_demeaned_gain_loss_via_convolve(path):
 
 
 def test_scaled_gain_via_model_hrf_with_derivative():
-    events = read_events(RUNS[0])
+    events = read_events(real_data(RUNS[0]))
     node = run_node(
         [{"Name": "Scale", "Input": ["gain"], "Output": ["gain_z"]}],  # demean + rescale (defaults)
         ["gain_z", 1], hrf={"Variables": ["gain_z"], "Model": "glover + derivative"})
@@ -76,7 +74,7 @@ def test_scaled_gain_via_model_hrf_with_derivative():
 
 
 def test_events_with_na_value_leave_that_variable_only():
-    events = read_events(RUNS[0])
+    events = read_events(real_data(RUNS[0]))
     events.loc[events["respnum"] == 0, "RT"] = np.nan  # no response: RT unknown
     assert 0 < events["RT"].isna().sum() < len(events)
     node = run_node([], ["RT", "gain", 1], hrf={"Variables": ["RT", "gain"], "Model": "spm"})
@@ -87,7 +85,7 @@ def test_events_with_na_value_leave_that_variable_only():
 
 
 def test_all_na_column_is_dropped_as_absent_event():
-    events = read_events(RUNS[0])  # "parametric loss" is n/a on every row
+    events = read_events(real_data(RUNS[0]))  # "parametric loss" is n/a on every row
     node = run_node([], ["gain", "parametric loss", 1],
                     hrf={"Variables": ["gain", "parametric loss"], "Model": "spm"})
     design = build_run_design(node, events, tr=TR, n_vols=N_VOLS, missing_confounds="error")
@@ -103,11 +101,11 @@ def test_model_file_builds_the_hand_checked_design():
 
     from bids_app.spec import load_model
 
-    path = Path(__file__).resolve().parents[1] / "models" / "ds005_parametric.json"
+    path = MODELS / "ds005_parametric.json"
     node = load_model(path).nodes[0]
     assert json.loads(path.read_text())["Nodes"][0]["Name"] == node.name
-    events = read_events(RUNS[0])
-    design = build_run_design(node, events, tr=TR, n_vols=N_VOLS, source=str(RUNS[0]))
+    events = read_events(real_data(RUNS[0]))
+    design = build_run_design(node, events, tr=TR, n_vols=N_VOLS, source=str(real_data(RUNS[0])))
     gain, loss = (events[c].to_numpy(float) for c in ("gain", "loss"))
     np.testing.assert_allclose(design.matrix["gain"], by_hand(events, gain - gain.mean()), atol=1e-10, rtol=0)
     np.testing.assert_allclose(design.matrix["loss"], by_hand(events, loss - loss.mean()), atol=1e-10, rtol=0)

@@ -13,8 +13,12 @@ import pytest
 from scipy import signal
 
 from bids_app.cli import main
-from bids_app.design import build_run_design, read_confounds, read_events
-from bids_app.design.recordings import RecordingFile, read_recording
+from bids_app.design import build_run_design
+from bids_app.io.confounds import read_confounds
+from bids_app.io.events import read_events
+from bids_app.design.first_level import uses_recording
+from bids_app.design.recordings import cut_to_run
+from bids_app.io.recordings import read_table, read_used, recording_file
 from bids_app.errors import InputDataError
 from bids_app.spec.model import model_from_dict
 from conftest import real_data
@@ -81,8 +85,9 @@ def events():
 
 
 def _design(events, files, node=None, **kwargs):
-    return build_run_design(node or _node(), events, tr=TR, n_vols=N_VOLS,
-                            recordings=tuple(RecordingFile.beside(f) for f in files), **kwargs)
+    node = node or _node()
+    recordings = read_used(map(recording_file, files), lambda f: uses_recording(node, f))
+    return build_run_design(node, events, tr=TR, n_vols=N_VOLS, recordings=recordings, **kwargs)
 
 
 # ---------------------------------------------------------------- numbers
@@ -116,8 +121,8 @@ def test_samples_before_the_scan_are_dropped_and_the_first_is_kept(tmp_path, eve
     """``ramp`` holds 1000 + its own time: the kept samples must start at time 0 exactly."""
     for start, dropped in [(0.0, 0), (-3.0, 150), (-7.373, 369)]:
         t, x = _traces(start)
-        rec = read_recording(RecordingFile.beside(_write(tmp_path / f"{dropped}_physio.tsv.gz", x,
-                                                         _meta(start))), ["ramp"], duration=DURATION)
+        rec = cut_to_run(read_table(recording_file(_write(tmp_path / f"{dropped}_physio.tsv.gz", x,
+                                                          _meta(start)))), ["ramp"], duration=DURATION)
         assert rec.values.shape == (15125, 1)
         np.testing.assert_array_equal(rec.values[:, 0], x[dropped:dropped + 15125, 2])
         assert rec.first_sample == pytest.approx(t[dropped], abs=1e-12)

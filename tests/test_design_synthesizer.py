@@ -1,24 +1,18 @@
 """``synthesize``: files in, design TSV + JSON record + PNG out."""
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
+from nilearn.glm.first_level import make_first_level_design_matrix
 
-from bids_app.design import build_run_design, read_confounds, read_events
-from bids_app.design.synthesizer import synthesize
 from bids_app.errors import DesignError
-from bids_app.spec import load_model
+from bids_app.graph.synthesize import synthesize
+from conftest import real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HAXBY = DATA / "haxby2001_sub1"
-EVENTS = HAXBY / "sub-1" / "func" / "sub-1_task-objectviewing_run-01_events.tsv"
-CONFOUNDS = (HAXBY / "derivatives" / "motion" / "sub-1" / "func" /
-             "sub-1_task-objectviewing_run-01_desc-confounds_timeseries.tsv")
 TR, N_VOLS = 2.5, 121
-
-pytestmark = pytest.mark.skipif(not CONFOUNDS.exists(), reason=f"real data absent: {HAXBY}")
+MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
 MODEL = {
     "Name": "haxby", "BIDSModelVersion": "1.0.0", "Input": {"task": ["objectviewing"]},
@@ -41,6 +35,15 @@ MODEL = {
 }
 
 
+@pytest.fixture(scope="module")
+def haxby():
+    """The real events and motion confounds of Haxby run 1."""
+    root = real_data("haxby2001_sub1")
+    return (root / "sub-1" / "func" / "sub-1_task-objectviewing_run-01_events.tsv",
+            root / "derivatives" / "motion" / "sub-1" / "func"
+            / "sub-1_task-objectviewing_run-01_desc-confounds_timeseries.tsv")
+
+
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "model_smdl.json"
@@ -48,33 +51,52 @@ def model_path(tmp_path):
     return path
 
 
-def test_writes_tsv_json_png(tmp_path, model_path):
+def test_writes_tsv_json_png(tmp_path, model_path, haxby):
+    """The written matrix is nilearn's for the same events, HRF, confounds and high-pass filter."""
+    events_tsv, confounds_tsv = haxby
     out = tmp_path / "out" / "sub-1_run-01_design.tsv"
-    written = synthesize(EVENTS, model_path, TR, N_VOLS, out, confounds_tsv=CONFOUNDS)
+    written = synthesize(events_tsv, model_path, TR, N_VOLS, out, confounds_tsv=confounds_tsv)
     assert written == out
-    expected = build_run_design(load_model(model_path).nodes[0], read_events(EVENTS), tr=TR,
-                                n_vols=N_VOLS, confounds=read_confounds(CONFOUNDS),
-                                source=str(EVENTS)).matrix
     table = pd.read_csv(out, sep="\t")
-    assert list(table.columns) == list(expected.columns)
-    np.testing.assert_array_equal(table.to_numpy(), expected.to_numpy())  # lossless text
-    assert table.shape == (N_VOLS, 8 * 2 + 1 + 6 + table.columns.str.startswith("drift").sum())
+    events = pd.read_csv(events_tsv, sep="\t")
+    confounds = pd.read_csv(confounds_tsv, sep="\t")
+    reference = make_first_level_design_matrix(
+        TR * np.arange(N_VOLS), events, hrf_model="spm + derivative", drift_model="cosine", high_pass=0.008,
+        add_regs=confounds[MOTION].to_numpy(), add_reg_names=MOTION)
+    conditions = sorted(events["trial_type"].unique())
+    assert len(conditions) == 8
+    names = {f"trial_type.{c}{suffix}": f"{c}{suffix}" for c in conditions for suffix in ("", "_derivative")}
+    names.update({m: m for m in MOTION}, intercept="constant")
+    drifts = [c for c in table.columns if c.startswith("drift")]
+    names.update({d: f"drift_{i}" for i, d in enumerate(drifts, start=1)})
+    assert sorted(table.columns) == sorted(names) and len(drifts) == sum(reference.columns.str.startswith("drift"))
+    for ours, theirs in names.items():
+        np.testing.assert_allclose(table[ours], reference[theirs], rtol=0, atol=1e-9, err_msg=ours)
+    # X order: each condition then its derivative, the intercept, confounds; drifts last
+    assert list(table.columns[:3]) == [f"trial_type.{conditions[0]}", f"trial_type.{conditions[0]}_derivative",
+                                       f"trial_type.{conditions[1]}"]
+    assert list(table.columns[-len(drifts):]) == drifts
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["node"] == "run" and record["columns"] == list(expected.columns)
+    assert record["node"] == "run" and record["columns"] == list(table.columns)
     assert record["high_pass"]["source"] == "model"
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
         [out.name, out.with_suffix(".json").name, out.with_suffix(".png").name])  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    # the atomic writer gives what a plain open() would (temporary files are created 0600)
+    assert {p.stat().st_mode & 0o777 for p in out.parent.iterdir()} == {0o666 & ~umask}
 
 
-def test_node_selection(tmp_path, model_path):
-    out = synthesize(EVENTS, model_path, TR, N_VOLS, tmp_path / "d.tsv", node_name="run_glover",
+def test_node_selection(tmp_path, model_path, haxby):
+    events_tsv, _ = haxby
+    out = synthesize(events_tsv, model_path, TR, N_VOLS, tmp_path / "d.tsv", node_name="run_glover",
                      png=False)
     assert list(pd.read_csv(out, sep="\t").columns[:2]) == ["trial_type.face", "intercept"]
     assert not out.with_suffix(".png").exists()
     with pytest.raises(DesignError, match="at level Subject, not Run"):
-        synthesize(EVENTS, model_path, TR, N_VOLS, tmp_path / "e.tsv", node_name="subject")
+        synthesize(events_tsv, model_path, TR, N_VOLS, tmp_path / "e.tsv", node_name="subject")
     with pytest.raises(DesignError, match=r"no node named 'nope' \(nodes: run, run_glover, subject\)"):
-        synthesize(EVENTS, model_path, TR, N_VOLS, tmp_path / "e.tsv", node_name="nope")
+        synthesize(events_tsv, model_path, TR, N_VOLS, tmp_path / "e.tsv", node_name="nope")
     assert not (tmp_path / "e.tsv").exists()

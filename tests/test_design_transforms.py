@@ -1,27 +1,25 @@
 """Transformations on real events: pybids' implementations plus our fixes."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from nilearn.glm.first_level import compute_regressor
 
-from bids_app.design import build_run_design, read_confounds, read_events
+from bids_app.design import build_run_design
+from bids_app.io.confounds import read_confounds
+from bids_app.io.events import read_events
 from bids_app.spec.model import model_from_dict
+from conftest import real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DS005 = DATA / "events_only" / "ds005" / "sub-01" / "func" / \
-    "sub-01_task-mixedgamblestask_run-01_events.tsv"
-HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func" / "sub-1_task-objectviewing_run-02_events.tsv"
-CONFOUNDS = DATA / "fmriprep_confounds_examples" / "test-v21_desc-confounds_timeseries.tsv"
+DS005 = "events_only/ds005/sub-01/func/sub-01_task-mixedgamblestask_run-01_events.tsv"
+HAXBY = "haxby2001_sub1/sub-1/func/sub-1_task-objectviewing_run-02_events.tsv"
+CONFOUNDS = "fmriprep_confounds_examples/test-v21_desc-confounds_timeseries.tsv"
 TR, N_VOLS = 2.0, 240
 SOURCE = "sub-01_task-mixedgamblestask_run-01_bold.nii.gz"
 
-pytestmark = pytest.mark.skipif(not DS005.exists(), reason=f"real data absent: {DS005}")
 
 
 @pytest.fixture(scope="module")
 def events():
-    return read_events(DS005)
+    return read_events(real_data(DS005))
 
 
 def run_node(instructions, x, hrf=None):
@@ -127,7 +125,7 @@ def test_unconvolved_and_dense_variables(events):
 
 
 def test_condition_absent_from_run_is_dropped():
-    events = read_events(HAXBY)
+    events = read_events(real_data(HAXBY))
     events = events[events["trial_type"] != "cat"]
     node = model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [{
         "Level": "Run", "Name": "run", "GroupBy": ["run"],
@@ -143,10 +141,8 @@ def test_condition_absent_from_run_is_dropped():
 
 
 def test_transforming_a_confound():
-    if not CONFOUNDS.exists():
-        pytest.skip(f"real data absent: {CONFOUNDS}")
-    table = read_confounds(CONFOUNDS)
-    events = read_events(DS005).iloc[:5].assign(onset=[2.0, 12.0, 22.0, 32.0, 42.0])
+    table = read_confounds(real_data(CONFOUNDS))
+    events = read_events(real_data(DS005)).iloc[:5].assign(onset=[2.0, 12.0, 22.0, 32.0, 42.0])
     d = design(events, [{"Name": "Scale", "Input": ["framewise_displacement"], "Output": ["fd_z"]}],
                ["fd_z", "trans_x"], confounds=table, n_vols=len(table))
     fd = table["framewise_displacement"].to_numpy(float, copy=True)
@@ -216,10 +212,8 @@ def test_dropna_removes_the_events_with_missing_values(events):
 
 def test_lag_and_resample_on_a_confound():
     """Lag shifts a dense confound by whole volumes (first value repeated); Resample round-trips."""
-    if not CONFOUNDS.exists():
-        pytest.skip(f"real data absent: {CONFOUNDS}")
-    table = read_confounds(CONFOUNDS)
-    events = read_events(DS005).iloc[:5].assign(onset=[2.0, 12.0, 22.0, 32.0, 42.0])
+    table = read_confounds(real_data(CONFOUNDS))
+    events = read_events(real_data(DS005)).iloc[:5].assign(onset=[2.0, 12.0, 22.0, 32.0, 42.0])
     instr = [{"Name": "Lag", "Input": ["trans_x"], "Shift": 1, "Order": 0, "Output": ["trans_x_lag"]},
              {"Name": "Resample", "Input": ["trans_y"], "SamplingRate": 1 / TR, "Output": ["trans_y_tr"]}]
     d = design(events, instr, ["trans_x_lag", "trans_y_tr"], confounds=table, n_vols=len(table))

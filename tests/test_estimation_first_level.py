@@ -224,11 +224,11 @@ def test_invalid_designs_and_contrasts_are_rejected():
     with pytest.raises(DesignError, match="AR.29. noise model needs more than 30 scans"):
         FirstLevelEstimator(noise_model="ar29").fit(Y, X)
     fit = FirstLevelEstimator().fit(Y, X)
-    with pytest.raises(ValueError, match="one row"):
+    with pytest.raises(DesignError, match="one row"):
         fit.contrast(np.eye(2), "t")
-    with pytest.raises(ValueError, match="regressors"):
+    with pytest.raises(DesignError, match="columns"):
         fit.contrast([1, 0, 0], "t")
-    with pytest.raises(ValueError, match="test"):
+    with pytest.raises(DesignError, match="test"):
         fit.contrast([1, 0], "z")
     # duplicated column: only the sum of the two is estimable
     deficient = FirstLevelEstimator().fit(Y, np.column_stack([X, X[:, 1]]))

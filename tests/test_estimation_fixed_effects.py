@@ -167,5 +167,5 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(DesignError, match="rank deficient"):
         FixedEffectsEstimator(dofs=[1, 1, 1]).fit(Y, np.ones((3, 2)), V)
     fit = FixedEffectsEstimator(dofs=[1, 1, 1]).fit(Y, np.ones((3, 1)), V)
-    with pytest.raises(ValueError, match="one row"):
+    with pytest.raises(DesignError, match="one row"):
         fit.contrast([[1.0], [1.0]], "t")

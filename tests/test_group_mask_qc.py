@@ -15,7 +15,9 @@ import pytest
 from nilearn.datasets import load_mni152_brain_mask
 from nilearn.image import resample_to_img
 
-from bids_app.design.group_mask import group_mask, outside_brain_report
+from bids_app.design.group_mask import group_mask
+from bids_app.inference.outside_brain import outside_brain_report
+from bids_app.io.images import mask_on_grid, template_brain_mask
 from bids_app.design.input_qc import qc_maps
 from bids_app.errors import InputDataError
 
@@ -50,7 +52,7 @@ def pain():
 
 def test_unmasked_wager_maps_fall_back_to_the_mni_brain_mask(wager):
     data, img = wager
-    mask, info = group_mask(data, img.affine)
+    mask, info = group_mask(data, img.affine, template=lambda: template_brain_mask(img.affine, img.shape[:3]))
     assert info["box_fraction_covered"] > 0.75 and info["template"] is not None
     assert "MNI152" in info["rule"]
     # the reference: every input valid, inside nilearn's template resampled independently
@@ -71,7 +73,7 @@ def test_unmasked_wager_maps_fall_back_to_the_mni_brain_mask(wager):
 def test_masked_inputs_keep_the_coverage_rule_only(pain):
     effects, _, _, img = pain
     data = np.stack(effects)
-    mask, info = group_mask(data, img.affine)
+    mask, info = group_mask(data, img.affine, template=lambda: template_brain_mask(img.affine, img.shape[:3]))
     assert info["template"] is None and info["box_fraction_covered"] < 0.5
     np.testing.assert_array_equal(mask, (np.isfinite(data) & (data != 0)).all(axis=0))
 
@@ -92,7 +94,7 @@ def test_explicit_mask_is_resampled_and_intersected(pain):
     path = DATA / "pain21" / "group_mask_min10studies.nii.gz"
     coarse = nib.Nifti1Image(nib.load(path).get_fdata()[::2, ::2, ::2],
                              nib.load(path).affine @ np.diag([2, 2, 2, 1]))
-    mask, info = group_mask(data, img.affine, explicit_mask=coarse)
+    mask, info = group_mask(data, img.affine, explicit_mask=mask_on_grid(coarse, img.affine, img.shape[:3]))
     explicit = resample_to_img(coarse, img, interpolation="nearest", force_resample=True,
                                copy_header=True).get_fdata() > 0
     np.testing.assert_array_equal(mask, (np.isfinite(data) & (data != 0)).all(0) & explicit)
@@ -109,7 +111,7 @@ def test_outside_brain_report_on_the_unmasked_wager_t_map(wager):
     data, img = wager
     with np.errstate(invalid="ignore", divide="ignore"):
         t = data.mean(0) / (data.std(0, ddof=1) / np.sqrt(len(data)))
-    report = outside_brain_report(t, 3.0, img.affine)
+    report = outside_brain_report(t, 3.0, img.affine, template_brain_mask(img.affine, t.shape))
     template = resample_to_img(load_mni152_brain_mask(resolution=2), img,
                                interpolation="nearest", force_resample=True,
                                copy_header=True).get_fdata() > 0
@@ -122,8 +124,9 @@ def test_outside_brain_report_on_the_unmasked_wager_t_map(wager):
     np.testing.assert_allclose(peak["mm"], nib.affines.apply_affine(img.affine, peak["voxel"]),
                                atol=0.01)
     # once restricted to the group mask, nothing is left outside the brain
-    mask, _ = group_mask(data, img.affine)
-    assert outside_brain_report(np.where(mask, t, 0.0), 3.0, img.affine)["n_outside_brain"] == 0
+    mask, _ = group_mask(data, img.affine, template=lambda: template_brain_mask(img.affine, img.shape[:3]))
+    assert outside_brain_report(np.where(mask, t, 0.0), 3.0, img.affine,
+                                template_brain_mask(img.affine, t.shape))["n_outside_brain"] == 0
     json.dumps(report)
 
 

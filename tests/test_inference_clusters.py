@@ -5,7 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_app.inference.atlas import NO_LABEL, label_coordinates, load_atlas
+from bids_app.inference.atlas import NO_LABEL, label_coordinates
+from bids_app.io.atlases import load_atlas
 from bids_app.inference.clusters import COLUMNS, cluster_table
 from test_inference_data import one_sample_z, wager
 
@@ -59,7 +60,8 @@ def test_peaks_are_in_their_cluster_and_apart(zmap):
 
 def test_no_cluster_gives_an_empty_table(zmap):
     group, z = zmap
-    table = cluster_table(z, group.affine, np.abs(z).max() + 1, two_sided=True)
+    table = cluster_table(z, group.affine, np.abs(z).max() + 1, two_sided=True,
+                          atlases=[load_atlas(a) for a in ("aal", "harvard_oxford")])
     assert table.empty
     assert list(table.columns) == COLUMNS + ["aal", "harvard_oxford"]
 
@@ -69,7 +71,7 @@ def test_labels_equal_atlas_resampled_to_the_image(zmap):
     from nilearn.image import resample_img
 
     group, z = zmap
-    table = cluster_table(z, group.affine, 2.3, two_sided=True, atlases=("aal",))
+    table = cluster_table(z, group.affine, 2.3, two_sided=True, atlases=(load_atlas("aal"),))
     atlas = load_atlas("aal")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,7 +88,7 @@ def test_labels_follow_hemispheres():
     """x < 0 is left in MNI space (the AAL image stores x flipped)."""
     points = [(-40, -22, 56), (40, -22, 56), (-52, -20, 8), (52, -20, 8), (-44, 20, 30),
               (44, 20, 30)]
-    labels = label_coordinates(points, ("aal", "harvard_oxford"))
+    labels = label_coordinates(points, [load_atlas(a) for a in ("aal", "harvard_oxford")])
     for (x, _, _), aal, harvard in zip(points, labels.aal, labels.harvard_oxford):
         assert aal.endswith("_L" if x < 0 else "_R")
         assert harvard.startswith("Left_" if x < 0 else "Right_")
@@ -95,5 +97,5 @@ def test_labels_follow_hemispheres():
 
 
 def test_outside_every_atlas_is_unlabelled():
-    labels = label_coordinates([[0.0, 0.0, 500.0]], ("aal", "harvard_oxford", "talairach_ba"))
+    labels = label_coordinates([[0.0, 0.0, 500.0]], [load_atlas(a) for a in ("aal", "harvard_oxford", "talairach_ba")])
     assert labels.iloc[0].tolist() == [NO_LABEL] * 3

@@ -8,7 +8,8 @@ from scipy import ndimage, stats
 
 from bids_app.errors import DesignError
 from bids_app.inference.permutation import draw_resamplings, permutation_test
-from bids_app.inference.tfce import tfce, voxel_graph
+from bids_app.inference.connectivity import voxel_graph
+from bids_app.inference.tfce import tfce
 from test_inference_data import wager
 
 N_PERM = 400
@@ -282,15 +283,15 @@ def test_null_familywise_error_is_controlled(group):
 
 def test_sparse_cluster_labelling_equals_ndimage_label():
     """Clusters found among supra-threshold voxels equal ndimage.label on the whole volume."""
-    from bids_app.inference.permutation import _ClusterLabeller
-    from bids_app.inference.tfce import voxel_graph
+    from bids_app.inference.connectivity import ClusterLabeller
+    from bids_app.inference.connectivity import voxel_graph
 
     rng = np.random.default_rng(3)
     shape = (23, 19, 17)
     mask = ndimage.binary_erosion(np.ones(shape, bool), iterations=2)
     mask[10:13, :, 8] = False  # a wall: clusters must not connect through non-mask voxels
     faces = ndimage.generate_binary_structure(3, 1)
-    labeller = _ClusterLabeller(voxel_graph(mask))
+    labeller = ClusterLabeller(voxel_graph(mask))
     for smooth in (0.8, 1.5):
         volume = ndimage.gaussian_filter(rng.standard_normal(shape), smooth)
         volume /= volume[mask].std()

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from bids_app.cli import main
-from bids_app.design import build_run_design, read_events
+from bids_app.design import build_run_design
 from bids_app.design.group import build_group_design
 from bids_app.errors import DesignError, ModelError
+from bids_app.io.events import read_events
 from bids_app.spec import load_model, model_from_dict, validate_model
 from bids_sim import dataset_spec, write_dataset
 from conftest import real_data
@@ -139,7 +140,7 @@ def test_bidspm_group_levels_without_factor():
 
 
 def test_bare_session_levels_name_their_columns():
-    from bids_app.graph.contrasts import plan_contrasts
+    from bids_app.design.contrasts import plan_contrasts
     table = _table(session=["test", "retest"] * 2)
     node = _group_node(["session"], [{"Name": "tvr", "ConditionList": ["test", "retest"],
                                       "Weights": [1, -1], "Test": "t"}], level="Subject",

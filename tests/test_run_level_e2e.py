@@ -391,7 +391,7 @@ MNI = "MNI152NLin2009cAsym"
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    from bids_app.demo import simulate_dataset
+    from bids_app.demo.simulate import simulate_dataset
 
     root = tmp_path_factory.mktemp("simulated") / "bids"
     simulate_dataset(root, n_subjects=2, n_runs=2, seed=1)

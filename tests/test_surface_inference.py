@@ -9,8 +9,10 @@ from scipy.sparse.csgraph import connected_components
 from bids_app.inference.clusters import mesh_cluster_table
 from bids_app.inference.connectivity import (components, grid_graph, mesh_graph, subgraph, surface_graph,
                                              unit_coordinates, vertex_areas)
-from bids_app.inference.permutation import _ClusterLabeller, permutation_test
-from bids_app.inference.tfce import tfce, voxel_graph
+from bids_app.inference.connectivity import ClusterLabeller
+from bids_app.inference.permutation import permutation_test
+from bids_app.inference.connectivity import voxel_graph
+from bids_app.inference.tfce import tfce
 from bids_app.io.surface import Surface, load_meshes, read_surface
 from conftest import real_data
 
@@ -72,7 +74,7 @@ def test_mesh_clusters_equal_csgraph_reference(fsaverage5, wager_maps):
     graph = surface_graph(surface, fsaverage5)
     faces = np.vstack([fsaverage5["L"].faces, fsaverage5["R"].faces + 10242])
     t = wager_maps.mean(0) / wager_maps.std(0, ddof=1) * np.sqrt(len(wager_maps))
-    labeller = _ClusterLabeller(graph)
+    labeller = ClusterLabeller(graph)
     for threshold in (1.0, 2.0, 3.0):
         for sign in (1, -1):
             selected = sign * t > threshold

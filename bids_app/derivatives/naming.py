@@ -1,4 +1,4 @@
-"""BIDS file names for our outputs and parsing of input names.
+"""BIDS file names for our outputs (input names are parsed by :mod:`bids_app.io.entities`).
 
 Names follow what FitLins and nilearn write::
 
@@ -9,64 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-#: BIDS short key -> pybids long entity name, in the order BIDS writes them.
-ENTITY_KEYS = {
-    "sub": "subject", "ses": "session", "sample": "sample", "task": "task", "tracksys": "tracksys",
-    "acq": "acquisition", "nuc": "nucleus", "voi": "volume", "ce": "ceagent", "trc": "tracer",
-    "stain": "stain", "rec": "reconstruction", "dir": "direction", "run": "run", "mod": "modality",
-    "echo": "echo", "flip": "flip", "inv": "inversion", "mt": "mt", "part": "part", "proc": "processing",
-    "hemi": "hemi", "space": "space", "split": "split", "recording": "recording", "chunk": "chunk",
-    "seg": "segmentation", "res": "resolution", "den": "density",
-    "label": "label", "contrast": "contrast", "stat": "stat", "desc": "desc",
-}
-LONG_TO_SHORT = {v: k for k, v in ENTITY_KEYS.items()}
-
-# GIFTI and CIFTI-2 data files have two-part extensions (.func.gii, .dtseries.nii, ...)
-_EXT = re.compile(r"((?:\.(?:func|shape|label|surf|dtseries|dscalar|dlabel|ptseries|pscalar))?"
-                  r"\.[A-Za-z0-9]+(?:\.gz)?)$")
-
-
-def parse_entities(path) -> dict:
-    """Entities of a BIDS file name (long names), plus ``suffix`` and ``extension``.
-
-    pybids' own parser does not know the ``contrast`` and ``stat`` entities of
-    statistical maps, so we read the key-value grammar directly.
-    """
-    name = Path(path).name
-    ext_match = _EXT.search(name)
-    ext = ext_match.group(1) if ext_match else ""
-    stem = name[: len(name) - len(ext)]
-    parts = stem.split("_")
-    out: dict = {}
-    if parts and "-" not in parts[-1]:
-        out["suffix"] = parts.pop()
-    for part in parts:
-        key, sep, value = part.partition("-")
-        if sep:
-            out[ENTITY_KEYS.get(key, key)] = value
-    out["extension"] = ext
-    return out
-
-
-def sanitize_label(label: str) -> str:
-    """Make a BIDS label from a model name (model, node, contrast): alphanumerics only, camelCase joins.
-
-    The one place where a name from the model becomes part of a path: output
-    folders, file names and resume records all use it, so no name can reach
-    outside OUTPUT_DIR (``"x/../../tmp"`` -> ``"xTmp"``). The model validator
-    rejects names that sanitise to nothing or to another name's label.
-
-    ``"face vs house"`` -> ``"faceVsHouse"``; ``"trial_type.face"`` -> ``"trialTypeFace"``.
-
-    Raises
-    ------
-    ValueError
-        No letter or digit in ``label``.
-    """
-    words = [w for w in re.split(r"[^0-9A-Za-z]+", str(label)) if w]
-    if not words:
-        raise ValueError(f"cannot make a BIDS label from {label!r}")
-    return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])
+from bids_app.io.entities import ENTITY_KEYS
+from bids_app.spec.model import sanitize_label
 
 
 def build_name(entities: dict, suffix: str, extension: str) -> str:

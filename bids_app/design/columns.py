@@ -6,11 +6,10 @@ way pybids matches transformation inputs.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Sequence
 
-from bids_app.errors import DesignError
+from bids_app.errors import DesignError, did_you_mean
 
 INTERCEPT = "intercept"
 
@@ -43,16 +42,10 @@ def match_entry(entry, columns: Sequence[str]) -> list[str]:
     return [entry] if entry in columns else []
 
 
-def close_hint(name, columns: Sequence[str]) -> str:
-    """``"; did you mean 'a', 'b'?"`` for the closest names, or ``""``."""
-    close = difflib.get_close_matches(str(name), list(columns), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-
-
 def unmatched_message(entry, columns: Sequence[str]) -> str:
     """A message for an X entry that matched nothing, with close matches."""
     kind = "pattern" if is_glob(entry) else "column"
-    return f"Model.X {kind} {entry!r} matches no column{close_hint(entry, columns)}"
+    return f"Model.X {kind} {entry!r} matches no column{did_you_mean(entry, columns, n=3)}"
 
 
 def expand_x(x: Sequence, columns: Sequence[str]) -> list[str]:

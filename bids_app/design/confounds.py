@@ -1,4 +1,4 @@
-"""fMRIPrep confounds tables (``desc-confounds_timeseries.tsv``).
+"""fMRIPrep confounds tables (``desc-confounds_timeseries.tsv``, read by :mod:`bids_app.io.confounds`).
 
 Missing values: fMRIPrep writes ``n/a`` in the first row(s) of derivative
 and DVARS/FD columns, which have no value before the second volume. We fill
@@ -11,7 +11,6 @@ value at all cannot be used and counts as absent from the run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,6 @@ from bids.variables import DenseRunVariable
 from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
-from bids_app.io.tsv import read_tsv
 
 NAN_POLICY = (
     "leading n/a rows take the column's first valid value (nilearn load_confounds practice); "
@@ -47,22 +45,6 @@ class PreparedConfounds:
     filled: dict = field(default_factory=dict)
     unusable: dict = field(default_factory=dict)
     source: str = "confounds"
-
-
-def read_confounds(path) -> pd.DataFrame:
-    """Read a confounds TSV (``n/a`` -> NaN); ``attrs["source"]`` holds the path.
-
-    Raises
-    ------
-    bids_app.errors.InputDataError
-        The file cannot be read or has no rows.
-    """
-    path = Path(path)
-    table = read_tsv(path, "confounds file", keep_default_na=False, na_values=["n/a", ""])
-    if table.empty:
-        raise InputDataError(f"{path}: confounds file has no rows")
-    table.attrs["source"] = str(path)
-    return table
 
 
 def prepare_confounds(confounds: pd.DataFrame, n_vols: int, source: str = "") -> PreparedConfounds:

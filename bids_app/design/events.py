@@ -1,12 +1,5 @@
-"""Read and check BIDS ``*_events.tsv`` tables; turn them into pybids variables.
-
-Only ``n/a`` (the BIDS missing-value marker) and empty cells are read as
-missing: pandas' default list would also turn condition labels such as
-``"NA"`` or ``"null"`` into NaN.
-"""
+"""Check BIDS events tables (read by :mod:`bids_app.io.events`); turn them into pybids variables."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,10 +7,8 @@ from bids.variables import SparseRunVariable
 from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
-from bids_app.io.tsv import read_tsv
 
 REQUIRED = ("onset", "duration")
-NA_VALUES = ("n/a", "")
 
 
 def _rows(mask) -> str:
@@ -69,22 +60,6 @@ def validate_events(events: pd.DataFrame, source: str = "events") -> pd.DataFram
         )
     out.attrs["source"] = source
     return out
-
-
-def read_events(path) -> pd.DataFrame:
-    """Read a BIDS events TSV and validate it with :func:`validate_events`.
-
-    The returned frame's ``attrs["source"]`` holds the path, for messages.
-
-    Raises
-    ------
-    bids_app.errors.InputDataError
-        Unreadable file, missing ``onset``/``duration``, ``n/a`` onset,
-        negative duration; the message names the file and the column.
-    """
-    path = Path(path)
-    events = read_tsv(path, "events file", keep_default_na=False, na_values=list(NA_VALUES))
-    return validate_events(events, str(path))
 
 
 def events_after_end(events: pd.DataFrame, duration: float) -> tuple[int, list[str]]:

@@ -36,15 +36,15 @@ from bids.layout import parse_file_entities
 from bids.variables import SparseRunVariable
 from nilearn.signal import butterworth, create_cosine_drift
 
-from bids_app.design.columns import INTERCEPT, close_hint, match_entry
+from bids_app.design.columns import INTERCEPT, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
 from bids_app.design.events import REQUIRED, validate_events
 from bids_app.design.hrf import convolve, frame_times, parse_hrf_model, variable_events
 from bids_app.design.names import level_label, node_names, resolve_run_names
 from bids_app.design.recordings import (RECORDING_SOURCES, Recording, RecordingFile,
-                                        anti_alias_record, read_recording, sample_recording)
+                                        anti_alias_record, cut_to_run, sample_recording)
 from bids_app.design.transforms import apply_transformations, make_collection
-from bids_app.errors import DesignError, InputDataError
+from bids_app.errors import DesignError, InputDataError, did_you_mean
 from bids_app.spec.model import Node
 
 #: High-pass cutoff when the model sets none: SPM's and FSL's usual 128 s.
@@ -123,7 +123,7 @@ def _strings(value):
             yield from _strings(v)
 
 
-def _referenced(columns, node: Node) -> list[str]:
+def referenced_columns(columns, node: Node) -> list[str]:
     """Confound columns the node can reach: named or globbed by X, HRF or a transformation.
 
     Only these become pybids variables; building one per column of a
@@ -228,7 +228,7 @@ def _prepare(confounds, node: Node, events: pd.DataFrame, n_vols: int, info: dic
     """Referenced confound columns after the missing-value policy, or None."""
     if confounds is None:
         return None
-    prepared = prepare_confounds(confounds[_referenced(confounds.columns, node)], n_vols,
+    prepared = prepare_confounds(confounds[referenced_columns(confounds.columns, node)], n_vols,
                                  source=confounds.attrs.get("source") or "confounds")
     clash = [c for c in prepared.table.columns if c in events.columns]
     if clash:
@@ -245,18 +245,22 @@ def _prepare(confounds, node: Node, events: pd.DataFrame, n_vols: int, info: dic
     return prepared
 
 
-def _read_recordings(files, node: Node, *, taken: dict, duration: float,
-                     info: dict) -> tuple[Recording, ...]:
-    """The recordings whose sidecar ``Columns`` the node references, read and cut to the run.
+def uses_recording(node: Node, file: RecordingFile) -> bool:
+    """Whether the node references a column of the recording (only those files are read)."""
+    return bool(referenced_columns(file.columns, node))
 
-    Files whose columns the node does not reference are never read. A
-    referenced name must come from one file only: ``taken`` maps the run's
+
+def _cut_recordings(files, node: Node, *, taken: dict, duration: float,
+                    info: dict) -> tuple[Recording, ...]:
+    """The recordings whose sidecar ``Columns`` the node references, cut to the run.
+
+    A referenced name must come from one file only: ``taken`` maps the run's
     event and (referenced) confound columns to their file.
     """
     owners = dict(taken)
     wanted = []
     for file in files:
-        used = _referenced(file.columns, node)
+        used = referenced_columns(file.columns, node)
         for col in used:
             if col in owners:
                 raise InputDataError(f"column {col!r} is in both {owners[col]} and {file.path}: "
@@ -264,7 +268,7 @@ def _read_recordings(files, node: Node, *, taken: dict, duration: float,
             owners[col] = str(file.path)
         if used:
             wanted.append((file, used))
-    recordings = tuple(read_recording(file, used, duration=duration) for file, used in wanted)
+    recordings = tuple(cut_to_run(file, used, duration=duration) for file, used in wanted)
     info["recordings"] = [r.record() for r in recordings]
     info["anti_aliasing"] = {**anti_alias_record(info["tr"]), "columns": []} if recordings else None
     return recordings
@@ -297,7 +301,7 @@ def _select(node: Node, available: list[str], *, event_columns: list[str], prepa
         if matched:
             selected += [c for c in matched if c not in selected]
             continue
-        hint = close_hint(entry, [*available, *all_confounds])
+        hint = did_you_mean(entry, [*available, *all_confounds], n=3)
         if _is_event_entry(entry, event_columns, hrf_names):
             info["dropped"].append({"entry": str(entry), "kind": "event",
                                     "reason": "no such event variable in this run"})
@@ -401,8 +405,9 @@ def build_run_design(
     recordings : tuple of RecordingFile
         The run's ``*_physio.tsv.gz``/``*_stim.tsv.gz`` files with their
         sidecar metadata; their columns are variables named by the sidecar's
-        ``Columns``. Only files with a column the node references (X,
-        HRF.Variables, a transformation) are read.
+        ``Columns``. Files with a column the node references (X,
+        HRF.Variables, a transformation: :func:`uses_recording`) must come
+        with their ``table`` read (:func:`bids_app.io.recordings.read_used`).
 
     Returns
     -------
@@ -413,7 +418,7 @@ def build_run_design(
     bids_app.errors.InputDataError
         Invalid events or confounds (missing onset, wrong row count...); a
         recording without sidecar ``Columns``; a referenced recording that
-        is unreadable, inconsistent with its sidecar or shorter than the run;
+        is inconsistent with its sidecar or shorter than the run;
         a referenced column provided by two files.
     bids_app.errors.DesignError
         Unknown HRF model or transformation, a transformation naming a
@@ -442,7 +447,7 @@ def build_run_design(
     prepared = _prepare(confounds, node, events, n_vols, info)
     taken = {**({c: prepared.source for c in prepared.table.columns} if prepared else {}),
              **{c: events_source for c in events.columns}}
-    recorded = _read_recordings(recordings, node, taken=taken, duration=n_vols * tr, info=info)
+    recorded = _cut_recordings(recordings, node, taken=taken, duration=n_vols * tr, info=info)
     collection = make_collection(events, prepared.table if prepared else None, tr=tr,
                                  n_vols=n_vols, entities=_entities(source or events_source),
                                  source=events_source, recordings=recorded)

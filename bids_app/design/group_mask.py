@@ -1,5 +1,4 @@
-"""Which voxels a group-level model is fitted in, and a check for results
-outside the brain.
+"""Which voxels a group-level model is fitted in.
 
 A voxel enters the group mask when it is *valid* (finite and non-zero: SPM
 and FSL write 0 or NaN outside their masks) in at least ``coverage`` of the
@@ -19,26 +18,20 @@ native-space data.
 """
 from __future__ import annotations
 
-import functools
 import math
-from pathlib import Path
+from collections.abc import Callable
 
-import nibabel as nib
 import numpy as np
-from nibabel.affines import apply_affine
-from nilearn.datasets import load_mni152_brain_mask
-from nilearn.image import resample_img
 
 from bids_app.errors import InputDataError
 
 FILL_FRACTION = 0.75
 TEMPLATE = "MNI152 brain mask packaged with nilearn (2 mm, threshold 0.2)"
-#: Share of supra-threshold voxels outside the brain above which a map is flagged.
-OUTSIDE_FRACTION = 0.1
 
 
 def group_mask(data: np.ndarray, affine: np.ndarray, *, coverage: float = 1.0,
-               explicit_mask=None, brain_mask="auto") -> tuple[np.ndarray, dict]:
+               explicit_mask: np.ndarray | None = None, brain_mask="auto",
+               template: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """Voxels to fit at group level.
 
     Parameters
@@ -49,12 +42,16 @@ def group_mask(data: np.ndarray, affine: np.ndarray, *, coverage: float = 1.0,
         Their voxel-to-world affine (mm).
     coverage : float in (0, 1]
         Minimum fraction of inputs in which a voxel must be valid.
-    explicit_mask : nibabel image, path or None
-        A mask image (non-zero = in); any grid, resampled nearest-neighbour.
+    explicit_mask : ndarray of bool, shape (x, y, z), or None
+        A mask on the inputs' grid (:func:`bids_app.io.images.mask_on_grid`).
     brain_mask : {"auto", True, False}
         Intersect with the MNI152 template brain mask: when the inputs fill
         their box and there is no explicit mask ("auto"), always (True) or
         never (False).
+    template : callable, optional
+        Returns the template brain mask on the inputs' grid, ndarray of bool
+        (x, y, z) (:func:`bids_app.io.images.template_brain_mask`); called
+        only when the rule needs it, required unless ``brain_mask`` is False.
 
     Returns
     -------
@@ -89,15 +86,18 @@ def group_mask(data: np.ndarray, affine: np.ndarray, *, coverage: float = 1.0,
     rules = [f"valid (finite, non-zero) in >= {needed} of {n} inputs"]
 
     if explicit_mask is not None:
-        explicit = resampled_mask(explicit_mask, affine, shape)
+        explicit = np.asarray(explicit_mask, dtype=bool)
+        if explicit.shape != shape:
+            raise ValueError(f"explicit_mask has shape {explicit.shape}, the inputs {shape}")
         mask &= explicit
-        info["explicit_mask"] = str(explicit_mask) if isinstance(explicit_mask, (str, Path)) \
-            else "image"
+        info["explicit_mask"] = "image"
         info["n_voxels_explicit"] = int(explicit.sum())
         rules.append("inside the explicit mask")
     fills_box = box_fraction > FILL_FRACTION
     if brain_mask is True or (brain_mask == "auto" and explicit_mask is None and fills_box):
-        template = template_brain_mask(affine, shape)
+        if template is None:
+            raise ValueError("the template brain mask is needed: pass template")
+        template = template()
         mask &= template
         info["template"] = TEMPLATE
         info["n_voxels_template"] = int(template.sum())
@@ -112,70 +112,6 @@ def group_mask(data: np.ndarray, affine: np.ndarray, *, coverage: float = 1.0,
         raise InputDataError(f"the group mask is empty ({info['rule']}); check that the "
                              "inputs and the mask are in the same space")
     return mask, info
-
-
-def resampled_mask(img, affine: np.ndarray, shape) -> np.ndarray:
-    """A mask image (path or nibabel image) on the given grid, nearest-neighbour, as bool."""
-    img = nib.load(img) if isinstance(img, (str, Path)) else img
-    out = resample_img(img, target_affine=np.asarray(affine), target_shape=tuple(shape),
-                       interpolation="nearest", force_resample=True, copy_header=True)
-    values = np.asanyarray(out.dataobj)
-    return np.isfinite(values) & (values != 0)
-
-
-def template_brain_mask(affine: np.ndarray, shape) -> np.ndarray:
-    """nilearn's MNI152 brain mask on the given grid (nearest-neighbour), as bool."""
-    return resampled_mask(_mni_mask(), affine, shape)
-
-
-@functools.lru_cache(maxsize=1)
-def _mni_mask() -> nib.Nifti1Image:
-    # package data: loading never downloads
-    return load_mni152_brain_mask(resolution=2)
-
-
-def outside_brain_report(stat_map: np.ndarray, threshold: float, affine: np.ndarray, *,
-                         two_sided: bool = True) -> dict:
-    """Count supra-threshold voxels outside the MNI152 template brain.
-
-    Blobs outside the brain usually mean the group mask let in voxels of
-    unmasked inputs, or that registration failed.
-
-    Parameters
-    ----------
-    stat_map : ndarray, shape (x, y, z)
-        A statistic map (z, t...) in MNI space.
-    threshold : float
-        Voxels with ``stat > threshold`` (``|stat| > threshold`` when
-        ``two_sided``) are supra-threshold.
-    affine : ndarray, shape (4, 4)
-
-    Returns
-    -------
-    dict
-        JSON-able: counts, ``fraction_outside``, the strongest outside
-        voxel (``peak_outside``: value and MNI mm, or None), ``flagged``
-        (more than :data:`OUTSIDE_FRACTION` outside) and a ``message``.
-    """
-    stat = np.asarray(stat_map, dtype=np.float64)
-    strength = np.abs(stat) if two_sided else stat
-    supra = np.isfinite(stat) & (strength > threshold)
-    outside = supra & ~template_brain_mask(affine, stat.shape)
-    n_supra, n_out = int(supra.sum()), int(outside.sum())
-    fraction = n_out / n_supra if n_supra else 0.0
-    peak = None
-    if n_out:
-        idx = np.unravel_index(np.argmax(np.where(outside, strength, -np.inf)), stat.shape)
-        peak = {"value": float(stat[idx]), "voxel": [int(i) for i in idx],
-                "mm": [round(float(c), 2) for c in apply_affine(affine, idx)]}
-    flagged = fraction > OUTSIDE_FRACTION
-    message = (f"{n_out} of {n_supra} supra-threshold voxels ({fraction:.0%}) lie outside the "
-               "MNI152 brain mask" + ("; check the group mask and the registration of the "
-                                      "inputs" if flagged else ""))
-    return {"threshold": float(threshold), "two_sided": two_sided,
-            "n_suprathreshold": n_supra, "n_outside_brain": n_out,
-            "fraction_outside": fraction, "peak_outside": peak, "flagged": flagged,
-            "message": message}
 
 
 def surface_mask(data: np.ndarray, parts) -> tuple[np.ndarray, dict]:

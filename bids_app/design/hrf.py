@@ -17,7 +17,6 @@ truncated as nilearn would.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 
@@ -26,16 +25,12 @@ from bids.variables import SparseRunVariable
 from nilearn.glm.first_level import compute_regressor
 
 from bids_app.errors import DesignError
-from bids_app.spec.validate import FIR_KEYS, HRF_MODELS
+from bids_app.spec.hrf import HRF_MODELS, fir_delays, hrf_model_name, is_fir_key
 
 #: nilearn's defaults; changing them breaks equality with nilearn's designs.
 OVERSAMPLING = 50
 MIN_ONSET_S = -24.0
 
-# The names and FIR parameter spellings are the spec layer's: one list for
-# validation and for building regressors.
-KNOWN_MODELS = HRF_MODELS
-_BY_KEY = {m.replace(" ", ""): m for m in KNOWN_MODELS}
 
 
 @dataclass(frozen=True)
@@ -54,24 +49,6 @@ class HRFModel:
     fir_delays: tuple[int, ...] = ()
 
 
-def _fir_delays(parameters: dict, where: str) -> tuple[int, ...]:
-    keys = [k for k in parameters if re.sub("_", "", k).lower() in FIR_KEYS]
-    if not keys:
-        raise DesignError(f"{where}: the 'fir' model needs Parameters.fir_delays (in scans)")
-    raw = parameters[keys[0]]
-    values = raw if isinstance(raw, (list, tuple)) else [raw]
-    delays = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
-            raise DesignError(
-                f"{where}: FIR delay {v!r} is not a non-negative whole number of scans"
-            )
-        delays.append(int(v))
-    if not delays or len(set(delays)) != len(delays):
-        raise DesignError(f"{where}: FIR delays must be a non-empty list of distinct scans")
-    return tuple(delays)
-
-
 def parse_hrf_model(
     model: str,
     parameters: dict | None = None,
@@ -85,7 +62,7 @@ def parse_hrf_model(
     Parameters
     ----------
     model : str
-        A name from ``KNOWN_MODELS`` (bsmschema's list without ``"afni"``),
+        A name from :data:`bids_app.spec.hrf.HRF_MODELS` (bsmschema's list without ``"afni"``),
         compared case-insensitively and ignoring spaces.
     parameters : dict, optional
         ``Model.HRF.Parameters``; only FIR delays are used.
@@ -105,19 +82,21 @@ def parse_hrf_model(
     bids_app.errors.DesignError
         Unknown model, or bad/missing FIR delays.
     """
-    key = re.sub(r"\s+", "", str(model)).lower()
-    if key not in _BY_KEY:
+    name = hrf_model_name(model)
+    if name is None:
         raise DesignError(
-            f"{where}: unknown HRF model {model!r}; known models: {', '.join(KNOWN_MODELS)}"
+            f"{where}: unknown HRF model {model!r}; known models: {', '.join(HRF_MODELS)}"
         )
-    name = _BY_KEY[key]
     if name != "fir" and (derivative or dispersion):
         base = name.split(" + ")[0]
-        name = _BY_KEY[base + "+derivative" + ("+dispersion" if dispersion else "")]
+        name = hrf_model_name(base + "+derivative" + ("+dispersion" if dispersion else ""))
     parameters = dict(parameters or {})
     if name == "fir":
-        delays = _fir_delays(parameters, where)
-        unused = [k for k in parameters if re.sub("_", "", k).lower() not in FIR_KEYS]
+        try:
+            delays = fir_delays(parameters)
+        except ValueError as exc:
+            raise DesignError(f"{where}: {exc}") from None
+        unused = [k for k in parameters if not is_fir_key(k)]
         return HRFModel(name, delays), [
             f"{where}: parameter {k!r} is not used by the fir model" for k in unused
         ]

@@ -27,13 +27,10 @@ floats and zero-pads a recording that does not cover the run.
 """
 from __future__ import annotations
 
-import json
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from bids.variables import DenseRunVariable
 from bids.variables.entities import RunInfo
 from nilearn.signal import butterworth
@@ -62,7 +59,7 @@ _EDGE_TOLERANCE = 1e-3
 
 @dataclass
 class RecordingFile:
-    """A recording file and its sidecar metadata, not read yet.
+    """A recording file, its sidecar metadata and, once read, its samples.
 
     Attributes
     ----------
@@ -70,28 +67,14 @@ class RecordingFile:
     metadata : dict
         Sidecar keys, with BIDS inheritance when found through the file
         index; empty when there is no sidecar.
+    table : ndarray, shape (n_rows, n_columns), float64, or None
+        Every sample of the file (:func:`bids_app.io.recordings.read_table`);
+        None while not read (files whose columns a node does not use never are).
     """
 
     path: Path
     metadata: dict = field(default_factory=dict)
-
-    @classmethod
-    def beside(cls, path) -> "RecordingFile":
-        """The file with the JSON sidecar of the same name in its folder (if any).
-
-        Raises
-        ------
-        bids_app.errors.InputDataError
-            The sidecar exists but is not readable JSON.
-        """
-        path = Path(path)
-        sidecar = path.with_name(path.name.split(".")[0] + ".json")
-        if not sidecar.exists():
-            return cls(path)
-        try:
-            return cls(path, json.loads(sidecar.read_text()))
-        except (OSError, ValueError) as exc:
-            raise InputDataError(f"{sidecar}: cannot read the JSON sidecar of {path.name} ({exc})") from exc
+    table: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def source(self) -> str:
@@ -181,25 +164,13 @@ class Recording:
                 "samples_in_run": int(self.values.shape[0]), "first_sample_s": self.first_sample}
 
 
-def _read_table(path: Path, n_columns: int) -> np.ndarray:
-    """The headerless table as (n_rows, n_columns) float64; text (including ``n/a``) is an error."""
-    try:
-        # header=None: the first line is a sample (pybids reads it as a header and loses it)
-        table = pd.read_csv(path, sep="\t", header=None, dtype=np.float64, na_filter=False)
-    except (OSError, EOFError, zlib.error, ValueError) as exc:  # ValueError: text, bad rows, empty
-        raise InputDataError(f"{path}: cannot read the recording as a numeric table ({exc})") from exc
-    if table.shape[1] != n_columns:
-        raise InputDataError(f"{path}: {table.shape[1]} column(s) but its sidecar's Columns names "
-                             f"{n_columns}")
-    return table.to_numpy()
-
-
-def read_recording(file: RecordingFile, columns: list[str], *, duration: float) -> Recording:
-    """Read ``columns`` of a recording and keep the samples inside the run.
+def cut_to_run(file: RecordingFile, columns: list[str], *, duration: float) -> Recording:
+    """``columns`` of a read recording, keeping the samples inside the run.
 
     Parameters
     ----------
     file : RecordingFile
+        With its ``table`` read.
     columns : list of str
         Names from ``file.columns`` to keep.
     duration : float
@@ -212,14 +183,19 @@ def read_recording(file: RecordingFile, columns: list[str], *, duration: float) 
     Raises
     ------
     bids_app.errors.InputDataError
-        Bad sidecar metadata, an unreadable or non-numeric file, a column
-        count other than the sidecar's, non-finite values inside the run, or
+        Bad sidecar metadata, a column count other than the sidecar's,
+        non-finite values inside the run, or
         a recording that does not cover ``[0, duration)``; each message
         names the file.
     """
     names = file.columns
     rate, start = file.timing()
-    table = _read_table(file.path, len(names))
+    if file.table is None:
+        raise ValueError(f"{file.path} has not been read (bids_app.io.recordings.read_table)")
+    table = file.table
+    if table.shape[1] != len(names):
+        raise InputDataError(f"{file.path}: {table.shape[1]} column(s) but its sidecar's Columns names "
+                             f"{len(names)}")
     times = start + np.arange(table.shape[0]) / rate
     covered = (start, start + table.shape[0] / rate)
     tol = _EDGE_TOLERANCE / rate

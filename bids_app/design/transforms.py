@@ -41,13 +41,13 @@ from bids.utils import convert_JSON, listify
 from bids.variables import BIDSRunVariableCollection, DenseRunVariable
 from bids.variables.entities import RunInfo
 
-from bids_app.design.columns import close_hint, is_glob
+from bids_app.design.columns import is_glob
 from bids_app.design.confounds import dense_variables
 from bids_app.design.events import sparse_variables
 from bids_app.design.hrf import convolve, parse_hrf_model, variable_events
 from bids_app.design.names import resolve_run_names
 from bids_app.design.recordings import Recording, recording_variables
-from bids_app.errors import DesignError
+from bids_app.errors import DesignError, did_you_mean
 
 TRANSFORMER = "pybids-transforms-v1"
 #: Arguments (after snake-casing) whose values name variables.
@@ -189,7 +189,7 @@ def _check_names(collection, kwargs: dict, where: str) -> None:
                 found = name in known or (key == "by" and name in entities)
             if not found:
                 raise DesignError(f"{where}: {key.title()} names column {name!r}, which is not "
-                                  f"in this run{close_hint(name, variables)}")
+                                  f"in this run{did_you_mean(name, variables, n=3)}")
 
 
 def _expand(collection, names) -> list[str]:

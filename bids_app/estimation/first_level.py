@@ -36,24 +36,10 @@ from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
-from bids_app.inference.conversions import f_to_z_p, t_to_z_p
+from bids_app.estimation.contrasts import check_estimable, contrast_matrix, f_result, row_space
+from bids_app.estimation.conversions import t_to_z_p
+from bids_app.spec.model import ar_order
 
-
-
-def ar_order(noise_model: str) -> int:
-    """AR order of a noise model name: ``"ols"`` -> 0, ``"ar1"`` -> 1, ``"ar3"`` -> 3.
-
-    Raises
-    ------
-    ValueError
-        For any other name, with the accepted forms.
-    """
-    name = str(noise_model).strip().lower()
-    if name == "ols":
-        return 0
-    if name.startswith("ar") and name[2:].isdigit() and int(name[2:]) >= 1:
-        return int(name[2:])
-    raise ValueError(f"noise model {noise_model!r} is not one of 'ols', 'ar1', 'ar2', ... ('ar' + order)")
 
 
 def scale_timeseries(Y):
@@ -201,7 +187,7 @@ class FirstLevelEstimator:
             group_covariance=np.stack([designs.get(k).covariance for k in used]).reshape(
                 len(used), X.shape[1], X.shape[1]),
             dof=float(dof),
-            row_space=X_pinv @ X,
+            row_space=row_space(X, X_pinv),
         )
 
 
@@ -270,7 +256,8 @@ class FirstLevelFit:
             If the contrast is not estimable (weights outside the row space of
             a rank-deficient design).
         """
-        C = _check_contrast(weights, test, self.row_space)
+        C = contrast_matrix(weights, test, self.row_space.shape[0])
+        check_estimable(C, self.row_space)
         effect = C @ self.beta
         # Each group's (rows x rows) contrast covariance; scaled per voxel below.
         group_cov = np.einsum("ip,gpq,jq->gij", C, self.group_covariance, C)
@@ -285,17 +272,7 @@ class FirstLevelFit:
             quad_form[voxels] = np.einsum("iv,ij,jv->v", e, np.linalg.pinv(cov), e)
         with np.errstate(divide="ignore", invalid="ignore"):
             stat = np.where(self.dispersion > 0, quad_form / (dof_num * self.dispersion), np.nan)
-        z, p = f_to_z_p(stat, dof_num, self.dof)
-        return ContrastResult(
-            test="F",
-            effect=effect,
-            variance=variance,
-            stat=stat,
-            z=z,
-            p=p,
-            dof=self.dof,
-            dof_num=int(dof_num),
-        )
+        return f_result(effect, variance, stat, self.dof, dof_num)
 
     def model_maps(self) -> dict[str, np.ndarray]:
         """``{"rsquared": (n_voxels,), "residsd": (n_voxels,)}``.
@@ -311,21 +288,6 @@ def _t_result(effect, variance, dof):
         stat = np.where(variance > 0, effect / np.sqrt(variance), np.nan)
     z, p = t_to_z_p(stat, dof)
     return ContrastResult(test="t", effect=effect, variance=variance, stat=stat, z=z, p=p, dof=dof)
-
-
-def _check_contrast(weights, test, row_space):
-    """Validate contrast weights and return them as (n_rows, n_regressors) float64."""
-    if test not in ("t", "F"):
-        raise ValueError(f"test must be 't' or 'F', got {test!r}")
-    C = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if C.ndim != 2 or C.shape[1] != row_space.shape[0]:
-        raise ValueError(f"Contrast weights {C.shape} do not match {row_space.shape[0]} regressors")
-    if test == "t" and C.shape[0] != 1:
-        raise ValueError(f"A t contrast has one row of weights, got {C.shape[0]}")
-    residual = C - C @ row_space
-    if np.abs(residual).max() > 1e-8 * max(np.abs(C).max(), 1.0):
-        raise DesignError("Contrast is not estimable: the design is rank deficient in the weighted regressors")
-    return C
 
 
 def _global_residual_mean(Y, X, X_pinv):

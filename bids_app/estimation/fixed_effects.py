@@ -31,7 +31,8 @@ import numpy as np
 
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
-from bids_app.inference.conversions import f_to_z_p, t_to_z_p
+from bids_app.estimation.contrasts import contrast_matrix, f_result
+from bids_app.estimation.conversions import t_to_z_p
 
 #: The degrees-of-freedom rule, as written into design sidecars.
 FIXED_EFFECTS_DOF_RULE = "sum of the input maps' error degrees of freedom (columns of X subtract none)"
@@ -146,13 +147,7 @@ class FixedEffectsFit:
             ``effect = C @ beta``; ``variance`` is the diagonal of
             ``C cov C'``; F is ``e' (C cov C')^-1 e / rank(C)``.
         """
-        if test not in ("t", "F"):
-            raise ValueError(f"test must be 't' or 'F', got {test!r}")
-        C = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        if C.ndim != 2 or C.shape[1] != self.beta.shape[0]:
-            raise ValueError(f"Contrast weights {C.shape} do not match {self.beta.shape[0]} regressors")
-        if test == "t" and C.shape[0] != 1:
-            raise ValueError(f"A t contrast has one row of weights, got {C.shape[0]}")
+        C = contrast_matrix(weights, test, self.beta.shape[0])
         effect = C @ self.beta
         contrast_cov = np.einsum("ip,vpq,jq->vij", C, self.covariance, C)
         variance = np.einsum("vii->iv", contrast_cov)
@@ -174,17 +169,7 @@ class FixedEffectsFit:
         stat[valid] = np.einsum(
             "iv,vij,jv->v", effect[:, valid], np.linalg.pinv(contrast_cov[valid]), effect[:, valid]
         ) / dof_num
-        z, p = f_to_z_p(stat, dof_num, self.dof)
-        return ContrastResult(
-            test="F",
-            effect=effect,
-            variance=variance,
-            stat=stat,
-            z=z,
-            p=p,
-            dof=self.dof,
-            dof_num=int(dof_num),
-        )
+        return f_result(effect, variance, stat, self.dof, dof_num)
 
     def model_maps(self) -> dict[str, np.ndarray]:
         """``{"chisq": (n_voxels,)}``: heterogeneity of the inputs around the fit."""

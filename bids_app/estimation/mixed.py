@@ -22,17 +22,8 @@ import numpy as np
 
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
-from bids_app.estimation.ols import (
-    DEFAULT_CHUNK_BYTES,
-    TINY,
-    check_data,
-    check_design,
-    check_estimable,
-    contrast_matrix,
-    row_basis,
-    stat_to_z_p,
-    voxel_chunks,
-)
+from bids_app.estimation.contrasts import check_estimable, contrast_matrix, row_basis, row_space, stat_to_z_p
+from bids_app.estimation.ols import DEFAULT_CHUNK_BYTES, TINY, check_data, check_design, voxel_chunks
 
 METHODS = ("reml", "ml")
 
@@ -476,7 +467,7 @@ class MixedEffectsFit:
         ``n - rank(X)``, numerator dof ``rank(C)``.
         """
         C = contrast_matrix(weights, test, self.beta.shape[0])
-        check_estimable(C, self.design, np.linalg.pinv(self.design))
+        check_estimable(C, row_space(self.design))
         L = row_basis(C)
         # Contrasts in the coefficients g of the basis: C b = (C to_beta) g.
         C_g, L_g = C @ self.to_beta, L @ self.to_beta

@@ -13,9 +13,7 @@ in chunks: besides the outputs (``beta``: p x v), the fit only allocates
 O(n x chunk) floats, whatever the dtype of ``Y`` (a float32 ``Y`` is cast to
 float64 one chunk at a time, never as a whole).
 
-The contrast helpers in this module (:func:`contrast_matrix`,
-:func:`check_estimable`, :func:`row_basis`, :func:`stat_to_z_p`) are shared
-with :mod:`bids_app.estimation.mixed`.
+Contrast checks, estimability and z/p: :mod:`bids_app.estimation.contrasts`.
 """
 from __future__ import annotations
 
@@ -26,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError
 from bids_app.estimation.base import ContrastResult
+from bids_app.estimation.contrasts import check_estimable, contrast_matrix, row_basis, row_space, stat_to_z_p
 
 #: Default working memory of one chunk of float64 data (2 MiB): small enough
 #: to stay in cache, which makes the fit several times faster than large chunks.
@@ -35,8 +34,6 @@ DEFAULT_CHUNK_BYTES = 2**21
 #: so that a voxel with zero residual variance gives a finite statistic.
 TINY = 1e-50
 
-#: Relative tolerance of the estimability check (pinv round-off is ~1e-13).
-ESTIMABLE_RTOL = 1e-8
 
 
 def voxel_chunks(n_voxels: int, bytes_per_voxel: int, chunk_bytes: int):
@@ -79,62 +76,6 @@ def check_data(Y, n_samples: int, what: str = "data") -> np.ndarray:
             "(expected (n_samples, n_voxels))"
         )
     return Y
-
-
-def contrast_matrix(weights, test: str, n_regressors: int) -> np.ndarray:
-    """Return contrast weights as a float64 (n_rows, n_regressors) matrix.
-
-    A ``t`` contrast must have a single row; an ``F`` contrast may have one or
-    more rows (one row gives F = t**2).
-    """
-    if test not in ("t", "F"):
-        raise DesignError(f"contrast test must be 't' or 'F', got {test!r}")
-    C = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if C.ndim != 2 or C.shape[1] != n_regressors:
-        raise DesignError(
-            f"contrast has {C.shape[-1]} weights but the design has {n_regressors} columns"
-        )
-    if test == "t" and C.shape[0] != 1:
-        raise DesignError(f"a t contrast needs one row of weights, got {C.shape[0]}")
-    if not np.all(np.isfinite(C)) or not np.any(C):
-        raise DesignError("contrast weights must be finite and not all zero")
-    return C
-
-
-def check_estimable(C: np.ndarray, X: np.ndarray, pinv_X: np.ndarray) -> None:
-    """Raise DesignError unless every row of ``C`` lies in the row space of ``X``.
-
-    Only then is ``C @ beta`` the same for every least-squares solution of a
-    rank-deficient design (e.g. cell means plus subject columns).
-    """
-    projected = C @ (pinv_X @ X)
-    scale = max(1.0, float(np.max(np.abs(C))))
-    if np.max(np.abs(projected - C)) > ESTIMABLE_RTOL * scale:
-        raise DesignError(
-            "contrast is not estimable: it is not a combination of the rows of the "
-            "design matrix (the design is rank deficient)"
-        )
-
-
-def row_basis(C: np.ndarray) -> np.ndarray:
-    """An orthonormal basis (rank, n_regressors) of the row space of ``C``.
-
-    An F statistic is invariant to an invertible recombination of its rows,
-    so testing the basis instead of ``C`` handles redundant rows (and sets
-    the numerator dof to the rank of the contrast).
-    """
-    _, s, vt = np.linalg.svd(C, full_matrices=False)
-    rank = int(np.sum(s > s[0] * max(C.shape) * np.finfo(np.float64).eps))
-    return vt[:rank]
-
-
-def stat_to_z_p(stat: np.ndarray, test: str, dof, dof_num: int):
-    """Return ``(z, p)`` for t or F statistics (one-sided upper-tail p, as nilearn)."""
-    # Imported here: conversions live in the inference layer, which is
-    # written alongside this module.
-    from bids_app.inference.conversions import f_to_z_p, t_to_z_p
-
-    return t_to_z_p(stat, dof) if test == "t" else f_to_z_p(stat, dof_num, dof)
 
 
 class OLSEstimator:
@@ -247,7 +188,7 @@ class OLSFit:
         ``dof_num = rank(C)``.
         """
         C = contrast_matrix(weights, test, self.beta.shape[0])
-        check_estimable(C, self.design, self.pinv_design)
+        check_estimable(C, row_space(self.design, self.pinv_design))
         # (X'X)^+ = X^+ X^+' : the unscaled covariance of beta.
         unscaled_cov = self.pinv_design @ self.pinv_design.T
         sigma2 = np.maximum(self.sigma2, TINY)

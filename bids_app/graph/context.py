@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bids_app.graph.index import FileIndex
+from bids_app.io.index import FileIndex
 from bids_app.graph.units import Settings
 from bids_app.spec.model import StatsModel
 

@@ -10,10 +10,10 @@ higher node groups by task as well.
 """
 from __future__ import annotations
 
-from bids_app.design.events import read_events
 from bids_app.design.names import level_label
 from bids_app.errors import NoInputsError
-from bids_app.graph.index import FileIndex
+from bids_app.io.events import read_events
+from bids_app.io.index import FileIndex
 
 #: SPM's and FSL's usual high-pass cutoff (128 s), written out so the model says it
 HIGH_PASS_HZ = 1.0 / 128.0
@@ -29,6 +29,11 @@ def _trial_types(index: FileIndex, task: str, subjects) -> list[str]:
         if "trial_type" in table:
             values.update(level_label(v) for v in table["trial_type"].dropna())
     return sorted(values)
+
+
+def dataset_default_model(bids_dir, derivatives, participant_label=None) -> dict:
+    """:func:`default_model` for the dataset in ``bids_dir`` (with its ``derivatives`` folders)."""
+    return default_model(FileIndex.build(bids_dir, derivatives), participant_label)
 
 
 def default_model(index: FileIndex, participant_label=None) -> dict:

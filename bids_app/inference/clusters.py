@@ -17,13 +17,15 @@ from nibabel.affines import apply_affine
 from scipy import ndimage
 
 from bids_app.inference.atlas import label_coordinates
+from bids_app.inference.connectivity import label_volume
+from bids_app.inference.peaks import local_peaks
 
 COLUMNS = ["cluster_id", "peak", "x", "y", "z", "i", "j", "k", "peak_stat",
            "cluster_size_voxels", "cluster_size_mm3"]
 
 
 def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_distance_mm=8.0,
-                  max_subpeaks=3, atlases=("aal", "harvard_oxford")) -> pd.DataFrame:
+                  max_subpeaks=3, atlases=()) -> pd.DataFrame:
     """Table of clusters with peak and sub-peak coordinates and atlas labels.
 
     Parameters
@@ -43,8 +45,8 @@ def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_d
         Minimum distance between reported peaks of one cluster.
     max_subpeaks : int
         Sub-peaks reported per cluster besides its peak.
-    atlases : sequence of str
-        Atlases of :mod:`bids_app.inference.atlas` to label each peak with;
+    atlases : sequence of Atlas
+        Atlases to label each peak with (:func:`bids_app.io.atlases.load_atlas`);
         empty for none.
 
     Returns
@@ -60,20 +62,19 @@ def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_d
     stat = np.nan_to_num(np.asarray(stat, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     affine = np.asarray(affine, dtype=np.float64)
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    structure = ndimage.generate_binary_structure(3, 1)
 
     rows = []
     for sign in ((1.0, -1.0) if two_sided else (1.0,)):
         signed = sign * stat
-        labels, n_found = ndimage.label(signed > threshold, structure)
+        labels, n_found = label_volume(signed > threshold)
         clusters = []
         for index, box in enumerate(ndimage.find_objects(labels), start=1):
             inside = labels[box] == index
             size = int(np.count_nonzero(inside))
             if size < min_size:
                 continue
-            peaks_ijk, peak_values = _peaks(signed[box], inside, affine, box, min_distance_mm,
-                                            max_subpeaks + 1)
+            peaks_ijk, peak_values = local_peaks(signed[box], inside, affine, min_distance_mm=min_distance_mm,
+                                                  max_peaks=max_subpeaks + 1, offset=[sl.start for sl in box])
             clusters.append((peak_values[0], size, peaks_ijk, peak_values))
         clusters.sort(key=lambda cluster: -cluster[0])
         first_id = len({row[0] for row in rows}) + 1
@@ -90,38 +91,6 @@ def cluster_table(stat, affine, threshold, *, two_sided=False, min_size=0, min_d
         labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), atlases)
         table = pd.concat([table, labels.set_index(table.index)], axis=1)
     return table
-
-
-def _peaks(values, inside, affine, box, min_distance_mm, max_peaks):
-    """Up to ``max_peaks`` peaks of one cluster, highest first, pared by distance.
-
-    ``values`` and ``inside`` cover the cluster's bounding box ``box``.
-    Returns voxel indices in the full image (n_peaks, 3) and values (n_peaks,).
-    """
-    masked = np.where(inside, values, -np.inf)
-    local_max = inside & (masked == ndimage.maximum_filter(masked, size=3, mode="constant",
-                                                           cval=-np.inf))
-    # face-connected maxima (a flat top) are one peak, as in nilearn: its voxel
-    # nearest to its centre of mass
-    tops, n_tops = ndimage.label(local_max)
-    centres = np.array(ndimage.center_of_mass(local_max, tops, range(1, n_tops + 1)))
-    members = np.argwhere(local_max)
-    member_top = tops[tuple(members.T)] - 1
-    distance = ((members - centres[member_top]) ** 2).sum(axis=1)
-    order = np.lexsort((distance, member_top))
-    nearest = np.r_[True, np.diff(member_top[order]) != 0]
-    ijk = members[order][nearest]
-    peak_values = masked[tuple(ijk.T)]
-    order = np.argsort(-peak_values, kind="stable")
-    ijk = ijk[order] + np.array([s.start for s in box])
-    xyz = apply_affine(affine, ijk)
-    kept = []
-    for candidate in range(len(ijk)):
-        if all(np.linalg.norm(xyz[candidate] - xyz[other]) > min_distance_mm for other in kept):
-            kept.append(candidate)
-            if len(kept) == max_peaks:
-                break
-    return ijk[kept], peak_values[order][kept]
 
 
 MESH_COLUMNS = ["cluster_id", "peak", "hemi", "vertex", "x", "y", "z", "peak_stat",

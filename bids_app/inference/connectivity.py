@@ -1,20 +1,87 @@
-"""Neighbour graphs of analysis units, whatever the space: voxels, mesh vertices, grayordinates.
+"""Connectivity, the one home of "which units touch": neighbour graphs of
+analysis units whatever the space (voxels, mesh vertices, grayordinates) and
+cluster labelling on them.
 
 Clusters, TFCE and permutation inference need only which units touch: a
-:class:`~bids_app.inference.tfce.VoxelGraph` (``n_voxels`` units, each
-neighbouring pair once). A volume mask gives face neighbours
-(:func:`~bids_app.inference.tfce.voxel_graph`); a triangle mesh gives its
-edges (:func:`mesh_graph`); a CIFTI file is the disjoint union
-(:func:`join_graphs`) of its cortical meshes and its subcortical voxel grid.
-The functions here are pure: meshes arrive as arrays.
+:class:`VoxelGraph` (``n_voxels`` units, each neighbouring pair once). A
+volume mask gives face neighbours (:func:`voxel_graph`, 6-connectivity as
+nilearn); a triangle mesh gives its edges (:func:`mesh_graph`); a CIFTI file
+is the disjoint union (:func:`join_graphs`) of its cortical meshes and its
+subcortical voxel grid. Clusters are connected components: of a 3-D volume
+(:func:`label_volume`, face neighbours: thresholds and cluster tables), of
+selected units of a graph (:func:`components`), or of many maps in turn on
+one graph (:class:`ClusterLabeller`: permutations). The functions here are
+pure: meshes arrive as arrays.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from scipy import sparse
+from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 
-from bids_app.inference.tfce import VoxelGraph, voxel_graph
+#: Face neighbours of a 3-D grid (6-connectivity), the rule for every volume cluster.
+FACES = ndimage.generate_binary_structure(3, 1)
+
+
+@dataclass(frozen=True)
+class VoxelGraph:
+    """Neighbouring pairs between analysis units: face-neighbour voxels of a
+    mask, or mesh vertices (:mod:`bids_app.inference.connectivity`).
+
+    Attributes
+    ----------
+    n_voxels : int
+        Units; for a mask, vectors on the graph are in the mask's C order
+        (``volume[mask]``), the order nilearn's maskers use.
+    pairs : ndarray, int32, shape (n_pairs, 2)
+        Each neighbouring pair once, as indices into that order.
+    connectivity : str
+        What makes units neighbours, for provenance.
+    """
+
+    n_voxels: int
+    pairs: np.ndarray
+    connectivity: str = "faces (6)"
+
+
+def voxel_graph(mask: np.ndarray) -> VoxelGraph:
+    """Neighbour graph of a 3D boolean mask (6-connectivity, as nilearn).
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (x, y, z)
+
+    Returns
+    -------
+    VoxelGraph
+    """
+    mask = np.asarray(mask, dtype=bool)
+    index = np.full(mask.shape, -1, dtype=np.int32)
+    index[mask] = np.arange(int(mask.sum()))
+    pairs = []
+    for axis in range(3):
+        moved = np.moveaxis(index, axis, 0)
+        lo, hi = moved[:-1].ravel(), moved[1:].ravel()
+        both = (lo >= 0) & (hi >= 0)
+        pairs.append(np.column_stack([lo[both], hi[both]]))
+    return VoxelGraph(int(mask.sum()), np.concatenate(pairs))
+
+
+def label_volume(selected) -> tuple[np.ndarray, int]:
+    """Face-connected clusters of the ``True`` voxels of a 3-D array.
+
+    Returns
+    -------
+    labels : ndarray, int, same shape
+        1-based cluster of each selected voxel (numbered in C order of their
+        first voxel), 0 elsewhere.
+    n_clusters : int
+    """
+    return ndimage.label(np.asarray(selected, dtype=bool), FACES)
+
+
 
 
 def mesh_graph(faces, n_vertices: int, vertices=None) -> VoxelGraph:
@@ -177,3 +244,57 @@ def unit_coordinates(surface, meshes) -> tuple[np.ndarray, np.ndarray, np.ndarra
         names = np.asarray(surface.axis.name)[columns]
         part[columns] = [n.replace("CIFTI_STRUCTURE_", "") for n in names]
     return xyz, area, part
+
+
+class ClusterLabeller:
+    """Connected clusters of maps on a unit graph, found among the supra-threshold units only.
+
+    Labelling the whole bounding box (``scipy.ndimage.label``) costs the same
+    for every map; under the null only ~0.1 % of voxels pass p < 0.001, so
+    connecting those few through a precomputed neighbour table is ~20x
+    cheaper per permutation. Clusters are numbered by their first unit in
+    order, as ``ndimage.label`` numbers voxels of a mask (tested equal).
+    """
+
+    def __init__(self, graph):
+        self._neighbours = neighbour_table(graph)    # (n_units, max degree), -1: no neighbour
+        self._position = np.full(graph.n_voxels + 1, -1, dtype=np.int64)  # last entry: "none"
+
+    def clusters(self, stat, threshold, two_sided):
+        """Clusters of ``stat > threshold`` (and ``< -threshold`` if two-sided).
+
+        Returns
+        -------
+        label : ndarray, int64, (n_voxels,)
+            1-based cluster index of each voxel, 0 outside clusters.
+        sizes, masses : ndarray, (n_clusters,)
+            Voxel count and sum of ``|stat| - threshold`` per cluster.
+        """
+        stat = np.asarray(stat, dtype=np.float64)
+        label = np.zeros(stat.shape, dtype=np.int64)
+        sizes, masses, offset = [], [], 0
+        for sign in ((1, -1) if two_sided else (1,)):
+            supra = np.flatnonzero(sign * stat > threshold)
+            if supra.size == 0:
+                continue
+            component, n_found = self._components(supra)
+            label[supra] = component + 1 + offset
+            offset += n_found
+            sizes.append(np.bincount(component, minlength=n_found))
+            masses.append(np.bincount(component, weights=sign * stat[supra] - threshold, minlength=n_found))
+        if not sizes:
+            return label, np.zeros(0, dtype=np.int64), np.zeros(0)
+        return label, np.concatenate(sizes), np.concatenate(masses)
+
+    def _components(self, supra):
+        """Connected components (0-based, by first voxel) of the voxels ``supra`` (sorted indices)."""
+        self._position[supra] = np.arange(supra.size)
+        try:
+            neighbour_position = self._position[self._neighbours[supra]]   # -1 index hits "outside"
+        finally:
+            self._position[supra] = -1
+        rows, cols = np.nonzero(neighbour_position >= 0)
+        graph = sparse.coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, neighbour_position[rows, cols])),
+                           shape=(supra.size, supra.size))
+        n_found, component = connected_components(graph, directed=False)
+        return component, n_found

@@ -32,6 +32,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from bids_app.inference.connectivity import VoxelGraph
+
 #: Extent exponent, height exponent and height step (statistic units) of
 #: Smith & Nichols (2009); ``DH`` = 0.1 is the paper's step for t and z maps.
 E, H, DH = 0.5, 2.0, 0.1
@@ -41,50 +43,6 @@ _MAX_STEPS = 1_000_000
 
 #: Neighbour pairs handled per call when several maps are stacked (~100 MB).
 _PAIRS_PER_CALL = 4_000_000
-
-
-@dataclass(frozen=True)
-class VoxelGraph:
-    """Neighbouring pairs between analysis units: face-neighbour voxels of a
-    mask, or mesh vertices (:mod:`bids_app.inference.connectivity`).
-
-    Attributes
-    ----------
-    n_voxels : int
-        Units; for a mask, vectors on the graph are in the mask's C order
-        (``volume[mask]``), the order nilearn's maskers use.
-    pairs : ndarray, int32, shape (n_pairs, 2)
-        Each neighbouring pair once, as indices into that order.
-    connectivity : str
-        What makes units neighbours, for provenance.
-    """
-
-    n_voxels: int
-    pairs: np.ndarray
-    connectivity: str = "faces (6)"
-
-
-def voxel_graph(mask: np.ndarray) -> VoxelGraph:
-    """Neighbour graph of a 3D boolean mask (6-connectivity, as nilearn).
-
-    Parameters
-    ----------
-    mask : ndarray of bool, shape (x, y, z)
-
-    Returns
-    -------
-    VoxelGraph
-    """
-    mask = np.asarray(mask, dtype=bool)
-    index = np.full(mask.shape, -1, dtype=np.int32)
-    index[mask] = np.arange(int(mask.sum()))
-    pairs = []
-    for axis in range(3):
-        moved = np.moveaxis(index, axis, 0)
-        lo, hi = moved[:-1].ravel(), moved[1:].ravel()
-        both = (lo >= 0) & (hi >= 0)
-        pairs.append(np.column_stack([lo[both], hi[both]]))
-    return VoxelGraph(int(mask.sum()), np.concatenate(pairs))
 
 
 def tfce(stat, graph: VoxelGraph, *, two_sided: bool = True, dh: float = DH,

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from nilearn.glm import fdr_threshold
-from scipy import ndimage, stats
+from scipy import stats
 
-from bids_app.inference.connectivity import components
+from bids_app.inference.connectivity import components, label_volume
 
 HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", "none")
 
@@ -102,11 +102,10 @@ def threshold_map(z, mask=None, *, height_control="fpr", alpha=0.001, cluster_mi
     signed = np.where(mask, z, 0.0)
     keep = (np.abs(signed) >= height) if two_sided else (signed >= height)
     keep &= mask & (signed != 0)
-    structure = ndimage.generate_binary_structure(3, 1)
     n_clusters = 0
     for side in (signed > 0, signed < 0):
         if graph is None:
-            labels, n_found = ndimage.label(keep & side, structure)
+            labels, n_found = label_volume(keep & side)
         else:
             labels = components(graph, keep & side)
             n_found = int(labels.max(initial=0))

@@ -66,6 +66,22 @@ def read_map(path, space: str | None = None):
         raise InputDataError(f"cannot read statistical map {path}: {exc}") from exc
 
 
+def load_maps(effect_paths, variance_paths, spaces):
+    """Effects and variances (None where a variance path is None) of each map, with its grid and stored shape.
+
+    Volumes give (x, y, z) arrays and affines; surface maps (GIFTI pairs,
+    CIFTI) give (n_units,) vectors and their :class:`~bids_app.io.surface.Surface`.
+    """
+    effects, variances, grids, shapes = [], [], [], []
+    for effect, variance, space in zip(effect_paths, variance_paths, spaces):
+        values, grid, shape = read_map(effect, space)
+        effects.append(values)
+        grids.append(grid)
+        shapes.append(shape)
+        variances.append(read_map(variance, space)[0] if variance else None)
+    return effects, variances, grids, shapes
+
+
 def map_files(path) -> list[Path]:
     """Every file of the map named ``path`` (both hemispheres for GIFTI)."""
     from bids_app.io.surface import hemisphere_files, is_gifti

@@ -17,13 +17,13 @@ from pathlib import Path
 import nibabel as nib
 
 from bids_app.derivatives.atomic import write_text
-from bids_app.report.contrasts import contrast_block, region_block
+from bids_app.report.contrast_section import contrast_block, region_block
 from bids_app.report.figures import FigureBudget
 from bids_app.report.maps import summarize_map
 from bids_app.report.markup import esc, page
 from bids_app.report.model_graph import model_section
 from bids_app.report.nodes import design_section, node_header
-from bids_app.report.outputs import NodeOutputs, collect, read_software
+from bids_app.report.collect import NodeOutputs, collect, read_software
 from bids_app.report.summary import alerts_section, summary_section
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,16 @@ def _peak_labels(summary, mni: bool):
     if not mni or summary.peaks.empty:
         return None
     from bids_app.inference.atlas import label_coordinates
+    from bids_app.io.atlases import load_atlas
 
     try:
-        return label_coordinates(summary.peaks[["x", "y", "z"]].to_numpy(), atlases=(PEAK_ATLAS,))
+        return label_coordinates(summary.peaks[["x", "y", "z"]].to_numpy(), atlases=(load_atlas(PEAK_ATLAS),))
     except FileNotFoundError as exc:  # atlas data not installed: peaks stay unlabelled
         log.warning("no atlas labels for peaks: %s", exc)
         return None
 
 
-def write_report(out_dir: Path, model, record: dict) -> Path:
+def write_report(out_dir: Path, model, record: dict, diagnose) -> Path:
     """Write ``OUTPUT_DIR/report.html`` from the run record and the files on disk.
 
     Parameters
@@ -74,6 +75,9 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
     model : bids_app.spec.model.StatsModel
     record : dict
         The run record of :func:`bids_app.graph.pipeline.run_app`.
+    diagnose : callable
+        ``diagnose(matrix: DataFrame) -> dict``, the design diagnostics
+        (:func:`bids_app.graph.pipeline.design_diagnostics`).
 
     Returns
     -------
@@ -109,7 +113,7 @@ def write_report(out_dir: Path, model, record: dict) -> Path:
         else:
             maps = (f'<p class="note">Maps of this intermediate node are not drawn (more than {FEW_MAPS}); '
                     "they are in the node folder.</p>")
-        design, checks = design_section(outputs, budget)
+        design, checks = design_section(outputs, budget, diagnose)
         design_checks += checks
         node_html.append(node_header(outputs) + design + maps)
 

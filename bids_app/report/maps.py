@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from nibabel.affines import apply_affine
-from scipy import ndimage, stats
+from scipy import stats
 
-from bids_app.design.group_mask import outside_brain_report
+from bids_app.inference.outside_brain import outside_brain_report
+from bids_app.inference.peaks import local_peaks
+from bids_app.io.images import template_brain_mask
 
 #: One-sided p of the display threshold; figures show |z| above DISPLAY_Z.
 DISPLAY_P = 0.001
@@ -24,12 +26,12 @@ PEAK_COLUMNS = ["sign", "value", "x", "y", "z", "i", "j", "k"]
 def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0, signs=(1, -1)) -> pd.DataFrame:
     """Strongest local maxima of each sign of a statistic map.
 
-    A voxel is a positive (negative) peak when it is > 0 (< 0) and no
-    finite neighbour in its 26-neighbourhood is larger (smaller). Peaks are
-    taken by decreasing magnitude and kept when at least ``min_distance_mm``
-    from every stronger kept peak of the same sign, so one blob is not
-    listed five times. The first row of each sign is therefore the map's
-    maximum (minimum).
+    The peaks of the voxels > 0 (< 0), by the rule of cluster tables
+    (:func:`bids_app.inference.peaks.local_peaks`): local maxima over the
+    26-neighbourhood, taken by decreasing magnitude and kept when more than
+    ``min_distance_mm`` from every stronger kept peak of the same sign, so
+    one blob is not listed five times. The first row of each sign is
+    therefore the map's maximum (minimum).
 
     Parameters
     ----------
@@ -57,17 +59,9 @@ def find_peaks(stat, affine, *, n_peaks: int = 5, min_distance_mm: float = 8.0, 
     rows = []
     for sign in map(float, signs):
         signed = np.where(np.isfinite(stat), sign * stat, -np.inf)
-        is_max = (signed == ndimage.maximum_filter(signed, size=3, mode="constant", cval=-np.inf)) & (signed > 0)
-        ijk = np.argwhere(is_max)
-        ijk = ijk[np.argsort(-signed[tuple(ijk.T)], kind="stable")]
-        kept: list[np.ndarray] = []
-        for voxel in ijk:
-            xyz = apply_affine(affine, voxel)
-            if all(np.linalg.norm(xyz - other) >= min_distance_mm for other in kept):
-                kept.append(xyz)
-                rows.append([int(sign), float(stat[tuple(voxel)]), *xyz, *(int(v) for v in voxel)])
-            if len(kept) == n_peaks:
-                break
+        ijk, _ = local_peaks(signed, signed > 0, affine, min_distance_mm=min_distance_mm, max_peaks=n_peaks)
+        for voxel, xyz in zip(ijk, apply_affine(affine, ijk)):
+            rows.append([int(sign), float(stat[tuple(voxel)]), *xyz, *(int(v) for v in voxel)])
     return pd.DataFrame(rows, columns=PEAK_COLUMNS)
 
 
@@ -88,7 +82,7 @@ class MapSummary:
     peaks : pandas.DataFrame
         :func:`find_peaks` output (positive peaks only when one-sided).
     outside_brain : dict or None
-        :func:`bids_app.design.group_mask.outside_brain_report` for maps in an
+        :func:`bids_app.inference.outside_brain.outside_brain_report` for maps in an
         MNI space, else None.
     """
 
@@ -120,7 +114,8 @@ def summarize_map(z, affine, *, threshold: float = DISPLAY_Z, mni: bool = False,
     """
     z = np.asarray(z, dtype=np.float64)
     finite = np.isfinite(z)
-    outside = outside_brain_report(z, threshold, affine, two_sided=two_sided) if mni else None
+    outside = outside_brain_report(z, threshold, affine, template_brain_mask(affine, z.shape),
+                                   two_sided=two_sided) if mni else None
     return MapSummary(
         threshold=float(threshold),
         n_voxels=int(finite.sum()),

@@ -7,11 +7,10 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from bids_app.design.diagnostics import diagnose
 from bids_app.report import figures
 from bids_app.report.figures import FigureBudget
 from bids_app.report.markup import esc, key_values, table
-from bids_app.report.outputs import NodeOutputs, UnitOutputs
+from bids_app.report.collect import NodeOutputs, UnitOutputs
 
 #: Distinct higher-level designs drawn per node.
 MAX_DESIGNS = 3
@@ -121,8 +120,12 @@ def _distinct_designs(units: list[UnitOutputs]) -> list[list[UnitOutputs]]:
     return list(groups.values())
 
 
-def design_section(outputs: NodeOutputs, budget: FigureBudget) -> tuple[str, list[str]]:
+def design_section(outputs: NodeOutputs, budget: FigureBudget, diagnose) -> tuple[str, list[str]]:
     """Design matrix, correlations and diagnostics: the first run, or each distinct higher-level design.
+
+    ``diagnose(matrix) -> dict`` diagnoses a design matrix (the graph passes
+    :func:`bids_app.design.diagnostics.diagnose`): run designs carry no stored
+    diagnostics, so the first run's are computed from the matrix written.
 
     Returns
     -------
@@ -138,8 +141,7 @@ def design_section(outputs: NodeOutputs, budget: FigureBudget) -> tuple[str, lis
         if not first.design_tsv.exists():
             return '<p class="note">design matrix file not found</p>', []
         matrix = pd.read_csv(first.design_tsv, sep="\t")
-        # run designs carry no stored diagnostics: compute them from the matrix written
-        diag = diagnose(matrix).to_dict()
+        diag = diagnose(matrix)
         parts = [run_settings(first),
                  f"<h3>Design matrix (first of {len(units)} run(s): {esc(first.label)})</h3>",
                  budget.draw("design", f"design {name} {first.label}",

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from bids_app.report.maps import DISPLAY_P, MapSummary
 from bids_app.report.markup import bullet_list, esc, key_values, table
-from bids_app.report.outputs import ContrastFiles, NodeOutputs
+from bids_app.report.collect import ContrastFiles, NodeOutputs
 
 _SOFTWARE_SHOWN = ("bids-stats", "python", "nilearn", "numpy", "scipy", "nibabel", "pandas", "pybids")
 

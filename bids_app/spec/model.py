@@ -7,13 +7,13 @@ of the raw JSON.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-LEVELS = ("Run", "Session", "Subject", "Dataset")
 
 
 def parse_weight(value) -> float:
@@ -277,3 +277,40 @@ def model_from_dict(d: dict) -> StatsModel:
         edges=edges,
         raw=d,
     )
+
+
+def ar_order(noise_model: str) -> int:
+    """AR order of a noise model name: ``"ols"`` -> 0, ``"ar1"`` -> 1, ``"ar3"`` -> 3.
+
+    Raises
+    ------
+    ValueError
+        For any other name, with the accepted forms.
+    """
+    name = str(noise_model).strip().lower()
+    if name == "ols":
+        return 0
+    if name.startswith("ar") and name[2:].isdigit() and int(name[2:]) >= 1:
+        return int(name[2:])
+    raise ValueError(f"noise model {noise_model!r} is not one of 'ols', 'ar1', 'ar2', ... ('ar' + order)")
+
+
+def sanitize_label(label: str) -> str:
+    """Make a BIDS label from a model name (model, node, contrast): alphanumerics only, camelCase joins.
+
+    The one place where a name from the model becomes part of a path: output
+    folders, file names and resume records all use it, so no name can reach
+    outside OUTPUT_DIR (``"x/../../tmp"`` -> ``"xTmp"``). The model validator
+    rejects names that sanitise to nothing or to another name's label.
+
+    ``"face vs house"`` -> ``"faceVsHouse"``; ``"trial_type.face"`` -> ``"trialTypeFace"``.
+
+    Raises
+    ------
+    ValueError
+        No letter or digit in ``label``.
+    """
+    words = [w for w in re.split(r"[^0-9A-Za-z]+", str(label)) if w]
+    if not words:
+        raise ValueError(f"cannot make a BIDS label from {label!r}")
+    return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])

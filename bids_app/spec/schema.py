@@ -19,14 +19,15 @@ pairs whose message says how to fix the problem.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from bsmschema.models import BIDSStatsModel
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+
+from bids_app.errors import did_you_mean
 
 Issue = tuple[str, str]
 
@@ -57,13 +58,6 @@ def json_path(parts: Iterable) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
-
-
-def suggest(word: str, choices: Sequence[str]) -> str:
-    """``" (did you mean 'X'?)"`` for the closest choice ignoring case, else ``""``."""
-    by_lower = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def _strict(node):
@@ -148,7 +142,7 @@ def _issues_from(error: ValidationError) -> list[Issue]:
         extra = [k for k in error.instance if k not in allowed]
         return [
             (json_path([*error.absolute_path, key]),
-             f"unknown key {key!r}{suggest(key, allowed)}; allowed keys: {', '.join(allowed)}")
+             f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}")
             for key in extra
         ]
     if kind == "required":
@@ -157,7 +151,7 @@ def _issues_from(error: ValidationError) -> list[Issue]:
     if kind == "enum" or (kind == "const" and isinstance(error.validator_value, str)):
         values = error.validator_value if kind == "enum" else [error.validator_value]
         allowed = [str(v) for v in values]
-        return [(path, f"{_describe(error.instance)} is not allowed{suggest(error.instance, allowed)};"
+        return [(path, f"{_describe(error.instance)} is not allowed{did_you_mean(error.instance, allowed)};"
                        f" use one of {', '.join(map(repr, allowed))}")]
     if kind in ("anyOf", "oneOf"):
         branches: dict[int, list[ValidationError]] = {}

@@ -73,27 +73,15 @@ import numpy as np
 from formulaic import Formula
 from formulaic.errors import FormulaicError
 
-from bids_app.derivatives.naming import sanitize_label
-from bids_app.estimation.first_level import ar_order
-from bids_app.spec.model import Node, parse_weight, strip_formula
-from bids_app.spec.schema import Issue, schema_issues, suggest
+from bids_app.errors import did_you_mean
+from bids_app.spec.hrf import HRF_MODELS, fir_delays, hrf_key, hrf_model_name
+from bids_app.spec.model import Node, ar_order, parse_weight, sanitize_label, strip_formula
+from bids_app.spec.schema import Issue, schema_issues
 from bids_app.spec.transformations import (COMMON_ARGUMENTS, TRANSFORMER, json_key,
                                            transformation_arguments)
 
 INTERCEPT_ALIASES = frozenset({"1", "intercept", "Intercept"})
 
-HRF_MODELS = (
-    "spm",
-    "spm + derivative",
-    "spm + derivative + dispersion",
-    "glover",
-    "glover + derivative",
-    "glover + derivative + dispersion",
-    "fir",
-)
-# Accepted spellings of the FIR delays parameter, compared without case or
-# "_": the spec's ``fir_delays`` and pybids' ``FIRDelays``/``Delays``.
-FIR_KEYS = frozenset({"firdelays", "delays"})
 #: ``Model.Options.Aggregate`` values that fit regions instead of voxels ("none" is voxelwise).
 AGGREGATE_METHODS = ("mean", "pca")
 _GLOB_CHARS = frozenset("*?[")
@@ -295,7 +283,7 @@ def _condition_problem(cond, x: list, formula: str | None,
         if in_x(cond, x) or _names_a_level(cond, x, level, upstream):
             return None
         names = [e for e in x if isinstance(e, str)]
-        return (f"{cond!r} is not in Model.X{suggest(cond, names)}; a condition must be an "
+        return (f"{cond!r} is not in Model.X{did_you_mean(cond, names)}; a condition must be an "
                 f"X entry or match an X pattern (X: {_listing(x)})")
     if terms is None or _matches_term(cond, terms):
         return None
@@ -416,31 +404,27 @@ def _hrf_issues(hrf, x: list, where: str) -> list[Issue]:
         return []
     issues = []
     name = hrf.get("Model")
-    key = re.sub(r"\s+", "", name).lower() if isinstance(name, str) else None
-    known = {m.replace(" ", ""): m for m in HRF_MODELS}
+    key = hrf_key(name) if isinstance(name, str) else None
     if key == "afni":
         issues.append((f"{where}.Model", "'afni' is named by the specification but not "
                                          f"implemented here; use one of {_listing(HRF_MODELS)}"))
     elif key == "doublegamma":
         issues.append((f"{where}.Model", "'DoubleGamma' does not say which double-gamma HRF: SPM's canonical "
                                          "HRF and Glover's are both double gammas; write 'spm' or 'glover'"))
-    elif key is not None and key not in known:
-        issues.append((f"{where}.Model", f"unknown HRF model {name!r}{suggest(name, HRF_MODELS)}; "
+    elif key is not None and hrf_model_name(name) is None:
+        issues.append((f"{where}.Model", f"unknown HRF model {name!r}{did_you_mean(name, HRF_MODELS)}; "
                                          f"use one of {_listing(HRF_MODELS)} (case-insensitive)"))
     if key == "fir":
         params = hrf.get("Parameters") if isinstance(hrf.get("Parameters"), dict) else {}
-        delays = [v for k, v in params.items() if re.sub("_", "", k).lower() in FIR_KEYS]
-        ok = bool(delays) and isinstance(delays[0], list) and bool(delays[0]) and all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in delays[0]
-        ) and len(set(delays[0])) == len(delays[0])
-        if not ok:
-            issues.append((f"{where}.Parameters", "the 'fir' model needs Parameters.fir_delays: "
-                                                  "distinct whole delays in scans, e.g. [0, 1, 2, 3]"))
+        try:
+            fir_delays(params)
+        except ValueError as exc:
+            issues.append((f"{where}.Parameters", str(exc)))
     variables = hrf.get("Variables")
     for j, var in enumerate(variables if isinstance(variables, list) else []):
         if isinstance(var, str) and not in_x(var, x):
             issues.append((f"{where}.Variables[{j}]",
-                           f"{var!r} is not in Model.X{suggest(var, [e for e in x if isinstance(e, str)])}; "
+                           f"{var!r} is not in Model.X{did_you_mean(var, [e for e in x if isinstance(e, str)])}; "
                            "only X variables can be convolved"))
     return issues
 
@@ -607,7 +591,7 @@ def _transformation_issues(transformations, where: str) -> list[Issue]:
         path = f"{where}.Instructions[{i}]"
         name = instruction.get("Name")
         if not isinstance(name, str) or name not in known:
-            issues.append((f"{path}.Name", f"unknown transformation {name!r}{suggest(str(name), list(known))}; "
+            issues.append((f"{path}.Name", f"unknown transformation {name!r}{did_you_mean(str(name), list(known))}; "
                                            f"pybids' transformations are {', '.join(sorted(known))}"))
             continue
         allowed = COMMON_ARGUMENTS | known[name]
@@ -615,7 +599,7 @@ def _transformation_issues(transformations, where: str) -> list[Issue]:
         for key in instruction:
             if json_key(key) not in allowed:
                 issues.append((f"{path}.{key}", f"{name} takes no argument {key!r}"
-                                                f"{suggest(key, shown)}; it takes {', '.join(shown)}"))
+                                                f"{did_you_mean(key, shown)}; it takes {', '.join(shown)}"))
         if name == "Group" and not instruction.get("Output"):
             issues.append((path, "Group names its group with Output (the name later instructions and X use)"))
     return issues
@@ -664,7 +648,7 @@ def _edge_issues(edges, node_names: list[str]) -> list[Issue]:
         for key, name in zip(("Source", "Destination"), ends):
             if isinstance(name, str) and name not in known:
                 issues.append((f"Edges[{i}].{key}", f"no node is named {name!r}"
-                                                     f"{suggest(name, node_names)}; nodes: "
+                                                     f"{did_you_mean(name, node_names)}; nodes: "
                                                      f"{_listing(node_names)}"))
                 unknown_names = True
         if not all(isinstance(n, str) and n in known for n in ends):
@@ -775,7 +759,7 @@ def check_conditions(node: Node, columns: list[str], path_prefix: str) -> list[I
     def problem(cond) -> str:
         if _is_intercept_name(cond):
             return f"{cond!r} is the intercept, but the design has no intercept column"
-        return (f"{cond!r} is not a column of the design matrix{suggest(str(cond), columns)}; "
+        return (f"{cond!r} is not a column of the design matrix{did_you_mean(str(cond), columns)}; "
                 f"columns: {_listing(columns)}")
 
     issues = []

@@ -7,34 +7,21 @@ reader never sees a half-written file.
 """
 from __future__ import annotations
 
+import functools
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from nilearn.plotting import plot_design_matrix
 
-from bids_app.design.confounds import read_confounds
-from bids_app.design.events import read_events
-from bids_app.design.first_level import RunDesign, build_run_design
-from bids_app.design.recordings import RecordingFile
+from bids_app.derivatives.atomic import atomic_path, write_text, write_tsv
+from bids_app.design.first_level import RunDesign, build_run_design, uses_recording
 from bids_app.errors import DesignError
+from bids_app.io.confounds import read_confounds
+from bids_app.io.events import read_events
+from bids_app.io.recordings import read_used, recording_file
 from bids_app.spec import load_model
 from bids_app.spec.model import Node, StatsModel
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_node(model: StatsModel, node_name: str | None = None) -> Node:
@@ -115,13 +102,13 @@ def synthesize(
     confounds = read_confounds(confounds_tsv) if confounds_tsv is not None else None
     design = build_run_design(node, events, tr=tr, n_vols=n_vols, confounds=confounds,
                               source=str(events_tsv),
-                              recordings=tuple(RecordingFile.beside(p) for p in physio))
+                              recordings=read_used(map(recording_file, physio),
+                                                   functools.partial(uses_recording, node)))
     output = Path(output_tsv)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(output, lambda p: design.matrix.to_csv(p, sep="\t", index=False))
+    write_tsv(output, design.matrix)
     record = {"model": str(model_path), "node": node.name, **design.info}
-    _write_atomic(output.with_suffix(".json"),
-                  lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+    write_text(output.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     if png:
-        _write_atomic(output.with_suffix(".png"), lambda p: save_design_png(design, p))
+        with atomic_path(output.with_suffix(".png")) as tmp:
+            save_design_png(design, tmp)
     return output

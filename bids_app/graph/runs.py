@@ -1,26 +1,49 @@
-"""Run level: find each run's inputs, build its design, fit, write maps."""
+"""Run-level units: find each run's inputs, build its design, fit, write its maps (or region tables)."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import hashlib
 import logging
-import warnings
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from bids_app.derivatives.naming import ENTITY_KEYS, LONG_TO_SHORT
-from bids_app.design.confounds import read_confounds
-from bids_app.design.events import events_after_end, read_events
-from bids_app.design.first_level import RunDesign, build_run_design
+from bids_app.derivatives.atomic import journal, write_json, write_nifti, write_tsv
+from bids_app.derivatives.naming import build_name, camel_keys, output_dir
+from bids_app.derivatives.roistats import write_region_timeseries
+from bids_app.derivatives.statmaps import unmask
+from bids_app.design.columns import expand_x
+from bids_app.design.contrasts import plan_contrasts
+from bids_app.design.events import events_after_end
+from bids_app.design.first_level import RunDesign, build_run_design, low_pass_filter, uses_recording
 from bids_app.design.recordings import RecordingFile
-from bids_app.design.regions import aggregate_method
+from bids_app.design.regions import aggregate_method, region_timeseries
 from bids_app.errors import DesignError, InputDataError, NoInputsError
+from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
+from bids_app.graph import roi
+from bids_app.graph.context import Context, RunLog
 from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
-from bids_app.graph.index import FileIndex
-from bids_app.graph.units import RunInputs, Settings
+from bids_app.graph.records import fingerprint, record_path, reuse, save
+from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
+from bids_app.graph.units import RunInputs, Settings, StatMap
 from bids_app.io.bold import scan_bold
+from bids_app.io.confounds import read_confounds
+from bids_app.io.entities import ENTITY_KEYS, LONG_TO_SHORT
+from bids_app.io.events import read_events
+from bids_app.io.images import load_run_data, n_volumes, on_grid
+from bids_app.io.index import FileIndex
+from bids_app.io.recordings import read_used
+from bids_app.io.regions import label_inputs
 from bids_app.spec.model import Node, StatsModel
+
 
 log = logging.getLogger(__name__)
 
@@ -309,10 +332,7 @@ def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, .
 
 def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
     """Build (cheaply, before any fitting) the design of one run; raises on bad inputs."""
-    try:
-        n_vols = nb.load(run.bold).shape[3]
-    except Exception as exc:  # nibabel raises several types for broken files
-        raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
+    n_vols = n_volumes(run.bold)
     events = read_events(run.events) if run.events else pd.DataFrame(columns=["onset", "duration"])
     confounds = read_confounds(run.confounds) if run.confounds else None
     source = str(run.events or run.bold)
@@ -327,7 +347,7 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
         design = build_run_design(node, events, tr=run.tr, n_vols=n_vols, confounds=confounds,
                                 slice_time_ref=run.slice_time_ref, source=source,
                                 missing_confounds=settings.missing_confounds,
-                                recordings=run.recordings)
+                                recordings=read_used(run.recordings, functools.partial(uses_recording, node)))
     except (DesignError, InputDataError) as exc:
         # some design errors (transformations, HRF, X) name the column but not the run
         named = (run.bold, run.events, run.confounds, *(r.path for r in run.recordings))
@@ -374,66 +394,147 @@ def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy
             design.info["warnings"].append(message)
 
 
-def run_masks(runs: list[RunInputs]) -> dict[int, nb.Nifti1Image]:
-    """The analysis mask of each run (keyed by position in ``runs``).
+def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[StatMap]:
+    """Fit one run and write its maps, or its region tables when the node aggregates
+    (``regions``: the run's :class:`~bids_app.design.regions.Regions` from planning, else None)."""
+    inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *label_inputs(run.regions),
+                          *(Path(r["path"]) for r in design.info["recordings"])) if p]
+    entities = dict(run.entities)
+    record = record_path(ctx, node, entities)
+    fp = fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(),
+                                          "mask": hashlib.sha256(np.asarray(mask_img.dataobj).tobytes()).hexdigest()})
+    reused = reuse(ctx, record, fp)
+    if reused is not None:
+        return reused
 
-    A mask file (fMRIPrep ``desc-brain_mask`` or ``Options.Mask``) is used as
-    given. Without one, a single EPI mask is computed from all runs of the
-    same subject and session (nilearn ``compute_multi_epi_mask``), so the
-    runs that a fixed-effects node later combines cover the same voxels.
-    """
-    from nilearn.masking import compute_multi_epi_mask
+    Y, mask_img = load_run_data(run.bold, mask_img, ctx.settings.smoothing_at("Run"))
+    method = aggregate_method(node.model.options)
+    if regions is not None:
+        # each region series is one column of Y: the GLM below is the voxels' one
+        series = region_timeseries(Y, regions.voxels, method)
+        Y = series[:, regions.fitted]
+    Y, _ = scale_timeseries(Y)
+    if design.info.get("low_pass"):
+        Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
+    X = design.matrix
+    noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
+    estimator = FirstLevelEstimator(noise_model=noise, random_state=ctx.settings.seed)
+    fit = estimator.fit(Y, X.to_numpy(dtype=np.float64))
+    columns = list(X.columns)
+    x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
+    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
+    mask = np.asarray(mask_img.dataobj).astype(bool)
+    folder = output_dir(ctx.out, node.name, entities)
+    rel = functools.partial(ref, ctx)
+    # contrast sidecars name the method and label images as the model's Options do
+    aggregation = {} if regions is None else {"Aggregate": method, "Mask": [rel(p) for p in run.regions]}
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
+    files.append(write_nifti(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32),
+                             mask_img.affine))
+    # the design's own copies of RepetitionTime and SliceTimeRef would repeat them in other units
+    info = {k: v for k, v in design.info.items() if k not in ("tr", "slice_time_ref")}
+    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
+        "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
+        "Mask": rel(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)",
+        "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
+        "NoiseModel": noise, "NoiseModelDetails": {**estimator.describe(), "NFilters": len(fit.group_covariance)},
+        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **info,
+        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})})))
+    if regions is None:
+        for key, values in fit.model_maps().items():
+            files.append(write_nifti(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
+                                     unmask(values, mask), mask_img.affine))
+    else:
+        files += write_region_timeseries(folder, entities, method, series, regions.names,
+                                         {**roi.timeseries_sidecar(method, regions, run.tr, rel), **aggregation})
+        warnings += [*regions.notes, *roi.empty_region_notes(regions)]
+    maps = []
+    for c in contrasts:
+        res = fit.contrast(c.weights, c.test)
+        ents = {**entities, "contrast": c.name}
+        written, effect, variance = write_result(
+            ctx, node, ents, res, contrast_sidecar(node, c, f"first-level-{noise}",
+                                           {"Sources": [ref(ctx, run.bold)], **aggregation}),
+            mask_img.affine, mask if regions is None else regions.fitted, None if regions is None else regions.names)
+        files += written
+        if c.flows:
+            maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))
+    for w in design.info.get("warnings", []) + warnings:
+        ctx.log.warn(f"{run.bold.name}: {w}")
+    summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
+               "warnings": design.info.get("warnings", []) + warnings, "design": ref(ctx, files[0]),
+               "estimator": f"first-level-{noise}",
+               **({"n_voxels": int(mask.sum())} if regions is None else {"n_regions": int(regions.fitted.sum())})}
+    save(ctx, record, fp, maps, files, summary)
+    return maps
 
-    masks, pending = {}, {}
-    for i, run in enumerate(runs):
-        if run.mask:
-            masks[i] = nb.load(run.mask)
-        else:
-            key = (run.entities.get("subject"), run.entities.get("session"))
-            pending.setdefault(key, []).append(i)
-    for key, idx in pending.items():
-        bolds = [str(runs[i].bold) for i in idx]
+
+def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions):
+    # the parent's journal does not see a worker's writes: a failed unit removes its own files here
+    with journal() as written:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mask = compute_multi_epi_mask(bolds)
-                if not np.asarray(mask.dataobj).any():
-                    # morphological opening erases coarse (e.g. 25 mm) brains entirely
-                    log.warning("sub-%s: EPI mask empty after morphological opening; retrying without", key[0])
-                    mask = compute_multi_epi_mask(bolds, opening=0)
-        except Exception as exc:
-            raise InputDataError(f"cannot compute an EPI mask for sub-{key[0]}: {exc}") from exc
-        if not np.asarray(mask.dataobj).any():
-            raise InputDataError(f"the EPI mask computed for sub-{key[0]} is empty: give a brain mask "
-                                 "in the derivatives or with Options.Mask")
-        for i in idx:
-            masks[i] = mask
-    return masks
+            maps = run_unit(ctx, node, run, design, mask_img, regions)
+        except BaseException:
+            written.rollback()
+            raise
+    return maps, ctx.log
 
 
-def load_run_data(run: RunInputs, mask_img: nb.Nifti1Image, smoothing_fwhm: float | None):
-    """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid."""
-    from nilearn.image import smooth_img
-    from nilearn.masking import apply_mask
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started the run is gone.
 
-    try:
-        img = nb.load(run.bold)
-        if smoothing_fwhm:
-            img = smooth_img(img, smoothing_fwhm)
-        mask_img = on_grid(mask_img, img)
-        data = apply_mask(img, mask_img).astype(np.float64)
-    except Exception as exc:
-        raise InputDataError(f"cannot read BOLD image {run.bold}: {exc}") from exc
-    return data, mask_img
-
-
-def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:
-    """``img`` resampled nearest-neighbour onto ``reference``'s voxel grid, unless already on it.
-
-    Nearest neighbour keeps mask and label values as they are.
+    A killed parent (``kill -9``, an HPC job hitting its time limit) must not
+    leave workers that keep fitting and writing into OUTPUT_DIR. Linux ends
+    the worker at once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback,
+    a watcher thread checks every half second.
     """
-    from nilearn.image import resample_to_img
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    start = os.getppid()
 
-    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-3):
-        return img
-    return resample_to_img(img, reference, interpolation="nearest")
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            if os.getppid() != start:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
+    """Fit every run, in ``--n-procs`` worker processes when asked.
+
+    Workers get a copy of the context without the file index (runs need none)
+    and send back their maps and log, merged here in run order so outputs
+    and provenance do not depend on scheduling.
+    """
+    if ctx.settings.n_procs <= 1 or len(planned) < 2:
+        return [m for unit in planned for m in run_unit(ctx, node, *unit)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)),
+                    ctx.links)
+    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(_run_unit_in_worker, light, node, *unit) for unit in planned]
+        try:
+            results = [f.result() for f in futures]
+        except BaseException:
+            # no new unit starts after a failure; running ones finish (complete, with records)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    maps = []
+    for run_maps, run_log in results:
+        maps += run_maps
+        ctx.log.input_hashes.update(run_log.input_hashes)
+        ctx.log.warnings += run_log.warnings
+        ctx.log.units += run_log.units
+        ctx.log.finished += run_log.finished
+    return maps

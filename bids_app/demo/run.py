@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_app.demo import simulate_dataset
+from bids_app.demo.simulate import simulate_dataset
 from bids_app.derivatives.naming import output_dir
 from bids_app.graph.pipeline import run_app
 from bids_app.graph.units import Settings

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bids_app.derivatives.naming import parse_entities
+from bids_app.io.entities import parse_entities
 from bids_app.errors import InputDataError, InvalidDatasetError
 from bids_app.io.maps import sidecar_path
 from bids_app.io.tsv import read_tsv

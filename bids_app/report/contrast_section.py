@@ -11,7 +11,7 @@ from bids_app.report.figures import FigureBudget
 from bids_app.report.maps import DISPLAY_P, MapSummary
 from bids_app.report.markup import esc, key_values, table
 from bids_app.report.model_graph import weights_text
-from bids_app.report.outputs import ContrastFiles, DerivedMap, RegionTableFiles
+from bids_app.report.collect import ContrastFiles, DerivedMap, RegionTableFiles
 
 #: Cluster-table rows shown; the rest stay in the file.
 _CLUSTER_ROWS = 30

@@ -1,36 +1,140 @@
-"""Higher-level units: fit one GroupBy group of incoming maps (or region tables) and write its outputs."""
+"""Session, Subject and Dataset units: group incoming maps (or region tables) by GroupBy, fit each group, write its outputs."""
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
+import pandas as pd
 
 from bids_app.derivatives.atomic import write_json, write_tsv
-from bids_app.derivatives.naming import build_name, camel_keys, output_dir
+from bids_app.derivatives.naming import build_name, camel_keys, output_dir, sanitize_label
 from bids_app.derivatives.statmaps import unmask
+from bids_app.design.contrasts import plan_contrasts
 from bids_app.design.diagnostics import check_design
+from bids_app.design.group import build_group_design
 from bids_app.design.group_mask import group_mask, surface_mask
 from bids_app.design.input_qc import qc_maps
 from bids_app.errors import DesignError, InputDataError, NoInputsError
-from bids_app.graph import higher_level as hl
+from bids_app.estimation.fixed_effects import FIXED_EFFECTS_DOF_RULE
 from bids_app.graph import roi, surfaces
 from bids_app.graph.context import Context
-from bids_app.graph.contrasts import plan_contrasts
 from bids_app.graph.filters import match_frame
 from bids_app.graph.inference_step import inference_settings, permute_contrast, threshold_contrast
-from bids_app.graph.outputs import contrast_sidecar, ref, write_result
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.surfaces import unit_parts
-from bids_app.graph.units import StatMap
-from bids_app.io.maps import is_surface, map_files, write_map
+from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
+from bids_app.graph.units import Settings, StatMap
+from bids_app.io.images import load_image, mask_on_grid, template_brain_mask
+from bids_app.io.maps import is_surface, load_maps, map_files, write_map
+from bids_app.io.regions import read_tables
 from bids_app.spec.model import Node
+
+
+log = logging.getLogger(__name__)
+
+
+def group_maps(maps: list[StatMap], group_by: tuple[str, ...],
+               participants: pd.DataFrame | None = None) -> list[tuple[dict, list[StatMap]]]:
+    """Split incoming maps by the GroupBy entities, or participants columns (``group``).
+
+    A GroupBy key absent from the data (e.g. ``session`` in a dataset without
+    sessions) does not split anything: those maps form one group. A key that
+    is no entity of the maps but a participants.tsv column splits by the
+    subject's value (the spec's ``["contrast", "group"]``).
+    """
+    lookup = {}
+    if participants is not None and len(participants) and "subject" in participants:
+        rows = participants.drop_duplicates("subject").set_index("subject")
+        lookup = {k: rows[k].to_dict() for k in group_by
+                  if k in rows.columns and not any(k in m.entities for m in maps)}
+    groups: dict[tuple, list[StatMap]] = {}
+    for m in maps:
+        key = tuple((k, lookup[k].get(m.entities.get("subject")) if k in lookup else m.entities.get(k))
+                    for k in group_by)
+        groups.setdefault(key, []).append(m)
+    return [({k: v for k, v in key if v is not None and not pd.isna(v)}, members) for key, members in sorted(
+        groups.items(), key=lambda kv: tuple(str(v) for _, v in kv[0]))]
+
+
+def tag_group(group: dict, members: list[StatMap]) -> list[StatMap]:
+    """Members of a group split by participants columns, with a ``desc`` entity naming the split.
+
+    Output names hold BIDS entities only, so two groups that differ by a
+    participants value (``group-patient`` / ``group-control`` is no entity)
+    would write the same files; ``desc-groupPatient`` keeps them apart.
+    """
+    split = {k: v for k, v in group.items() if all(k not in m.entities for m in members)}
+    if not split:
+        return members
+    desc = sanitize_label(" ".join(f"{k} {v}" for k, v in split.items()))
+    return [replace(m, entities={**m.entities, "desc": desc}) for m in members]
+
+
+def common_entities(maps: list[StatMap]) -> dict:
+    """Entities with the same value in every map of a group."""
+    first = maps[0].entities
+    return {k: v for k, v in first.items()
+            if v is not None and all(m.entities.get(k) == v for m in maps[1:])}
+
+
+def input_table(maps: list[StatMap], participants: pd.DataFrame) -> pd.DataFrame:
+    """One row per incoming map: its entities joined with participants.tsv on ``subject``.
+
+    Raises
+    ------
+    InputDataError
+        A subject of these maps has several rows in participants.tsv (the
+        join would duplicate its maps' rows, and the values may conflict).
+    """
+    rows = pd.DataFrame([m.entities for m in maps])
+    if "subject" in rows and len(participants):
+        listed = participants["subject"]
+        repeated = sorted(set(listed[listed.duplicated()]) & set(rows["subject"]))
+        if repeated:
+            raise InputDataError("participants.tsv lists " + ", ".join(f"sub-{s}" for s in repeated)
+                                 + " more than once; keep one row per participant_id")
+        extra = participants.drop(columns=[c for c in participants if c in rows and c != "subject"])
+        rows = rows.merge(extra, on="subject", how="left")
+    return rows
+
+
+def design_for(node: Node, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Design matrix of a group, built the same way for ``glm`` and ``meta`` nodes.
+
+    A ``meta`` node's design (any ``X`` or ``Formula``, e.g. two run subsets
+    contrasted within each subject) is fitted by inverse-variance weighted
+    least squares; the sidecar states its degrees-of-freedom rule.
+    """
+    design = build_group_design(node, table)
+    if node.model.type != "meta":
+        return design.matrix, design.info
+    return design.matrix, {**design.info, "type": "meta", "DegreesOfFreedom": FIXED_EFFECTS_DOF_RULE}
+
+
+def make_estimator(node: Node, settings: Settings, dofs):
+    """The estimation engine a node asks for (Model.Software wins over the CLI)."""
+    from bids_app.estimation.fixed_effects import FixedEffectsEstimator
+    from bids_app.estimation.mixed import MixedEffectsEstimator
+    from bids_app.estimation.ols import OLSEstimator
+
+    if node.model.type == "meta":
+        return FixedEffectsEstimator(dofs=dofs), "fixed-effects"
+    name = str(node.model.ours.get("Estimator", settings.estimator)).lower()
+    if name == "ols":
+        return OLSEstimator(), "ols"
+    if name == "mixed":
+        method = str(node.model.ours.get("Method", "reml")).lower()
+        return MixedEffectsEstimator(method=method), f"mixed-{method}"
+    raise InputDataError(f"node {node.name!r}: unknown estimator {name!r} (use 'ols' or 'mixed')")
 
 
 def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> list[StatMap]:
     """Fit one GroupBy group at a higher level and write its maps, or its region
     tables when the inputs are region tables (regions are then the columns of ``Y``)."""
-    entities = hl.common_entities(maps)
+    entities = common_entities(maps)
     contrast_names = sorted({m.entities.get("contrast") for m in maps})
     incoming = contrast_names[0] if len(contrast_names) == 1 else None
     files_in = list(dict.fromkeys(f for m in maps for p in (m.effect, m.variance) if p
@@ -39,18 +143,19 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     inference = inference_settings(node, ctx.settings.inference)
     # participants.tsv rows enter the design: a changed covariate must refit. Columns are
     # sorted because reused maps come back from their records with their entities sorted.
-    covariates = hl.input_table(maps, ctx.index.participants).sort_index(axis=1).to_json(orient="split")
+    covariates = input_table(maps, ctx.index.participants).sort_index(axis=1).to_json(orient="split")
     fp = fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference, "table": covariates})
     reused = reuse(ctx, record, fp)
     if reused is not None:
         return reused
 
     # only the root Run node aggregates, so inputs are all region tables or all maps
-    tables = roi.read_tables(maps) if maps[0].is_region_table else None
+    tables = read_tables([m.effect for m in maps]) if maps[0].is_region_table else None
     names = [ref(ctx, m.effect) for m in maps]
     surface = None
     if tables is None:
-        effects, variances, grids, shapes = hl.load_maps(maps)
+        effects, variances, grids, shapes = load_maps([m.effect for m in maps], [m.variance for m in maps],
+                                                      [m.entities.get("space") for m in maps])
         surface = _one_surface(grids, names)
         # surfaces have no affine: their geometry is the unit count (and the Surface, checked above)
         affines = grids if surface is None else [np.eye(4)] * len(grids)
@@ -65,8 +170,8 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     maps = [maps[i] for i in keep]
     if not maps:
         raise NoInputsError(f"node {node.name!r}, group {group}: every input map was excluded by QC")
-    table = hl.input_table(maps, ctx.index.participants)
-    X, design_info = hl.design_for(node, table)
+    table = input_table(maps, ctx.index.participants)
+    X, design_info = design_for(node, table)
     columns = list(X.columns)
     x_columns = design_info.get("x") or columns
     contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming)
@@ -100,7 +205,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     Y = data[:, mask]
     V = var[:, mask] if var is not None else None
     dofs = np.array([m.dof if m.dof is not None else np.inf for m in maps])
-    estimator, est_name = hl.make_estimator(node, ctx.settings, dofs)
+    estimator, est_name = make_estimator(node, ctx.settings, dofs)
     if node.model.type == "meta" and V is None:
         raise DesignError(f"node {node.name!r} is a fixed-effects ('meta') node but its inputs have no variance maps")
     fit = estimator.fit(Y, X.to_numpy(dtype=np.float64), variances=V)
@@ -180,8 +285,11 @@ def _voxel_mask(ctx: Context, node: Node, data: np.ndarray, var, affine: np.ndar
                               "not their variances; smooth at the run level for nodes that use variances")
         data = _smooth(data, affine, fwhm)
     # the MNI template fallback only makes sense for inputs in an MNI space
-    mask, mask_info = group_mask(data, affine, explicit_mask=_options_mask(ctx, node),
-                                 brain_mask="auto" if in_mni else False)
+    explicit = _options_mask(ctx, node)
+    mask, mask_info = group_mask(data, affine,
+                                 explicit_mask=None if explicit is None else mask_on_grid(explicit, affine, data.shape[1:]),
+                                 brain_mask="auto" if in_mni else False,
+                                 template=lambda: template_brain_mask(affine, data.shape[1:]))
     return data, mask, {"Mask": mask_info}
 
 
@@ -204,4 +312,4 @@ def _options_mask(ctx: Context, node: Node):
         raise NoInputsError(f"node {node.name!r}: Options.Mask {filt} matched no file")
     path = Path(hits.sort_values("path").iloc[0]["path"])
     ctx.log.hash(path)
-    return nb.load(path)
+    return load_image(path)

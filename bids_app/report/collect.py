@@ -14,7 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bids_app.derivatives.naming import build_name, output_dir, parse_entities
+from bids_app.derivatives.naming import build_name, output_dir
+
+from bids_app.io.entities import parse_entities
 from bids_app.derivatives.roistats import ROI_SUFFIX
 from bids_app.spec.model import Node, StatsModel
 

@@ -1,0 +1,1 @@
+"""The ``bids-stats demo`` command: a simulated dataset (``simulate``) run through the demo model (``run``)."""

@@ -1,0 +1,122 @@
+"""Read images: BOLD data of a fit, masks (EPI masks computed over runs), the MNI template.
+
+BOLD series are checked in full while planning by :mod:`bids_app.io.bold`.
+
+Also the one resampling rule for masks and labels (:func:`on_grid`,
+:func:`mask_on_grid`): nearest neighbour, so values stay as they are.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from bids_app.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+
+def n_volumes(path: Path) -> int:
+    """Volumes of a 4-D BOLD image, from its header."""
+    try:
+        return nb.load(path).shape[3]
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
+
+
+def load_image(path) -> nb.Nifti1Image:
+    """A NIfTI image (header read, data on demand)."""
+    return nb.load(path)
+
+
+def run_masks(runs) -> dict[int, nb.Nifti1Image]:
+    """The analysis mask of each run (keyed by position in ``runs``: objects
+    with ``mask``, ``bold`` and ``entities``, e.g. :class:`bids_app.graph.units.RunInputs`).
+
+    A mask file (fMRIPrep ``desc-brain_mask`` or ``Options.Mask``) is used as
+    given. Without one, a single EPI mask is computed from all runs of the
+    same subject and session (nilearn ``compute_multi_epi_mask``), so the
+    runs that a fixed-effects node later combines cover the same voxels.
+    """
+    from nilearn.masking import compute_multi_epi_mask
+
+    masks, pending = {}, {}
+    for i, run in enumerate(runs):
+        if run.mask:
+            masks[i] = nb.load(run.mask)
+        else:
+            key = (run.entities.get("subject"), run.entities.get("session"))
+            pending.setdefault(key, []).append(i)
+    for key, idx in pending.items():
+        bolds = [str(runs[i].bold) for i in idx]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mask = compute_multi_epi_mask(bolds)
+                if not np.asarray(mask.dataobj).any():
+                    # morphological opening erases coarse (e.g. 25 mm) brains entirely
+                    log.warning("sub-%s: EPI mask empty after morphological opening; retrying without", key[0])
+                    mask = compute_multi_epi_mask(bolds, opening=0)
+        except Exception as exc:
+            raise InputDataError(f"cannot compute an EPI mask for sub-{key[0]}: {exc}") from exc
+        if not np.asarray(mask.dataobj).any():
+            raise InputDataError(f"the EPI mask computed for sub-{key[0]} is empty: give a brain mask "
+                                 "in the derivatives or with Options.Mask")
+        for i in idx:
+            masks[i] = mask
+    return masks
+
+
+def load_run_data(bold: Path, mask_img: nb.Nifti1Image, smoothing_fwhm: float | None):
+    """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid."""
+    from nilearn.image import smooth_img
+    from nilearn.masking import apply_mask
+
+    try:
+        img = nb.load(bold)
+        if smoothing_fwhm:
+            img = smooth_img(img, smoothing_fwhm)
+        mask_img = on_grid(mask_img, img)
+        data = apply_mask(img, mask_img).astype(np.float64)
+    except Exception as exc:
+        raise InputDataError(f"cannot read BOLD image {bold}: {exc}") from exc
+    return data, mask_img
+
+
+def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:
+    """``img`` resampled nearest-neighbour onto ``reference``'s voxel grid, unless already on it.
+
+    Nearest neighbour keeps mask and label values as they are.
+    """
+    from nilearn.image import resample_to_img
+
+    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-3):
+        return img
+    return resample_to_img(img, reference, interpolation="nearest")
+
+
+def mask_on_grid(img: nb.Nifti1Image, affine: np.ndarray, shape) -> np.ndarray:
+    """A mask image on the given grid, nearest-neighbour, as bool (non-zero and finite = in)."""
+    from nilearn.image import resample_img
+
+    out = resample_img(img, target_affine=np.asarray(affine), target_shape=tuple(shape),
+                       interpolation="nearest", force_resample=True, copy_header=True)
+    values = np.asanyarray(out.dataobj)
+    return np.isfinite(values) & (values != 0)
+
+
+def template_brain_mask(affine: np.ndarray, shape) -> np.ndarray:
+    """nilearn's MNI152 brain mask on the given grid (nearest-neighbour), as bool."""
+    return mask_on_grid(_mni_mask(), affine, shape)
+
+
+@functools.lru_cache(maxsize=1)
+def _mni_mask() -> nb.Nifti1Image:
+    from nilearn.datasets import load_mni152_brain_mask
+
+    # package data: loading never downloads
+    return load_mni152_brain_mask(resolution=2)
