@@ -51,7 +51,11 @@ def app_parser() -> argparse.ArgumentParser:
                         "cluster tables; fsaverage5 needs none (nilearn ships it)")
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
     p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
-    p.add_argument("--n-procs", type=_int_at_least(1), default=1, help="parallel processes for run-level fits")
+    p.add_argument("--n-procs", type=_int_at_least(1), default=1,
+                   help="local worker processes for independent units (runs, GroupBy groups)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS",
+                   help="run units on Dask distributed instead: a scheduler address (tcp://host:8786), or local:N "
+                        "for a LocalCluster of N worker processes (needs the [dask] extra; see docs/hpc.md)")
     p.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="random seed (permutations); recorded in provenance")
     p.add_argument("--group-estimator", dest="estimator", choices=("ols", "mixed"), default="ols",
@@ -87,6 +91,8 @@ def app_parser() -> argparse.ArgumentParser:
     _deprecated(inf, "--cluster-threshold", "--cluster-forming-z", dest="cluster_threshold", type=_positive)
     p.add_argument("--version", action="version", version=f"bids-stats {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress display (on a terminal: bars per node; elsewhere: a line per finished unit)")
     return p
 
 
@@ -179,6 +185,7 @@ def _run_app(argv: list[str]) -> int:
     if args.model is not None and not args.model.is_file():
         raise UsageError(f"model file not found: {args.model}")
     from bids_app.graph.pipeline import run_app
+    from bids_app.graph.progress import Progress
     from bids_app.graph.units import Settings
 
     if args.work_dir:
@@ -193,7 +200,8 @@ def _run_app(argv: list[str]) -> int:
     labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
     settings = Settings(
         participant_label=labels, space=args.space, desc_label=args.desc_label,
-        analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs, seed=args.seed,
+        analysis_level=args.analysis_level, work_dir=args.work_dir, n_procs=args.n_procs,
+        dask_scheduler=args.dask_scheduler, seed=args.seed,
         estimator=args.estimator, noise_model=args.noise_model,
         smoothing_fwhm=args.smoothing[0] if args.smoothing else None,
         smoothing_level=args.smoothing[1] if args.smoothing else "Run",
@@ -205,7 +213,7 @@ def _run_app(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model_path = args.model or _default_model(args, labels, Path(scratch))
         result = run_app(args.bids_dir, args.output_dir, model_path, settings, derivatives=args.derivatives,
-                         argv=["bids-stats", *argv])
+                         argv=["bids-stats", *argv], progress=Progress(enabled=not args.quiet))
     if args.model is None:
         print(f"bids-stats: no --model given: ran the default model, written beside the outputs as "
               f"{result['record']['Model']['Copy']}")

@@ -38,6 +38,14 @@ class RunLog:
         log.warning(message)
         self.warnings.append(message)
 
+    def merge(self, other: "RunLog") -> None:
+        """Add what a unit run elsewhere (a worker process) saw."""
+        self.input_hashes.update(other.input_hashes)
+        self.warnings += other.warnings
+        self.exclusions += other.exclusions
+        self.units += other.units
+        self.finished += other.finished
+
 
 @dataclass
 class Context:
@@ -48,3 +56,5 @@ class Context:
     log: RunLog = field(default_factory=RunLog)
     #: input datasets by name, for BIDS URIs in sidecars (:func:`~bids_app.derivatives.dataset.dataset_links`)
     links: dict[str, Path] = field(default_factory=dict)
+    #: the command line of this call, kept in each unit's record
+    command: list[str] = field(default_factory=list)

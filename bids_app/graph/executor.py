@@ -18,11 +18,14 @@ import pandas as pd
 from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.graph import roi
 from bids_app.graph.context import Context
+from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
+from bids_app.graph import runs
 from bids_app.graph.groups import group_maps, group_unit, tag_group
+from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.plan import plan_graph
-from bids_app.graph.runs import (check_variants, collect_runs, exclude_bad_voxels, fit_runs, note_missing_columns,
-                                 prepare_design)
+from bids_app.graph.progress import Progress
+from bids_app.graph.runs import check_variants, collect_runs, exclude_bad_voxels, note_missing_columns, prepare_design
 from bids_app.graph.units import StatMap
 from bids_app.levels import LEVEL_RANK
 from bids_app.io.entities import parse_entities
@@ -164,12 +167,17 @@ def plan_dataset(model: StatsModel, bids_dir: Path, derivatives: list[Path], set
     return plan_graph(ctx, nodes, plan_inputs(ctx, nodes))
 
 
-def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[StatMap]]:
+def execute(ctx: Context, backend=None, progress: Progress | None = None,
+            before_first_write=lambda: None) -> dict[str, list[StatMap]]:
     """Run every selected node; returns the flowing maps of each node.
 
-    ``before_first_write`` is called once every input has been checked,
-    before anything is written.
+    A node's units (runs, or GroupBy groups) are independent: they run on
+    ``backend`` (:mod:`bids_app.graph.parallel`; default serial), one node
+    after the other. ``before_first_write`` is called once every input has
+    been checked, before anything is written.
     """
+    backend = backend or SerialBackend()
+    progress = progress or Progress(enabled=False)
     nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
     outputs: dict[str, list[StatMap]] = {}
     root = ctx.model.root
@@ -183,13 +191,28 @@ def execute(ctx: Context, before_first_write=lambda: None) -> dict[str, list[Sta
         if node.level == "Run":
             if node.name not in planned:
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
-            outputs[node.name] = fit_runs(ctx, node, planned[node.name])
-            continue
-        incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
-        for m in incoming:
-            for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
-                ctx.log.hash(f)
-        outputs[node.name] = []
-        for group, members in group_maps(incoming, node.group_by, ctx.index.participants):
-            outputs[node.name] += group_unit(ctx, node, group, tag_group(group, members))
+            units = [(node, *unit) for unit in planned[node.name]]
+            labels = [_label(unit[0].entities) for unit in planned[node.name]]
+            fn, keep_index = _run_unit, False
+        else:
+            incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
+            for m in incoming:
+                for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
+                    ctx.log.hash(f)
+            groups = group_maps(incoming, node.group_by, ctx.index.participants)
+            units = [(node, group, tag_group(group, members)) for group, members in groups]
+            labels = [_label(group) for group, _ in groups]
+            fn, keep_index = group_unit, True
+        with progress.node(node.name, len(units)) as tick:
+            results = map_units(ctx, backend, fn, units, lambda i: tick(labels[i]), keep_index=keep_index)
+        outputs[node.name] = [m for maps in results for m in maps]
     return outputs
+
+
+def _run_unit(ctx: Context, *unit) -> list[StatMap]:
+    # looked up when called, so a worker process runs the run_unit its module holds (tests replace it)
+    return runs.run_unit(ctx, *unit)
+
+
+def _label(entities: dict) -> str:
+    return "_".join(f"{k}-{v}" for k, v in entities.items() if k != "datatype") or "all inputs"

@@ -15,6 +15,9 @@ from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
 from bids_app.graph.folder import check_output_dir, claim_folder, marker, release_folder
+from bids_app.graph.history import folder_record, save_call
+from bids_app.graph.parallel import open_backend
+from bids_app.graph.progress import Progress
 from bids_app.io.index import FileIndex
 from bids_app.graph.units import Settings
 from bids_app.design.diagnostics import diagnose
@@ -25,7 +28,8 @@ from bids_app.spec.model import sanitize_label
 log = logging.getLogger(__name__)
 
 
-def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), argv=None) -> dict:
+def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), argv=None,
+            progress: Progress | None = None) -> dict:
     """Validate, index, execute the graph and write dataset-level files.
 
     Everything that can be checked cheaply (model, dataset, participant
@@ -34,6 +38,9 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     created itself, except those of finished units (each complete, with its
     record: a rerun resumes from them); it never removes a file it did not
     create, so jobs sharing an output folder cannot lose each other's work.
+
+    ``provenance.json`` and ``report.html`` describe the whole folder: every
+    finished unit of this and earlier calls (:mod:`bids_app.graph.history`).
     """
     started = datetime.now(timezone.utc)
     model = load_model(model_path)
@@ -46,19 +53,21 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
         unknown = sorted(set(settings.participant_label) - known)
         if unknown:
             raise NoInputsError(f"participant label(s) not in the dataset: {', '.join('sub-' + u for u in unknown)}")
+    argv = list(argv) if argv is not None else sys.argv
     ctx = Context(model, index, out_dir, settings,
-                  links=dataset_links(index.bids_dir, index.derivatives, exclude=[out_dir]))
+                  links=dataset_links(index.bids_dir, index.derivatives, exclude=[out_dir]), command=argv)
     for note in model.notes:
         ctx.log.warn(f"model: {note}")
+    backend = open_backend(settings.n_procs, settings.dask_scheduler)
     with journal() as written:
         try:
-            outputs = execute(ctx, lambda: claim_folder(out_dir, model, settings, written))
+            outputs = execute(ctx, backend, progress, lambda: claim_folder(out_dir, model, settings, written))
             model_bytes = Path(model_path).read_bytes()
             model_copy = out_dir / f"model-{sanitize_label(model.name)}_smdl.json"
             write_json(model_copy, json.loads(model_bytes))
             write_dataset_description(out_dir, index.bids_dir, index.derivatives)
             record = {
-                "Command": argv if argv is not None else sys.argv,
+                "Command": argv,
                 "StartTime": started.isoformat(),
                 "EndTime": datetime.now(timezone.utc).isoformat(),
                 "AnalysisLevel": settings.analysis_level,
@@ -71,6 +80,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                 "Warnings": ctx.log.warnings,
                 "Units": ctx.log.units,
             }
+            save_call(out_dir, record)
+            record = folder_record(out_dir, record)
             write_provenance(out_dir, record)
             write_report(out_dir, model, record, design_diagnostics)
         except BaseException:
@@ -80,6 +91,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                 log.error("run failed; %d finished unit(s) kept in %s: a rerun resumes from them",
                           len(ctx.log.units), out_dir)
             raise
+        finally:
+            backend.close()
     return {"outputs": outputs, "record": record}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bids_app.derivatives.atomic import write_json
@@ -18,9 +19,11 @@ from bids_app.graph.context import Context
 from bids_app.graph.units import StatMap
 from bids_app.spec.model import Node
 
+UNITS = Path(".bids-stats", "units")
+
 
 def record_path(ctx: Context, node: Node, entities: dict) -> Path:
-    return ctx.out / ".bids-stats" / "units" / node_folder(node.name) / build_name(entities, "unit", ".json")
+    return ctx.out / UNITS / node_folder(node.name) / build_name(entities, "unit", ".json")
 
 
 def fingerprint(ctx: Context, node: Node, input_files: list[Path], extra: dict) -> str:
@@ -66,6 +69,8 @@ def reuse(ctx: Context, record: Path, fingerprint: str) -> list[StatMap] | None:
 
 
 def save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], files: list[Path], summary: dict):
+    # which call fitted the unit, and when: shards into one folder each keep theirs in the merged provenance
+    summary = {**summary, "command": ctx.command, "finished": datetime.now(timezone.utc).isoformat()}
     ctx.log.units.append(summary)
     ctx.log.finished += [*files, record]
 
@@ -79,3 +84,18 @@ def save(ctx: Context, record: Path, fingerprint: str, maps: list[StatMap], file
         "files": [rel(f) for f in files],
         "summary": summary,
     })
+
+
+def finished_units(out: Path) -> list[dict]:
+    """Summaries of every finished unit in an output folder (whose files are all still there),
+    whichever call fitted it; by node, then record name."""
+    summaries = []
+    for path in sorted((Path(out) / UNITS).glob("node-*/*.json")):
+        try:
+            saved = json.loads(path.read_text())
+            files, summary = saved["files"], saved["summary"]
+        except (ValueError, KeyError, TypeError):  # a damaged record: its unit is refitted by the next run
+            continue
+        if all((Path(out) / p).exists() for p in files):
+            summaries.append(summary)
+    return summaries

@@ -1,22 +1,16 @@
 """Run-level units: find each run's inputs, build its design, fit, write its maps (or region tables)."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import hashlib
 import logging
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from bids_app.derivatives.atomic import journal, write_json, write_nifti, write_tsv
+from bids_app.derivatives.atomic import write_json, write_nifti, write_tsv
 from bids_app.derivatives.naming import build_name, camel_keys, output_dir
 from bids_app.derivatives.roistats import write_region_timeseries
 from bids_app.derivatives.statmaps import unmask
@@ -29,7 +23,7 @@ from bids_app.design.regions import aggregate_method, region_timeseries
 from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
 from bids_app.graph import roi
-from bids_app.graph.context import Context, RunLog
+from bids_app.graph.context import Context
 from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
@@ -468,73 +462,3 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
     save(ctx, record, fp, maps, files, summary)
     return maps
 
-
-def _run_unit_in_worker(ctx: Context, node: Node, run, design, mask_img, regions):
-    # the parent's journal does not see a worker's writes: a failed unit removes its own files here
-    with journal() as written:
-        try:
-            maps = run_unit(ctx, node, run, design, mask_img, regions)
-        except BaseException:
-            written.rollback()
-            raise
-    return maps, ctx.log
-
-
-def die_with_parent(parent: int) -> None:
-    """Worker initializer: end this worker as soon as the process that started the run is gone.
-
-    A killed parent (``kill -9``, an HPC job hitting its time limit) must not
-    leave workers that keep fitting and writing into OUTPUT_DIR. Linux ends
-    the worker at once (``PR_SET_PDEATHSIG``); elsewhere, and as a fallback,
-    a watcher thread checks every half second.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    start = os.getppid()
-
-    def watch():
-        while True:
-            time.sleep(0.5)
-            try:
-                os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            if os.getppid() != start:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def fit_runs(ctx: Context, node: Node, planned: list) -> list[StatMap]:
-    """Fit every run, in ``--n-procs`` worker processes when asked.
-
-    Workers get a copy of the context without the file index (runs need none)
-    and send back their maps and log, merged here in run order so outputs
-    and provenance do not depend on scheduling.
-    """
-    if ctx.settings.n_procs <= 1 or len(planned) < 2:
-        return [m for unit in planned for m in run_unit(ctx, node, *unit)]
-    from concurrent.futures import ProcessPoolExecutor
-
-    light = Context(ctx.model, None, ctx.out, ctx.settings, RunLog(input_hashes=dict(ctx.log.input_hashes)),
-                    ctx.links)
-    with ProcessPoolExecutor(max_workers=ctx.settings.n_procs, initializer=die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_run_unit_in_worker, light, node, *unit) for unit in planned]
-        try:
-            results = [f.result() for f in futures]
-        except BaseException:
-            # no new unit starts after a failure; running ones finish (complete, with records)
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    maps = []
-    for run_maps, run_log in results:
-        maps += run_maps
-        ctx.log.input_hashes.update(run_log.input_hashes)
-        ctx.log.warnings += run_log.warnings
-        ctx.log.units += run_log.units
-        ctx.log.finished += run_log.finished
-    return maps

@@ -20,6 +20,7 @@ class Settings:
     analysis_level: str = "dataset"
     work_dir: Path | None = None
     n_procs: int = 1
+    dask_scheduler: str | None = None
     seed: int = 0
     estimator: str = "ols"
     noise_model: str = "ar1"

@@ -101,6 +101,10 @@ class FileIndex:
                 mask &= col == (value if key == "is_raw" else str(value))
         return self.files[mask]
 
+    def __getstate__(self) -> dict:
+        # worker processes get the file table, not the pybids layout (an SQLite session); they rebuild it if asked
+        return {k: v for k, v in self.__dict__.items() if k != "_layout"}
+
     @cached_property
     def participants(self) -> pd.DataFrame:
         """participants.tsv of the BIDS dir (first found among it and derivatives), ``subject`` column added."""

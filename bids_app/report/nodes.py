@@ -23,7 +23,10 @@ def node_header(outputs: NodeOutputs) -> str:
     rows = [{"unit": u.label, "inputs": u.record["n_inputs"],
              "estimator": u.record.get("estimator", "first-level"),
              "voxels": u.record.get("n_voxels", ""), "contrasts": ", ".join(u.record["contrasts"]),
-             "warnings": len(u.record.get("warnings", [])), "reused": bool(u.record.get("reused"))}
+             "warnings": len(u.record.get("warnings", [])), "reused": bool(u.record.get("reused")),
+             # the call that fitted the unit (sharded runs: each shard's own), after BIDS_DIR OUTPUT_DIR
+             "fitted by": " ".join(map(str, u.record.get("command", [])[3:])),
+             "finished": u.record.get("finished", "")[:19].replace("T", " ")}
             for u in units]
     parts = [f'<h2 id="node-{esc(node.name)}">Node {esc(node.name)} ({esc(node.level)} level, '
              f"{esc(node.model.type)})</h2>",

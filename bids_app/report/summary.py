@@ -32,13 +32,19 @@ def summary_section(model, record: dict, software: dict) -> str:
         "Analysis level": esc(record.get("AnalysisLevel", "")),
         "Model": f"{esc(record['Model'].get('File', ''))}<br>SHA256 <code>{esc(record['Model']['SHA256'])}</code>",
         "Inputs": f"{len(record['Inputs'])} files (each with its SHA256 in provenance.json)",
-        "Units of work": f"{len(record['Units'])} fitted" + (f", {n_reused} reused from an earlier run"
+        "Units of work": f"{len(record['Units'])} fitted" + (f", {n_reused} of them by an earlier call"
                                                              if n_reused else ""),
         "Random seed": esc(record.get("RandomSeed", "")),
         "Software": esc(versions) + (f"<details><summary>all</summary>"
                                      f"{key_values({k: esc(v) for k, v in others.items()})}</details>"
                                      if others else ""),
     }
+    if len(record.get("Calls", [])) > 1:
+        calls = [{"command": " ".join(map(str, c["Command"][3:])), "started": c["StartTime"][:19].replace("T", " "),
+                  "ended": c["EndTime"][:19].replace("T", " "), "units fitted": c["UnitsFitted"],
+                  "units reused": c["UnitsReused"]} for c in record["Calls"]]
+        pairs["Calls"] = (f"{len(calls)} calls into this folder (e.g. shards); this page and provenance.json "
+                          f"describe every unit they finished{table(calls, fold='calls')}")
     if record.get("Settings"):
         pairs["Settings"] = (f"<details><summary>{len(record['Settings'])} options</summary>"
                              f"{key_values({k: esc(v) for k, v in record['Settings'].items()})}</details>")

@@ -1,0 +1,65 @@
+"""An output folder's history: every call into it, and the record that describes the whole folder.
+
+Sharded runs (one ``subject`` call per participant, then one ``dataset``
+call) write into one folder. Each call leaves its own record in
+``OUTPUT_DIR/.bids-stats/calls/``; ``provenance.json`` and the report are
+then made from all calls and from every finished unit's resume record, so
+after the last shard they describe everything in the folder, each unit with
+the command that fitted it and when.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bids_app.derivatives.atomic import write_json
+from bids_app.graph.records import finished_units
+
+CALLS = Path(".bids-stats", "calls")
+
+
+def save_call(out: Path, record: dict) -> Path:
+    """Keep this call's record (named by start time and process id, so concurrent shards do not collide)."""
+    stamp = record["StartTime"].replace(":", "").replace("+", "Z")
+    return write_json(Path(out) / CALLS / f"{stamp}_{os.getpid()}.json", record)
+
+
+def folder_record(out: Path, record: dict) -> dict:
+    """This call's ``record`` widened to the whole folder.
+
+    ``Units`` lists every finished unit (``reused``: not fitted by this call);
+    ``Calls`` every call (command, level, participants, times, units fitted);
+    ``Inputs``, ``Warnings`` and ``Exclusions`` are the union over calls.
+    The other keys (command, settings, model, seed) are this call's.
+    """
+    calls = [json.loads(p.read_text()) for p in sorted((Path(out) / CALLS).glob("*.json"))]
+    calls.sort(key=lambda c: c["StartTime"])
+    fitted = {_key(u) for u in record["Units"] if not u.get("reused")}
+    units = [{**u, "reused": _key(u) not in fitted} for u in finished_units(out)]
+    inputs = {}
+    for call in calls:
+        inputs.update({i["Path"]: i["SHA256"] for i in call["Inputs"]})
+    return {
+        **record,
+        "Units": units,
+        "Inputs": [{"Path": p, "SHA256": h} for p, h in sorted(inputs.items())],
+        "Warnings": list(dict.fromkeys(w for call in calls for w in call["Warnings"])),
+        "Exclusions": _unique(e for call in calls for e in call["Exclusions"]),
+        "Calls": [{"Command": c["Command"], "AnalysisLevel": c["AnalysisLevel"],
+                   "ParticipantLabel": c["Settings"].get("ParticipantLabel"),
+                   "StartTime": c["StartTime"], "EndTime": c["EndTime"],
+                   "UnitsFitted": sum(not u.get("reused") for u in c["Units"]),
+                   "UnitsReused": sum(bool(u.get("reused")) for u in c["Units"])} for c in calls],
+    }
+
+
+def _key(unit: dict) -> str:
+    return json.dumps([unit["node"], unit["entities"]], sort_keys=True)
+
+
+def _unique(items) -> list:
+    seen = {}
+    for item in items:
+        seen.setdefault(json.dumps(item, sort_keys=True), item)
+    return list(seen.values())
