@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/null_fwer.py                         # 1000 experiments per dataset
     python benchmarks/null_fwer.py --n-experiments 200     # the minimum asked for
+    python benchmarks/null_fwer.py --statistic F           # F contrasts
 
 Each experiment makes real maps null, then runs :func:`permutation_test`
 (two-sided, 99 resamplings) and records whether anything is significant at
@@ -14,6 +15,13 @@ Experiments alternate between
   flipped data are symmetric about 0: H0 holds exactly);
 * a random Gaussian covariate regressed on the real maps (independent of
   them: H0 holds exactly), tested by Freedman-Lane permutation.
+
+``--statistic F`` runs F contrasts instead, alternating between
+
+* two random Gaussian covariates tested together (F, rank 2; the intercept
+  is nuisance: Freedman-Lane permutation);
+* sign-flipped maps with the intercept and one random covariate tested
+  together (F, rank 2, the constant is tested: permutations and sign flips).
 
 With 99 resamplings the test rejects when the observed maximum ranks in the
 top 5 of 100 values, so the family-wise error is exactly 5% for continuous
@@ -64,10 +72,18 @@ def datasets(full_resolution):
     }
 
 
-def experiment(Y, mask, index, n_perm, cluster_z, rng, seed):
+def experiment(Y, mask, index, n_perm, cluster_z, rng, seed, statistic="t"):
     """One null experiment; returns the smallest FWE p of each method."""
     n = Y.shape[0]
-    if index % 2 == 0:
+    if statistic == "F" and index % 2 == 0:
+        scheme = "F, two covariates"
+        data = Y
+        X, contrast = np.column_stack([np.ones(n), rng.standard_normal((n, 2))]), np.eye(3)[1:]
+    elif statistic == "F":
+        scheme = "F, intercept and covariate"
+        data = rng.choice([-1.0, 1.0], size=(n, 1)) * Y
+        X, contrast = np.column_stack([np.ones(n), rng.standard_normal(n)]), np.eye(2)
+    elif index % 2 == 0:
         scheme = "sign-flip"
         data = rng.choice([-1.0, 1.0], size=(n, 1)) * Y
         X, contrast = np.ones((n, 1)), [1.0]
@@ -107,6 +123,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0,
                         help="run number: runs with different seeds are independent")
     parser.add_argument("--full-resolution", action="store_true")
+    parser.add_argument("--statistic", choices=("t", "F"), default="t")
     parser.add_argument("--records", default=None,
                         help="append each experiment's smallest p-values to this TSV")
     parser.add_argument("--datasets", nargs="+", default=None,
@@ -121,7 +138,7 @@ def main(argv=None):
         start, records = time.perf_counter(), []
         for index in range(args.n_experiments):
             records.append(experiment(Y, mask, index, args.n_perm, args.cluster_z, rng,
-                                      seed=args.seed * 100_000 + index))
+                                      seed=args.seed * 100_000 + index, statistic=args.statistic))
             if (index + 1) % 100 == 0:
                 print(f"  {index + 1} experiments, {time.perf_counter() - start:.0f} s",
                       flush=True)

@@ -248,22 +248,24 @@ def _validate(argv: list[str]) -> int:
     p.add_argument("--missing-confounds", choices=("drop", "error"), default="drop")
     p.add_argument("--analysis-level", choices=LEVELS, default="dataset")
     args = p.parse_args(argv)
-    from bids_app.spec import load_model
+    from bids_app.spec import read_model
 
-    model = load_model(args.model)
-    print(f"{args.model}: valid ({len(model.nodes)} node(s): {', '.join(n.name for n in model.nodes)})")
-    for note in model.notes:
+    notes: list[str] = []
+    nodes = [node["Name"] for node in read_model(args.model, notes)["Nodes"]]
+    print(f"{args.model}: valid ({len(nodes)} node(s): {', '.join(nodes)})")
+    for note in notes:
         print(f"warning: {note}")
     if args.bids_dir is None:
         return 0
     from bids_app.graph.executor import plan_dataset
     from bids_app.graph.plan import describe
     from bids_app.graph.units import Settings
+    from bids_app.spec import load_model
 
     labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
     settings = Settings(participant_label=labels, space=args.space, desc_label=args.desc_label,
                         analysis_level=args.analysis_level, missing_confounds=args.missing_confounds)
-    plans = plan_dataset(model, args.bids_dir, args.derivatives, settings)
+    plans = plan_dataset(load_model(args.model), args.bids_dir, args.derivatives, settings)
     print(f"checked against {args.bids_dir} (nothing fitted, nothing written):")
     for line in describe(plans):
         print(f"  {line}")

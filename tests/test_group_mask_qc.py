@@ -193,3 +193,33 @@ def test_fail_policy_lists_every_bad_file(pain):
 def test_no_usable_input_is_an_error():
     with pytest.raises(InputDataError, match="no input map passed"):
         qc_maps([np.full((2, 2, 2), np.nan)], None, ["x.nii"], [np.eye(4)], [(2, 2, 2)])
+
+
+@pytest.mark.parametrize("affine, shape", [
+    (np.diag([3.0, 3.0, 3.0, 1.0]) + np.array([[0, 0, 0, -96], [0, 0, 0, -132], [0, 0, 0, -78], [0, 0, 0, 0]]),
+     (67, 79, 64)),                                                          # nilearn's 3 mm MNI grid
+    (np.diag([-3.44, 3.44, 4.5, 1.0]) + np.array([[0, 0, 0, 78], [0, 0, 0, -112], [0, 0, 0, -50], [0, 0, 0, 0]]),
+     (47, 56, 31)),                                                          # wager2008's SPM grid
+    (np.diag([2.0, 2.0, 2.0, 1.0]) + np.array([[0, 0, 0, -90], [0, 0, 0, -126], [0, 0, 0, -72], [0, 0, 0, 0]]),
+     (91, 109, 91)),                                                         # the 2 mm MNI grid of pain21
+    (np.array([[1.9, 0.2, 0, -88], [-0.2, 1.9, 0, -120], [0, 0, 2.5, -70], [0, 0, 0, 1]]), (90, 110, 60)),
+])
+def test_template_mask_equals_nilearn_resampling(affine, shape, tmp_path, monkeypatch):
+    # the cached template and our resampling give nilearn's resample_img voxel for voxel
+    from nilearn.datasets import load_mni152_brain_mask
+
+    from bids_app.io import images as gm
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    gm._mni_mask.cache_clear(), gm._template_on_grid.cache_clear()
+    try:
+        ours = gm.template_brain_mask(affine, shape)
+        gm._mni_mask.cache_clear(), gm._template_on_grid.cache_clear()
+        cached = gm.template_brain_mask(affine, shape)      # read back from the cache folder
+    finally:
+        gm._mni_mask.cache_clear(), gm._template_on_grid.cache_clear()
+    expected = gm.mask_on_grid(load_mni152_brain_mask(resolution=2), affine, shape)
+    assert ours.shape == tuple(shape) and ours.sum() > 1000
+    np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(cached, expected)
+    assert len(list((tmp_path / "bids-stats").glob("mni152-brain-mask-*.npz"))) == 1

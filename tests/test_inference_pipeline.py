@@ -77,3 +77,15 @@ def test_model_inference_settings_win_over_cli(tmp_path):
     from scipy.stats import norm
 
     assert meta["ZThreshold"] == pytest.approx(norm.isf(0.05 / mask.sum()), rel=1e-9)
+
+
+def test_permutation_maps_identical_for_any_n_procs(tmp_path):
+    data = real_data("wager2008_emoreg")
+    written = {}
+    for n_procs in (1, 2):
+        out = tmp_path / f"out{n_procs}"
+        assert main([str(data), str(out), "dataset", "--model", str(MODELS / "covariate_existing_maps.json"),
+                     "--n-perm", "150", "--seed", "3", "--n-procs", str(n_procs)]) == 0
+        written[n_procs] = {p.name: p.read_bytes() for p in (out / "node-group").glob("*_stat-logp_*")}
+    assert len(written[1]) >= 6  # maxT, cluster size and mass of both contrasts (maps and sidecars)
+    assert written[1] == written[2]

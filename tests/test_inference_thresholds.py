@@ -71,3 +71,21 @@ def test_rejects_unknown_height_control(zmap):
     group, z = zmap
     with pytest.raises(ValueError, match="height_control"):
         threshold_map(z, group.mask, height_control="holm")
+
+
+def test_fdr_threshold_and_norm_isf_equal_nilearn_and_scipy(zmap):
+    # our copies exist only to avoid importing nilearn.glm / scipy.stats; they must agree exactly
+    from nilearn.glm import fdr_threshold as nilearn_fdr
+    from scipy import stats
+
+    from bids_app.inference.thresholds import fdr_threshold, norm_isf
+
+    z = np.asarray(zmap[1], dtype=np.float64)
+    tested = z[np.isfinite(z) & (z != 0)]
+    rng = np.random.default_rng(0)
+    for values in (tested, np.abs(tested), rng.normal(size=5000), rng.normal(size=300) + 3):
+        for alpha in (0.001, 0.025, 0.05, 0.2):
+            assert fdr_threshold(values, alpha) == nilearn_fdr(values, alpha)
+    q = np.concatenate([rng.uniform(size=1000), 10.0 ** -np.arange(1, 15), [0.5, 0.025, 0.0005]])
+    np.testing.assert_array_equal(norm_isf(q), stats.norm.isf(q))
+    assert fdr_threshold(np.array([0.1, 0.2]), 0.05) == np.inf

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from bids.variables import DenseRunVariable
-from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
 
@@ -93,6 +91,8 @@ def prepare_confounds(confounds: pd.DataFrame, n_vols: int, source: str = "") ->
 
 def dense_variables(table: pd.DataFrame, run_info: RunInfo, tr: float) -> list[DenseRunVariable]:
     """One pybids DenseRunVariable per column, sampled once per volume (1/TR Hz)."""
+    from bids.variables import DenseRunVariable  # pybids (~1 s) only when a design is built
+
     return [
         DenseRunVariable(name=col, values=table[[col]].to_numpy(), run_info=run_info,
                          source="regressors", sampling_rate=1.0 / tr)

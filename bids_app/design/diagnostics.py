@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg
-from statsmodels.stats.outliers_influence import variance_inflation_factor
 
 from bids_app.design.columns import INTERCEPT
 from bids_app.errors import DesignError
@@ -305,6 +304,9 @@ def _vif(X: np.ndarray, names: list[str]) -> dict:
         elif X.shape[1] == 1:
             out[name] = 1.0
         else:
+            # statsmodels costs ~2 s to import: only designs with two varying columns need it
+            from statsmodels.stats.outliers_influence import variance_inflation_factor
+
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
                 # not standardized: centring would make cell-means columns collinear

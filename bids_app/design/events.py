@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from bids.variables import SparseRunVariable
-from bids.variables.entities import RunInfo
 
 from bids_app.errors import InputDataError
 
@@ -98,6 +96,8 @@ def sparse_variables(events: pd.DataFrame, run_info: RunInfo) -> list[SparseRunV
     a column are left out of that column's variable, all-``n/a`` columns
     give no variable, and the run's entities index every event.
     """
+    from bids.variables import SparseRunVariable  # pybids (~1 s) only when a design is built
+
     variables = []
     for col in events.columns:
         if col in REQUIRED:

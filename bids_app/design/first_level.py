@@ -32,9 +32,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from bids.layout import parse_file_entities
-from bids.variables import SparseRunVariable
-from nilearn.signal import butterworth, create_cosine_drift
 
 from bids_app.design.columns import INTERCEPT, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
@@ -43,7 +40,6 @@ from bids_app.design.hrf import convolve, frame_times, parse_hrf_model, variable
 from bids_app.design.names import level_label, node_names, resolve_run_names
 from bids_app.design.recordings import (RECORDING_SOURCES, Recording, RecordingFile,
                                         anti_alias_record, cut_to_run, sample_recording)
-from bids_app.design.transforms import apply_transformations, make_collection
 from bids_app.errors import DesignError, InputDataError, did_you_mean
 from bids_app.spec.model import Node
 
@@ -107,6 +103,8 @@ def _inventory(events: pd.DataFrame, confounds, recordings, entities: dict) -> d
 def _entities(source: str) -> dict:
     if not source:
         return {}
+    from bids.layout import parse_file_entities  # pybids (~1 s): imported only when a design is built
+
     ents = parse_file_entities(source)
     return {k: str(v) for k, v in ents.items() if k not in ("suffix", "extension", "datatype")}
 
@@ -165,6 +163,8 @@ def _high_pass(options: dict, times: np.ndarray, info: dict) -> tuple[np.ndarray
     if cutoff > 0:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            from nilearn.signal import create_cosine_drift  # imported by run-level designs only
+
             drift = create_cosine_drift(cutoff, times)[:, :-1]  # last column is a constant
         info["warnings"] += [f"high-pass: {w.message}" for w in caught]
         names = [f"drift_{k}" for k in range(1, drift.shape[1] + 1)]
@@ -209,6 +209,8 @@ def low_pass_filter(values: np.ndarray, tr: float, cutoff_hz: float) -> np.ndarr
         A filtered copy.
     """
     values = np.array(values, dtype=np.float64)
+    from nilearn.signal import butterworth
+
     return butterworth(values, sampling_rate=1.0 / tr, low_pass=cutoff_hz, order=LOW_PASS_ORDER)
 
 
@@ -330,6 +332,8 @@ def _sample(selected: list[str], variables: dict, *, hrf_model, hrf_columns: lis
             pre_convolved: set[str], times: np.ndarray, tr: float,
             info: dict) -> tuple[list[str], list[np.ndarray]]:
     """Each selected column at the frame times: names and (n_vols, k) blocks."""
+    from bids.variables import SparseRunVariable
+
     names: list[str] = []
     blocks: list[np.ndarray] = []
     for col in selected:
@@ -448,6 +452,8 @@ def build_run_design(
     taken = {**({c: prepared.source for c in prepared.table.columns} if prepared else {}),
              **{c: events_source for c in events.columns}}
     recorded = _cut_recordings(recordings, node, taken=taken, duration=n_vols * tr, info=info)
+    from bids_app.design.transforms import apply_transformations, make_collection  # pybids: ~1 s
+
     collection = make_collection(events, prepared.table if prepared else None, tr=tr,
                                  n_vols=n_vols, entities=_entities(source or events_source),
                                  source=events_source, recordings=recorded)

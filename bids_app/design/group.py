@@ -52,13 +52,8 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
-import formulaic
 import numpy as np
 import pandas as pd
-from bids.modeling import transformations as pbt
-from bids.utils import convert_JSON, listify
-from bids.variables import BIDSVariableCollection, SimpleVariable
-from formulaic.errors import FormulaicError
 
 from bids_app.design.columns import INTERCEPT, expand_x, is_glob, is_intercept
 from bids_app.design.names import factor_table, level_label, node_names, resolve_table_names
@@ -67,13 +62,15 @@ from bids_app.spec.model import Node
 
 TRANSFORMER = "pybids-transforms-v1"
 
-#: pybids transformations that keep one value per map, by spec name.
+#: pybids transformations that keep one value per map: spec name -> name in
+#: ``bids.modeling.transformations`` (pybids and formulaic are imported only by
+#: models that use them: ~2 s of start-up otherwise).
 _TABLE_TRANSFORMS = {
-    "Factor": pbt.Factor, "Scale": pbt.Scale, "Demean": pbt.Demean,
-    "Rename": pbt.Rename, "Replace": pbt.Replace, "Copy": pbt.Copy,
-    "Product": pbt.Product, "Sum": pbt.Sum, "Threshold": pbt.Threshold,
-    "And": pbt.And_, "Or": pbt.Or_, "Not": pbt.Not,
-    "Delete": pbt.Delete, "Select": pbt.Select,
+    "Factor": "Factor", "Scale": "Scale", "Demean": "Demean",
+    "Rename": "Rename", "Replace": "Replace", "Copy": "Copy",
+    "Product": "Product", "Sum": "Sum", "Threshold": "Threshold",
+    "And": "And_", "Or": "Or_", "Not": "Not",
+    "Delete": "Delete", "Select": "Select",
 }
 #: Why the other pybids transformations cannot run on a table of maps.
 _NOT_AT_GROUP_LEVEL = {
@@ -184,6 +181,9 @@ def apply_table_transformations(inputs: pd.DataFrame, transformations: dict | No
     instructions = _instructions(transformations)
     if not instructions:
         return inputs.copy(), []
+    from bids.modeling import transformations as pbt
+    from bids.utils import convert_JSON
+
     collection = _collection(inputs)
     log = []
     for i, instruction in enumerate(instructions):
@@ -205,7 +205,7 @@ def apply_table_transformations(inputs: pd.DataFrame, transformations: dict | No
         if name == "Replace" and isinstance(kwargs.get("replace"), dict):
             kwargs["replace"] = _replace_keys(kwargs["replace"], before[kwargs["input"]])
         try:
-            _TABLE_TRANSFORMS[name](collection, kwargs.pop("input"), **kwargs)
+            getattr(pbt, _TABLE_TRANSFORMS[name])(collection, kwargs.pop("input"), **kwargs)
         except (ValueError, KeyError, TypeError) as exc:
             raise DesignError(f"{where} ({name}): {type(exc).__name__}: {exc}") from exc
         log.append(_record(name, instruction, before, _table(collection, inputs.index)))
@@ -223,6 +223,8 @@ def _instructions(transformations: dict | None) -> list[dict]:
 
 
 def _collection(table: pd.DataFrame) -> BIDSVariableCollection:
+    from bids.variables import BIDSVariableCollection, SimpleVariable
+
     rows = pd.DataFrame({_ROW: np.arange(len(table))})
     variables = [SimpleVariable(str(col), rows.assign(amplitude=table[col].to_numpy()), "group")
                  for col in table.columns]
@@ -243,6 +245,8 @@ def _table(collection: BIDSVariableCollection, index: pd.Index) -> pd.DataFrame:
 def _expand_inputs(names, columns: list[str], where: str) -> list[str]:
     if names is None:
         raise DesignError(f"{where}: missing Input")
+    from bids.utils import listify
+
     out: list[str] = []
     for name in listify(names):
         matched = ([c for c in columns if fnmatch.fnmatchcase(c, name)] if is_glob(name)
@@ -272,6 +276,8 @@ def _label(value) -> str:
 
 
 def _record(name: str, instruction: dict, before: pd.DataFrame, after: pd.DataFrame) -> dict:
+    from bids.utils import listify
+
     record = {"name": name,
               **{k: v for k, v in instruction.items() if k not in ("Name", "Description")},
               "added": [c for c in after.columns if c not in before.columns],
@@ -362,6 +368,9 @@ def _formula_design(formula: str, x, table: pd.DataFrame) -> tuple[pd.DataFrame,
     if not _has_intercept_term(formula):
         raise DesignError(f"Model.Formula {formula!r} must contain an explicit 1 (keep the "
                           "intercept) or 0 (drop it)")
+    import formulaic
+    from formulaic.errors import FormulaicError
+
     formula = _quote_dotted(formula, table.columns)
     try:
         # "ignore" keeps rows with missing values, so we can name their subjects

@@ -21,8 +21,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from bids.variables import SparseRunVariable
-from nilearn.glm.first_level import compute_regressor
 
 from bids_app.errors import DesignError
 from bids_app.spec.hrf import HRF_MODELS, fir_delays, hrf_model_name, is_fir_key
@@ -156,6 +154,8 @@ def convolve(
         np.asarray(durations, dtype=np.float64),
         np.asarray(amplitudes, dtype=np.float64),
     ])
+    from nilearn.glm.first_level import compute_regressor  # ~2 s: only run-level designs import it
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         regressors, names = compute_regressor(
@@ -191,6 +191,8 @@ def variable_events(var, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
             f"{where}: column {var.name!r} holds text values ({examples}); "
             f"split it into indicator columns with a Factor transformation first"
         )
+    from bids.variables import SparseRunVariable  # pybids: only run-level designs
+
     if isinstance(var, SparseRunVariable):
         # Zero-amplitude events add nothing; dropping them keeps an n/a duration
         # of one condition from failing the other Factor levels, which carry

@@ -31,9 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bids.variables import DenseRunVariable
-from bids.variables.entities import RunInfo
-from nilearn.signal import butterworth
 
 from bids_app.errors import InputDataError
 
@@ -215,27 +212,6 @@ def cut_to_run(file: RecordingFile, columns: list[str], *, duration: float) -> R
                      list(columns), values, covered)
 
 
-class RecordingVariable(DenseRunVariable):
-    """A pybids dense variable whose first sample is at ``first_sample`` s, not 0.
-
-    pybids places dense sample ``k`` at ``k / sampling_rate``; a recording's
-    samples sit up to one interval later. Transformations that clone their
-    input (Scale, Demean, Threshold, Rename...) keep the offset.
-    """
-
-    def __init__(self, name, values, run_info, source, sampling_rate, first_sample=0.0):
-        super().__init__(name=name, values=values, run_info=run_info, source=source,
-                         sampling_rate=sampling_rate)
-        self.first_sample = float(first_sample)
-
-
-def recording_variables(recording: Recording, run_info: RunInfo) -> list[RecordingVariable]:
-    """One variable per column of ``recording``, at its sampling frequency."""
-    return [RecordingVariable(name, recording.values[:, [i]], run_info, recording.source,
-                              recording.sampling_frequency, recording.first_sample)
-            for i, name in enumerate(recording.columns)]
-
-
 def anti_alias_cutoff(tr: float) -> float:
     """Cutoff (Hz) of the anti-aliasing filter for frames every ``tr`` seconds."""
     return ANTI_ALIAS_FRACTION * 0.5 / tr
@@ -261,7 +237,7 @@ def sample_recording(var, times: np.ndarray, tr: float) -> tuple[np.ndarray, boo
     Parameters
     ----------
     var : DenseRunVariable
-        A variable from :func:`recording_variables`, maybe transformed.
+        A variable from :func:`bids_app.design.transforms.recording_variables`, maybe transformed.
     times : ndarray, shape (n_vols,)
         Frame times in seconds.
     tr : float
@@ -279,6 +255,8 @@ def sample_recording(var, times: np.ndarray, tr: float) -> tuple[np.ndarray, boo
     rate = float(var.sampling_rate)
     filtered = rate * tr > 1.0 + 1e-9
     if filtered:
+        from nilearn.signal import butterworth  # ~2 s to import: only runs with recordings need it
+
         values = butterworth(values, sampling_rate=rate, low_pass=anti_alias_cutoff(tr),
                              order=ANTI_ALIAS_ORDER, padtype="constant",
                              padlen=_padding(values.size, rate, tr), copy=True)

@@ -46,8 +46,29 @@ from bids_app.design.confounds import dense_variables
 from bids_app.design.events import sparse_variables
 from bids_app.design.hrf import convolve, parse_hrf_model, variable_events
 from bids_app.design.names import resolve_run_names
-from bids_app.design.recordings import Recording, recording_variables
+from bids_app.design.recordings import Recording
 from bids_app.errors import DesignError, did_you_mean
+
+
+class RecordingVariable(DenseRunVariable):
+    """A pybids dense variable whose first sample is at ``first_sample`` s, not 0.
+
+    pybids places dense sample ``k`` at ``k / sampling_rate``; a recording's
+    samples sit up to one interval later. Transformations that clone their
+    input (Scale, Demean, Threshold, Rename...) keep the offset.
+    """
+
+    def __init__(self, name, values, run_info, source, sampling_rate, first_sample=0.0):
+        super().__init__(name=name, values=values, run_info=run_info, source=source,
+                         sampling_rate=sampling_rate)
+        self.first_sample = float(first_sample)
+
+
+def recording_variables(recording: Recording, run_info: RunInfo) -> list[RecordingVariable]:
+    """One variable per column of ``recording``, at its sampling frequency."""
+    return [RecordingVariable(name, recording.values[:, [i]], run_info, recording.source,
+                              recording.sampling_frequency, recording.first_sample)
+            for i, name in enumerate(recording.columns)]
 
 TRANSFORMER = "pybids-transforms-v1"
 #: Arguments (after snake-casing) whose values name variables.

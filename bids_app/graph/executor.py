@@ -22,6 +22,7 @@ from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import runs
 from bids_app.graph.groups import group_maps, group_unit, tag_group
+from bids_app.graph.inference_step import scope_notes
 from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.plan import plan_graph
 from bids_app.graph.progress import Progress
@@ -151,6 +152,8 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
             regions = roi.plan_regions(runs, masks)
             planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
+    for note in scope_notes(nodes, ctx.settings.inference):
+        ctx.log.warn(note)
     if root.name in [n.name for n in nodes] and root.level != "Run":
         for m in (maps := existing_statmaps(ctx, root)):
             check_map(m.effect)

@@ -22,7 +22,13 @@ from bids_app.estimation.fixed_effects import FIXED_EFFECTS_DOF_RULE
 from bids_app.graph import roi, surfaces
 from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame
-from bids_app.graph.inference_step import inference_settings, permute_contrast, threshold_contrast
+from bids_app.graph.inference_step import (
+    contrast_inference,
+    inference_settings,
+    permute_contrast,
+    region_table_notes,
+    threshold_contrast,
+)
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.surfaces import unit_parts
 from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
@@ -171,6 +177,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     if not maps:
         raise NoInputsError(f"node {node.name!r}, group {group}: every input map was excluded by QC")
     table = input_table(maps, ctx.index.participants)
+    blocks = _exchangeability_blocks(node, table, inference)
     X, design_info = design_for(node, table)
     columns = list(X.columns)
     x_columns = design_info.get("x") or columns
@@ -225,20 +232,23 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
     for c in contrasts:
         res = fit.contrast(c.weights, c.test)
         ents = {**entities, "contrast": c.name}
-        written, effect, variance = write_result(ctx, node, ents, res, contrast_sidecar(node, c, est_name, sidecar_extra),
+        applied, notes = (None, []) if inference is None else contrast_inference(inference, c.test, est_name)
+        if tables is not None and inference is not None:
+            notes = region_table_notes(node, ctx.settings.inference)
+        warnings += [f"contrast {c.name}: {note}" for note in notes]
+        sidecar = contrast_sidecar(node, c, est_name, {**sidecar_extra, **({"InferenceNotes": notes} if notes else {})})
+        written, effect, variance = write_result(ctx, node, ents, res, sidecar,
                                                   affine, mask, None if tables is None else tables.names)
         files += written
         # thresholds, clusters and permutations are voxel-map inference; region tables keep their p column
-        if inference is not None and tables is None:
-            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, inference, in_mni,
+        if applied is not None and tables is None:
+            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, applied, in_mni,
                                                          geometry)
             files += inf_files
             warnings += inf_warnings
-            if inference["NPerm"] and c.test == "t" and est_name == "ols":
-                block_col = inference["ExchangeabilityBlocks"]
-                blocks = table[block_col].factorize()[0] if block_col else None
+            if applied["NPerm"]:
                 perm_files, perm_warnings = permute_contrast(
-                    ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights, mask, affine, inference,
+                    ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights, mask, affine, applied,
                     ctx.settings.seed, blocks, geometry)
                 files += perm_files
                 warnings += perm_warnings
@@ -253,6 +263,17 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
                ("n_voxels" if tables is None else "n_regions"): int(mask.sum())}
     save(ctx, record, fp, out, files, summary)
     return out
+
+
+def _exchangeability_blocks(node: Node, table, inference):
+    """Block code of each input for permutations, or None; a block column not in the inputs is an error."""
+    column = (inference or {}).get("ExchangeabilityBlocks")
+    if not column or not inference["NPerm"]:
+        return None
+    if column not in table:
+        raise InputDataError(f"node {node.name!r}: ExchangeabilityBlocks {column!r} is not a column of the inputs "
+                             f"(entities and participants.tsv: {', '.join(map(str, table.columns))})")
+    return table[column].factorize()[0]
 
 
 def _one_surface(grids, names):

@@ -10,10 +10,11 @@ Files beside the contrast's maps (``<e>`` = the contrast's entities)::
 
     <e>_stat-z_desc-<method>_statmap.nii.gz   thresholded z (0 below threshold)
     <e>_desc-<method>_clusters.tsv            clusters: peaks, sub-peaks, sizes, atlas labels
-    <e>_stat-logp_desc-{maxT,clusterSize,clusterMass,tfce}_statmap.nii.gz   FWE -log10 p by permutation
+    <e>_stat-logp_desc-{maxT|maxF,clusterSize,clusterMass,tfce}_statmap.nii.gz   FWE -log10 p by permutation
 """
 from __future__ import annotations
 
+import warnings as python_warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,74 @@ def inference_settings(node: Node, cli: dict) -> dict | None:
     if settings["Alpha"] is None:
         settings["Alpha"] = 0.05 if settings["HeightControl"] in ("fdr", "bonferroni") else 0.001
     return settings
+
+
+def contrast_inference(settings: dict, test: str, estimator: str) -> tuple[dict, list[str]]:
+    """The settings that apply to one contrast, and a note for each asked-for option that does not.
+
+    Every combination of option, estimator and contrast type either runs or
+    is named here; the notes go to the contrast's sidecars
+    (``InferenceNotes``), the provenance warnings and the report.
+
+    * ``TwoSided`` with an F contrast: F has no sign, so thresholds and
+      permutation p-values are one-sided (upper tail).
+    * ``NPerm`` with the ``mixed`` or fixed-effects estimators: those models
+      weight each input by its own variance, so rows are not exchangeable
+      under the null and the permutation test would not be exact; no
+      permutation maps are written (``--estimator ols`` gives them).
+    * ``TFCE`` or ``ExchangeabilityBlocks`` without permutations: nothing to
+      apply them to.
+    """
+    applied, notes = dict(settings), []
+    if test == "F" and settings["TwoSided"]:
+        applied["TwoSided"] = False
+        notes.append("TwoSided does not apply to an F contrast (F has no sign): thresholds and permutation "
+                     "p-values are one-sided, upper tail")
+    if settings["NPerm"] and estimator != "ols":
+        applied["NPerm"] = 0
+        notes.append(f"NPerm={settings['NPerm']} not applied: permutation inference needs the OLS estimator; the "
+                     f"{estimator} estimator weights each input by its own variance, so inputs are not "
+                     "exchangeable under the null (use --estimator ols for permutation maps)")
+    if not applied["NPerm"]:
+        asked = [key for key in ("TFCE", "ExchangeabilityBlocks") if settings[key]]
+        if asked:
+            notes.append(f"{' and '.join(asked)} not applied: they are permutation options and no permutations "
+                         "run for this contrast")
+    return applied, notes
+
+
+def scope_notes(nodes: list[Node], cli: dict) -> list[str]:
+    """Warnings for inference settings that no node of this run will use.
+
+    Command-line inference options apply to Dataset-level nodes (and nodes
+    whose model sets ``Inference``); Run-level nodes get no thresholds or
+    permutations (their maps are single-run time-series fits).
+    """
+    notes = []
+    for node in nodes:
+        if node.level == "Run" and node.model.ours.get("Inference"):
+            notes.append(f"node {node.name!r}: Model.Software['bids-stats'].Inference is not applied at the Run "
+                         "level (thresholds and permutations are group-level inference)")
+    given = sorted("--" + k.replace("_", "-") for k, v in cli.items() if k in _CLI_KEYS and v is not None)
+    if given and not any(node.level != "Run" and inference_settings(node, cli) is not None for node in nodes):
+        notes.append(f"{', '.join(given)} not applied: inference options apply to Dataset-level nodes (or nodes "
+                     "with Model.Software['bids-stats'].Inference), and none runs at this analysis level")
+    return notes
+
+
+def explicit_options(node: Node, cli: dict) -> list[str]:
+    """Inference settings the user gave for this node (command line or model), not defaults."""
+    given = {_CLI_KEYS[k] for k, v in cli.items() if k in _CLI_KEYS and v is not None}
+    return sorted(given | set(node.model.ours.get("Inference") or {}))
+
+
+def region_table_notes(node: Node, cli: dict) -> list[str]:
+    """Region tables get no thresholded maps or cluster tables: say so if any such option was asked for."""
+    asked = [k for k in explicit_options(node, cli) if k in ("HeightControl", "Alpha", "ClusterMinSize", "TwoSided")]
+    if not asked:
+        return []
+    return [f"{', '.join(asked)} not applied: thresholded maps and cluster tables are made from voxel maps; "
+            "region tables keep their uncorrected p column"]
 
 
 def _method_label(settings: dict) -> str:
@@ -134,7 +203,8 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
 def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.ndarray,
                      mask: np.ndarray, grid, settings: dict, seed: int, blocks,
                      geometry=None) -> tuple[list[Path], list[str]]:
-    """FWE-corrected permutation inference (maxT, cluster size/mass, TFCE) for one t contrast.
+    """FWE-corrected permutation inference (maxT or maxF, cluster size/mass, TFCE) for one t or F contrast
+    (``weights`` 1-D for t, 2-D for F).
 
     On surface data clusters and TFCE use the mesh graph of ``geometry``
     restricted to the fitted units; without a mesh only maxT is computed,
@@ -151,13 +221,21 @@ def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np
             cluster_threshold, tfce = None, False
         else:
             graph = subgraph(geometry.graph, mask)
-    result = permutation_test(Y, X, weights, None if is_surface(grid) else mask, n_perm=int(settings["NPerm"]),
-                              seed=seed, two_sided=bool(settings["TwoSided"]), blocks=blocks,
-                              within_block=bool(settings["WithinBlock"]),
-                              cluster_threshold=cluster_threshold, tfce=tfce, graph=graph)
+    # the engine warns when n_perm reaches the distinct resamplings: that belongs in the outputs too
+    with python_warnings.catch_warnings(record=True) as caught:
+        python_warnings.simplefilter("always")
+        result = permutation_test(Y, X, weights, None if is_surface(grid) else mask, n_perm=int(settings["NPerm"]),
+                                  seed=seed, two_sided=bool(settings["TwoSided"]), blocks=blocks,
+                                  within_block=bool(settings["WithinBlock"]),
+                                  cluster_threshold=cluster_threshold, tfce=tfce, graph=graph)
+    engine_notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    warnings += [f"{build_name(entities, 'statmap', '')}: {n}" for n in engine_notes]
+    if engine_notes:
+        note = {**note, "Notes": engine_notes}
     folder = output_dir(out, node.name, entities)
     files = []
-    for desc, values in (("maxT", result.logp_max_t), ("clusterSize", result.logp_max_size),
+    max_stat = "maxT" if result.info["statistic"] == "t" else "maxF"
+    for desc, values in ((max_stat, result.logp_max_t), ("clusterSize", result.logp_max_size),
                          ("clusterMass", result.logp_max_mass), ("tfce", result.logp_max_tfce)):
         if values is None:
             continue

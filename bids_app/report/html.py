@@ -12,6 +12,7 @@ thresholded maps and cluster tables.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -83,6 +84,7 @@ def write_report(out_dir: Path, model, record: dict, diagnose) -> Path:
     -------
     Path of the report.
     """
+    start = time.perf_counter()
     out_dir = Path(out_dir)
     nodes = collect(out_dir, model, record)
     budget = FigureBudget()
@@ -131,4 +133,6 @@ def write_report(out_dir: Path, model, record: dict, diagnose) -> Path:
            f"{toc}</ul></nav>")
     body = "".join([summary_section(model, record, read_software(out_dir)), nav,
                     alerts_section(record, nodes, summaries, design_checks), graph, *node_html, skipped])
-    return write_text(out_dir / "report.html", page(f"bids-stats report: {model.name}", body))
+    path = write_text(out_dir / "report.html", page(f"bids-stats report: {model.name}", body))
+    log.info("report written in %.2f s: %s", time.perf_counter() - start, budget.cost())
+    return path

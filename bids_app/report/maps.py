@@ -10,15 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from nibabel.affines import apply_affine
-from scipy import stats
-
 from bids_app.inference.outside_brain import outside_brain_report
 from bids_app.inference.peaks import local_peaks
+from bids_app.inference.thresholds import norm_isf
 from bids_app.io.images import template_brain_mask
 
 #: One-sided p of the display threshold; figures show |z| above DISPLAY_Z.
 DISPLAY_P = 0.001
-DISPLAY_Z = float(stats.norm.isf(DISPLAY_P))
+DISPLAY_Z = float(norm_isf(DISPLAY_P))
 
 PEAK_COLUMNS = ["sign", "value", "x", "y", "z", "i", "j", "k"]
 

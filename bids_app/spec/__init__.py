@@ -25,6 +25,7 @@ __all__ = [
     "load_model",
     "load_model_dict",
     "model_from_dict",
+    "read_model",
     "resolve_condition",
     "strict_schema",
     "validate_model",
@@ -107,6 +108,28 @@ def load_model(path: str | os.PathLike) -> StatsModel:
     Raises
     ------
     bids_app.errors.ModelError
+        As :func:`read_model`.
+    """
+    notes: list[str] = []
+    model = model_from_dict(read_model(path, notes))
+    return replace(model, notes=tuple(notes))
+
+
+def read_model(path: str | os.PathLike, notes_out: list[str] | None = None) -> dict:
+    """Read and validate a BIDS Stats Model JSON file, without building the model.
+
+    ``bids-stats validate`` needs no more: it does not import numpy.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``*_smdl.json`` file (UTF-8, a byte-order mark is tolerated).
+    notes_out : list of str, optional
+        Receives the warnings (a key repeated with the same value).
+
+    Raises
+    ------
+    bids_app.errors.ModelError
         The file is missing or unreadable, is not JSON (one issue with its
         line and column), repeats a key with different values within an
         object, or fails validation; every problem is listed.
@@ -135,4 +158,6 @@ def load_model(path: str | os.PathLike) -> StatsModel:
     issues += validate_model(model)
     if issues:
         raise ModelError(issues, source=source)
-    return replace(model_from_dict(model), notes=tuple(notes))
+    if notes_out is not None:
+        notes_out += notes
+    return model

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
-
 
 
 def parse_weight(value) -> float:
@@ -39,6 +37,8 @@ def parse_weight(value) -> float:
 
 def parse_weights(weights) -> np.ndarray:
     """Weights as a float64 array: shape (n_conditions,) or (n_rows, n_conditions)."""
+    import numpy as np  # here, not at the top: `bids-stats validate` never builds arrays
+
     if weights and isinstance(weights[0], list):
         return np.array([[parse_weight(w) for w in row] for row in weights], dtype=np.float64)
     return np.array([parse_weight(w) for w in weights], dtype=np.float64)
@@ -217,7 +217,7 @@ def _as_tuple_filter(filt: dict | None) -> dict[str, tuple]:
 def _parse_contrast(c: dict) -> Contrast:
     weights = parse_weights(c["Weights"])
     if c["Test"] == "F" and weights.ndim == 1:
-        weights = weights[np.newaxis, :]
+        weights = weights[None, :]
     return Contrast(c["Name"], tuple(c["ConditionList"]), weights, c["Test"])
 
 

@@ -15,18 +15,25 @@ specification's own pydantic models) and post-processed in two ways:
 
 :func:`schema_issues` turns jsonschema errors into ``(json_path, message)``
 pairs whose message says how to fix the problem.
+
+Generating the schema (importing pydantic and bsmschema) costs ~0.3 s, more
+than the rest of ``bids-stats validate``: it is kept in the user cache
+(:mod:`bids_app.cache`), keyed on the bsmschema and pydantic versions and on
+this module's source.
 """
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 from collections.abc import Iterable
+from pathlib import Path
 
-from bsmschema.models import BIDSStatsModel
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from bids_app.cache import cached_json, package_version
 from bids_app.errors import did_you_mean
 
 Issue = tuple[str, str]
@@ -76,6 +83,14 @@ def _strict(node):
 
 @functools.cache
 def _cached_schema() -> dict:
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    key = f"schema-bsmschema{package_version('bsmschema')}-pydantic{package_version('pydantic')}-{source}"
+    return cached_json(key, _build_schema)
+
+
+def _build_schema() -> dict:
+    from bsmschema.models import BIDSStatsModel
+
     schema = _strict(BIDSStatsModel.model_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     Draft202012Validator.check_schema(schema)
