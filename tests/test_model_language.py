@@ -305,3 +305,16 @@ def test_default_model_without_model_option(tmp_path, capsys):
         label = "trialType" + level.split(".")[1].capitalize()
         assert len(list((out / "node-dataset").glob(f"*contrast-{label}_stat-t_statmap.nii.gz"))) == 1
     assert len(list((out / "node-subject").rglob("*stat-effect_statmap.nii.gz"))) == 3 * len(levels)
+
+
+def test_json_key_is_pybids_key_rule():
+    from bids.utils import convert_JSON
+
+    from bids_app.spec.transformations import json_key, transformation_arguments
+
+    keys = ["RefLevel", "OutputPrefix", "GroupBy", "Input", "ref_level", "HRF", "ABCDef", "x1Y", "Demean"]
+    keys += ["".join(w.capitalize() for w in a.split("_")) for args in transformation_arguments().values()
+             for a in args]
+    assert len(keys) > 20
+    for key in keys:
+        assert json_key(key) == next(iter(convert_JSON({key: None}))), key

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 
-from bids.modeling import transformations as pbt
-from bids.utils import convert_JSON
+from bids_app.cache import cached_json, package_version
 
 TRANSFORMER = "pybids-transforms-v1"
 #: Keys every instruction may hold (snake-cased); ``groupby`` is pybids' spelling of ``GroupBy``.
@@ -28,7 +28,18 @@ _OURS = {"Convolve": frozenset({"model", "derivative", "dispersion", "fir_delays
 
 @functools.cache
 def transformation_arguments() -> dict[str, frozenset[str]]:
-    """Transformation name -> the snake-cased argument keys it takes besides the common ones."""
+    """Transformation name -> the snake-cased argument keys it takes besides the common ones.
+
+    Read from pybids' transformations once per pybids version and kept in the
+    user cache (:mod:`bids_app.cache`): ``bids-stats validate`` imports no pybids.
+    """
+    built = cached_json(f"transformation-arguments-pybids{package_version('pybids')}", _arguments)
+    return {name: frozenset(args) for name, args in built.items()}
+
+
+def _arguments() -> dict[str, list[str]]:
+    from bids.modeling import transformations as pbt
+
     out = {}
     for attr in pbt.__all__:
         if attr == "TransformerManager":
@@ -38,11 +49,16 @@ def transformation_arguments() -> dict[str, frozenset[str]]:
         own = {p for p in params[1:]} if params and params[0] in _DATA_PARAMETERS else set(params)
         if name == "Assign":
             own = {p for p in params if p != "input"}
-        out[name] = frozenset(own)
-    out.update(_OURS)
+        out[name] = sorted(own)
+    out.update({name: sorted(args) for name, args in _OURS.items()})
     return out
+
+
+#: pybids' ``convert_JSON`` key rule (bids.utils), so validation needs no pybids import;
+#: tests/test_model_language.py checks it against convert_JSON
+_CAMEL = re.compile("((?<=[a-z0-9])[A-Z]|(?!^)[A-Z](?=[a-z]))")
 
 
 def json_key(key: str) -> str:
     """A JSON instruction key as pybids reads it (``RefLevel`` -> ``ref_level``)."""
-    return next(iter(convert_JSON({key: None})))
+    return _CAMEL.sub(r"_\1", key).lower()
