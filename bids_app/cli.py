@@ -38,7 +38,9 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("bids_dir", type=Path, help="BIDS dataset (raw, or a derivatives folder of statistical maps)")
     p.add_argument("output_dir", type=Path, help="where derivatives are written")
     p.add_argument("analysis_level", help="run the graph up to this level: run, session, subject or dataset")
-    p.add_argument("--model", type=Path, required=True, help="BIDS Stats Model JSON")
+    p.add_argument("--model", type=Path, help="BIDS Stats Model JSON (default: one regressor per trial type, "
+                                               "runs -> subject fixed effects -> dataset one-sample t per "
+                                               "condition, as pybids' auto_model; written beside the outputs)")
     p.add_argument("--participant-label", nargs="+", metavar="LABEL",
                    help="subjects to include (with or without 'sub-')")
     p.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="DIR",
@@ -180,7 +182,7 @@ def _run_app(argv: list[str]) -> int:
         print(f"bids-stats: unknown analysis level {args.analysis_level!r}; choose one of {', '.join(LEVELS)}",
               file=sys.stderr)
         return EXIT_UNKNOWN_LEVEL
-    if not args.model.is_file():
+    if args.model is not None and not args.model.is_file():
         raise UsageError(f"model file not found: {args.model}")
     from bids_app.graph.pipeline import run_app
     from bids_app.graph.progress import Progress
@@ -208,21 +210,65 @@ def _run_app(argv: list[str]) -> int:
         inference={k: getattr(args, k) for k in ("height_control", "alpha", "cluster_min_size", "two_sided",
                                                   "n_perm", "tfce", "cluster_threshold")},
     )
-    result = run_app(args.bids_dir, args.output_dir, args.model, settings, derivatives=args.derivatives,
-                     argv=["bids-stats", *argv], progress=Progress(enabled=not args.quiet))
+    with tempfile.TemporaryDirectory() as scratch:
+        model_path = args.model or _default_model(args, labels, Path(scratch))
+        result = run_app(args.bids_dir, args.output_dir, model_path, settings, derivatives=args.derivatives,
+                         argv=["bids-stats", *argv], progress=Progress(enabled=not args.quiet))
+    if args.model is None:
+        print(f"bids-stats: no --model given: ran the default model, written beside the outputs as "
+              f"{result['record']['Model']['Copy']}")
     n = sum(len(v) for v in result["outputs"].values())
     print(f"bids-stats: done; {n} map(s) flowed between nodes; outputs in {args.output_dir}")
     return 0
 
 
+def _default_model(args, labels, folder: Path) -> Path:
+    """Build the default model for the dataset (see :mod:`bids_app.graph.default_model`) into ``folder``."""
+    import json
+
+    from bids_app.graph.default_model import dataset_default_model, describe
+
+    model = dataset_default_model(args.bids_dir, args.derivatives, labels)
+    path = folder / f"model-{model['Name']}_smdl.json"
+    path.write_text(json.dumps(model, indent=2))
+    print(f"bids-stats: no --model given: using a default model ({describe(model)})")
+    return path
+
+
 def _validate(argv: list[str]) -> int:
-    p = _Parser(prog="bids-stats validate", description="Check a BIDS Stats Model JSON; all problems at once.")
+    p = _Parser(prog="bids-stats validate", description=(
+        "Check a BIDS Stats Model JSON; all problems at once. With --bids-dir, also check it against a dataset "
+        "without fitting: print per node the units it would fit and the design columns it would build."))
     p.add_argument("model", type=Path)
+    p.add_argument("--bids-dir", type=Path, help="BIDS dataset (or folder of statistical maps) to plan the model on")
+    p.add_argument("--derivatives", nargs="+", type=Path, default=[], metavar="DIR")
+    p.add_argument("--participant-label", nargs="+", metavar="LABEL")
+    p.add_argument("--space")
+    p.add_argument("--desc-label")
+    p.add_argument("--missing-confounds", choices=("drop", "error"), default="drop")
+    p.add_argument("--analysis-level", choices=LEVELS, default="dataset")
     args = p.parse_args(argv)
     from bids_app.spec import read_model
 
-    nodes = [node["Name"] for node in read_model(args.model)["Nodes"]]
+    notes: list[str] = []
+    nodes = [node["Name"] for node in read_model(args.model, notes)["Nodes"]]
     print(f"{args.model}: valid ({len(nodes)} node(s): {', '.join(nodes)})")
+    for note in notes:
+        print(f"warning: {note}")
+    if args.bids_dir is None:
+        return 0
+    from bids_app.graph.executor import plan_dataset
+    from bids_app.graph.plan import describe
+    from bids_app.graph.units import Settings
+    from bids_app.spec import load_model
+
+    labels = [lab.removeprefix("sub-") for lab in args.participant_label] if args.participant_label else None
+    settings = Settings(participant_label=labels, space=args.space, desc_label=args.desc_label,
+                        analysis_level=args.analysis_level, missing_confounds=args.missing_confounds)
+    plans = plan_dataset(load_model(args.model), args.bids_dir, args.derivatives, settings)
+    print(f"checked against {args.bids_dir} (nothing fitted, nothing written):")
+    for line in describe(plans):
+        print(f"  {line}")
     return 0
 
 

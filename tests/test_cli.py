@@ -46,9 +46,11 @@ def test_unknown_level(tmp_path, capsys):
     assert "unknown analysis level" in capsys.readouterr().err
 
 
-def test_missing_model_argument(tmp_path, capsys):
-    assert main([str(tmp_path), str(tmp_path / "out"), "dataset"]) == 2
-    assert "--model" in capsys.readouterr().err
+def test_missing_model_argument_means_the_default_model(tmp_path, capsys):
+    # --model is optional (a default model is built from the dataset); an empty dataset stops first
+    assert main([str(tmp_path), str(tmp_path / "out"), "dataset"]) == 16
+    assert "the following arguments are required" not in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_noise_model_argument(tmp_path, capsys):

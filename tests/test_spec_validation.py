@@ -430,8 +430,13 @@ def test_missing_file_duplicate_keys_and_nan(tmp_path):
     dup.write_text(json.dumps(BASE)[:-1] + ', "Name": "again"}')
     with pytest.raises(ModelError) as err:
         load_model(dup)
-    assert err.value.issues == [("Name", "key 'Name' appears more than once; "
-                                         "only the last one would be used")]
+    assert err.value.issues == [("Name", "key 'Name' appears 2 times with different values "
+                                         '("base", "again"); JSON keeps only the last: keep the one you mean')]
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(BASE)[:-1] + ', "Name": "base"}')
+    model = load_model(same)
+    assert model.name == "base"
+    assert model.notes == ("Name: key 'Name' appears 2 times with the same value; remove the repeats",)
     nan = tmp_path / "nan.json"
     nan.write_text(json.dumps(BASE).replace('"Weights": [1, -1]', '"Weights": [NaN, -1]'))
     with pytest.raises(ModelError, match="NaN is not a JSON value"):

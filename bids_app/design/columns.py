@@ -17,8 +17,8 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 def is_intercept(entry) -> bool:
-    """Whether an X entry is the intercept ``1`` (not ``True``, not ``"1"``)."""
-    return not isinstance(entry, bool) and isinstance(entry, (int, float)) and entry == 1
+    """Whether an X entry is the intercept: ``1``, or the string ``"1"`` bidspm writes (not ``True``)."""
+    return entry == "1" or (not isinstance(entry, bool) and isinstance(entry, (int, float)) and entry == 1)
 
 
 def is_glob(entry) -> bool:

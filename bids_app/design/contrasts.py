@@ -11,9 +11,20 @@ Naming rule (documented in README, "Contrast names"):
   other contrast ``c_<name>`` (e.g. ``facesVsHouses_age``), so outputs of
   different incoming contrasts never collide. This is pybids' rule.
 
+A condition names a design column (intercept aliases: ``1``,
+``"intercept"``), or, when no column has its name:
+
+* at a higher level, the group's single incoming contrast (or its level:
+  ``faces`` for ``trial_type.faces``): that is the intercept (bidspm's
+  ``"DummyContrasts": {"Contrasts": ["faces"]}`` on ``X: [1]`` with
+  ``GroupBy: ["contrast"]``);
+* a level of one categorical column: ``test`` names ``session.test``
+  (several columns with that level: an error naming them).
+
 A contrast whose conditions are absent from this group's design (a condition
 without events in one run) is skipped for that group with a warning, never
-silently zero-filled.
+silently zero-filled; the graph's planning (:mod:`bids_app.graph.plan`)
+stops before any fit when a contrast is skipped in every unit of its node.
 
 A ``pass`` contrast (the specification's "pass the estimate on, no test")
 is evaluated as a t contrast: its effect and variance are what flows to the
@@ -25,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_app.design.names import condition_column
+from bids_app.errors import DesignError
 from bids_app.spec.model import Node
 from bids_app.spec.validate import INTERCEPT_ALIASES as _INTERCEPT_ALIASES
 
@@ -45,18 +58,30 @@ class PlannedContrast:
     conditions: tuple[str, ...]
     condition_weights: np.ndarray
     weights: np.ndarray
+    #: the design column each condition resolved to
+    columns: tuple[str, ...] = ()
+    #: the name written in the model (``name`` may carry the incoming contrast)
+    spec: str = ""
 
     @property
     def flows(self) -> bool:
         return self.test != "F"
 
 
-def _column(cond: str, columns: list[str]) -> str | None:
+def _column(cond: str, columns: list[str], incoming: str | None = None) -> str | None:
     if cond in columns:
         return cond
     if str(cond) in _INTERCEPT_ALIASES and INTERCEPT in columns:
         return INTERCEPT
-    return None
+    if incoming is not None and INTERCEPT in columns and cond in (incoming, incoming.split(".", 1)[-1]):
+        return INTERCEPT
+    if not isinstance(cond, str):
+        return None
+    column, candidates = condition_column(cond, columns)
+    if len(candidates) > 1:
+        raise DesignError(f"condition {cond!r} is a level of several design columns "
+                          f"({', '.join(candidates)}): write the one you mean")
+    return column
 
 
 def plan_contrasts(node: Node, columns: list[str], x_columns: list[str],
@@ -88,7 +113,8 @@ def plan_contrasts(node: Node, columns: list[str], x_columns: list[str],
 
     planned, warnings = [], []
     for name, conds, cweights, test, is_dummy in specs:
-        cols = [_column(c, columns) for c in conds]
+        spec = name
+        cols = [_column(c, columns, incoming) for c in conds]
         missing = [c for c, col in zip(conds, cols) if col is None]
         if missing:
             warnings.append(f"contrast {name!r} skipped: condition(s) {missing} not in the design")
@@ -100,5 +126,6 @@ def plan_contrasts(node: Node, columns: list[str], x_columns: list[str],
         if incoming is not None:
             is_intercept = is_dummy and cols == [INTERCEPT]
             name = incoming if is_intercept else f"{incoming}_{name}"
-        planned.append(PlannedContrast(name, "t" if test == "pass" else test, tuple(conds), cw, full))
+        planned.append(PlannedContrast(name, "t" if test == "pass" else test, tuple(conds), cw, full,
+                                       tuple(cols), spec))
     return planned, warnings

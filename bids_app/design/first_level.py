@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from bids_app.design.columns import INTERCEPT, match_entry
 from bids_app.design.confounds import NAN_POLICY, prepare_confounds
 from bids_app.design.events import REQUIRED, validate_events
 from bids_app.design.hrf import convolve, frame_times, parse_hrf_model, variable_events
+from bids_app.design.names import level_label, node_names, resolve_run_names
 from bids_app.design.recordings import (RECORDING_SOURCES, Recording, RecordingFile,
                                         anti_alias_record, cut_to_run, sample_recording)
 from bids_app.errors import DesignError, InputDataError, did_you_mean
@@ -71,11 +72,32 @@ class RunDesign:
         ``recordings`` (the physio/stim files read: path, sampling
         frequency, StartTime, columns, interval covered), ``anti_aliasing``
         (None without recordings, else the filter and the columns it was
-        applied to), ``slice_time_ref``, ``transformations``, ``warnings``.
+        applied to), ``slice_time_ref``, ``transformations``, ``resolved``
+        (names the model uses that no variable had, resolved as
+        :mod:`bids_app.design.names` says), ``warnings``.
+    inventory : dict
+        What the run offers, for messages when a name matches nothing:
+        ``events`` (column -> its levels, or ``"numeric"``), ``confounds``
+        (column names) and ``entities``. Not written to the sidecar.
     """
 
     matrix: pd.DataFrame
     info: dict
+    inventory: dict = field(default_factory=dict)
+
+
+def _inventory(events: pd.DataFrame, confounds, recordings, entities: dict) -> dict:
+    listed = {}
+    for col in events.columns:
+        if col in REQUIRED:
+            continue
+        values = events[col].dropna()
+        listed[str(col)] = "numeric" if pd.api.types.is_numeric_dtype(values) and \
+            values.nunique() > 12 else sorted({level_label(v) for v in values})
+    return {"events": listed,
+            "confounds": [*(map(str, confounds.columns) if confounds is not None else []),
+                          *(c for file in recordings for c in file.columns)],
+            "entities": dict(entities)}
 
 
 def _entities(source: str) -> dict:
@@ -438,6 +460,8 @@ def build_run_design(
     outcome = apply_transformations(collection, node.transformations, times=times, tr=tr)
     info["warnings"] += outcome.warnings
     info["convolved"].update(outcome.convolved)
+    info["resolved"] = outcome.resolved + resolve_run_names(outcome.collection, node_names(node),
+                                                            where=events_source)
     variables = outcome.collection.variables if outcome.collection is not None else {}
     available = list(variables)
 
@@ -478,4 +502,5 @@ def build_run_design(
                           f"{', '.join(bad)}")
     info["columns"] = names
     matrix = pd.DataFrame(values, columns=names, index=pd.Index(times, name="frame_time"))
-    return RunDesign(matrix, info)
+    return RunDesign(matrix, info, _inventory(events, confounds, recordings,
+                                              _entities(source or events_source)))

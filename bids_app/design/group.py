@@ -15,8 +15,17 @@ that table into the design matrix in three steps:
    (pybids' ``Factor`` crashes on it, ``Product`` treats it as 1 and
    ``Threshold`` as 0), and ``Replace`` keys, always strings in JSON, also
    match numeric values (``{"1": "patient"}`` on a 0/1 column).
-2. ``X`` entries that name no column but a value of the ``contrast`` column
-   get an indicator column of that name, as pybids builds them.
+2. Names the node uses that no column carries are resolved
+   (:mod:`bids_app.design.names`): ``group.patient`` splits ``group`` into
+   its levels as ``Factor`` would; a bare ``X`` entry that is a value of
+   one categorical column (``retest`` of ``session``) is that value's
+   indicator. ``X`` entries that name a value of the ``contrast`` column
+   get an indicator column of that name, as pybids builds them. A
+   categorical ``X`` column whose levels the contrasts name (``X: [1,
+   "group"]`` with conditions ``group.patient``, bidspm's way) stands for
+   all its levels; the intercept then equals their sum and is left out
+   unless a condition names it (the fitted space is the same), which is
+   recorded in ``resolved``.
 3. Without ``Formula``, ``X`` selects columns (``1`` is a column of ones
    named ``intercept``; fnmatch globs allowed). With ``Formula``
    (Wilkinson notation, evaluated by formulaic on the transformed table,
@@ -47,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from bids_app.design.columns import INTERCEPT, expand_x, is_glob, is_intercept
+from bids_app.design.names import factor_table, level_label, node_names, resolve_table_names
 from bids_app.errors import DesignError
 from bids_app.spec.model import Node
 
@@ -123,11 +133,17 @@ def build_group_design(node: Node, inputs: pd.DataFrame) -> GroupDesign:
     if inputs.empty:
         raise DesignError(f"node {node.name!r}: no input maps to build a design from")
     table, log = apply_table_transformations(inputs, node.transformations)
+    x_names = [e for e in node.model.x if isinstance(e, str)]
+    conditions = [n for n in node_names(node) if n not in x_names]
+    table, resolved = resolve_table_names(table, node.model.x, conditions,
+                                          where=f"node {node.name!r}")
     table, implicit = _contrast_indicators(table, node.model.x)
     if node.model.formula:
         matrix, formula_info = _formula_design(node.model.formula, node.model.x, table)
     else:
-        matrix, formula_info = _x_design(node.model.x, table), {}
+        x, notes, table = _categorical_x(node, table, conditions)
+        resolved += notes
+        matrix, formula_info = _x_design(x, table), {}
     _check_missing(matrix, table, "design column")
     info = {
         "x": list(matrix.columns),
@@ -135,6 +151,7 @@ def build_group_design(node: Node, inputs: pd.DataFrame) -> GroupDesign:
         **formula_info,
         "transformations": log,
         "implicit_contrast_columns": implicit,
+        "resolved": resolved,
         "n_maps": int(len(matrix)),
     }
     return GroupDesign(matrix.astype(np.float64), info)
@@ -293,6 +310,38 @@ def _contrast_indicators(table: pd.DataFrame, x) -> tuple[pd.DataFrame, list[str
     return table.assign(**indicators), wanted
 
 
+def _categorical_x(node: Node, table: pd.DataFrame, conditions: list[str]
+                   ) -> tuple[list, list[dict], pd.DataFrame]:
+    """X with each categorical column whose levels the conditions name replaced by its levels."""
+    x, notes = [], []
+    for entry in node.model.x:
+        categorical = (isinstance(entry, str) and not is_glob(entry) and entry in table.columns
+                       and not pd.api.types.is_numeric_dtype(table[entry]))
+        values = {level_label(v) for v in table[entry].dropna()} if categorical else set()
+        if not any(c in values or c.startswith(f"{entry}.") for c in conditions):
+            x.append(entry)
+            continue
+        table, _ = factor_table(table, entry)
+        levels = [f"{entry}.{v}" for v in sorted(values)]
+        x += levels
+        notes.append({"name": entry, "column": entry,
+                      "how": f"categorical X column {entry!r} stands for its levels "
+                             f"({', '.join(levels)}), which the contrasts name"})
+    named_intercept = any(_is_one_condition(c) for con in node.contrasts for c in con.conditions) or \
+        any(_is_one_condition(c) for c in node.dummy_contrasts or ())
+    if notes and any(is_intercept(e) for e in x) and not named_intercept:
+        x = [e for e in x if not is_intercept(e)]
+        notes.append({"name": 1, "column": INTERCEPT,
+                      "how": "intercept left out: it equals the sum of the level columns of "
+                             f"{', '.join(repr(n['name']) for n in notes)} (same fitted space; no "
+                             "condition names it)"})
+    return x, notes, table
+
+
+def _is_one_condition(cond) -> bool:
+    return is_intercept(cond) or str(cond) in ("1", "intercept", "Intercept")
+
+
 def _x_design(x, table: pd.DataFrame) -> pd.DataFrame:
     names = expand_x(x, list(table.columns))
     columns = {}
@@ -322,6 +371,7 @@ def _formula_design(formula: str, x, table: pd.DataFrame) -> tuple[pd.DataFrame,
     import formulaic
     from formulaic.errors import FormulaicError
 
+    formula = _quote_dotted(formula, table.columns)
     try:
         # "ignore" keeps rows with missing values, so we can name their subjects
         mm = formulaic.model_matrix(formula, table, na_action="ignore")
@@ -339,6 +389,16 @@ def _formula_design(formula: str, x, table: pd.DataFrame) -> tuple[pd.DataFrame,
     info = {"formula_columns": {renamed[c]: c for c in mm.columns if renamed[c] in columns},
             "formula_variables": variables, "x_mode": mode}
     return full[columns], info
+
+
+def _quote_dotted(formula: str, columns) -> str:
+    """Backquote column names holding dots (``group.1``, Factor levels), which formulaic
+    would otherwise read as attribute access."""
+    dotted = sorted((str(c) for c in columns if "." in str(c)), key=len, reverse=True)
+    if not dotted:
+        return formula
+    pattern = re.compile(r"(?<![\w.`])(" + "|".join(map(re.escape, dotted)) + r")(?![\w.`])")
+    return pattern.sub(lambda m: f"`{m.group(1)}`", formula)
 
 
 def _formula_columns(x, columns: list[str], variables: list[str], formula: str

@@ -19,6 +19,12 @@ leaves out:
   on with pandas >= 3.
 * A name that matches no variable raises a :class:`DesignError` naming the
   instruction index and the column, before pybids sees it.
+* ``Replace`` keys, always strings in JSON, also match the numbers they
+  spell (``{"1": 0.5}`` on a 0/1 column, or on durations), and numeric
+  strings become numbers in a numeric column; pybids compares ``"1"`` with
+  ``1`` and changes nothing.
+* ``Group`` takes its group name from ``Output`` (pybids wants a ``name``
+  argument, which JSON cannot give: ``Name`` names the transformation).
 * We loop over the instructions ourselves: pybids' ``TransformerManager``
   never calls handlers registered on it.
 """
@@ -39,6 +45,7 @@ from bids_app.design.columns import is_glob
 from bids_app.design.confounds import dense_variables
 from bids_app.design.events import sparse_variables
 from bids_app.design.hrf import convolve, parse_hrf_model, variable_events
+from bids_app.design.names import resolve_run_names
 from bids_app.design.recordings import Recording
 from bids_app.errors import DesignError, did_you_mean
 
@@ -121,6 +128,8 @@ class TransformOutcome:
     collection: BIDSRunVariableCollection | None
     convolved: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    #: names the instructions use that no variable had, resolved (:mod:`bids_app.design.names`)
+    resolved: list = field(default_factory=list)
 
 
 def make_collection(
@@ -248,6 +257,34 @@ def _convolve(collection, kwargs: dict, *, times: np.ndarray, tr: float, where: 
                                   "fir_delays": list(hrf.fir_delays), "columns": columns}
 
 
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _replace_mapping(collection, inputs, mapping: dict, attribute: str) -> dict:
+    """``Replace``'s mapping made to work on numbers (see module docstring)."""
+    out = dict(mapping)
+    for name in _expand(collection, inputs):
+        var = collection.variables.get(name)
+        if var is None:
+            continue
+        column = {"value": var.values, "onset": getattr(var, "onset", None),
+                  "duration": getattr(var, "duration", None)}.get(attribute)
+        if column is None:
+            continue
+        values = pd.Series(np.asarray(column).reshape(-1))
+        if not pd.api.types.is_numeric_dtype(values):
+            continue
+        for value in pd.unique(values.dropna()):
+            for key, new in mapping.items():
+                if _number(key) is not None and _number(key) == float(value):
+                    out[value] = _number(new) if isinstance(new, str) and _number(new) is not None else new
+    return out
+
+
 def apply_transformations(
     collection: BIDSRunVariableCollection | None,
     transformations: dict | None,
@@ -282,6 +319,8 @@ def apply_transformations(
         kwargs = _arguments(instruction)
         if collection is None:
             raise DesignError(f"{where} ({name}): the run has no event or confound columns")
+        used = [n for key in _NAME_ARGUMENTS for n in listify(kwargs.get(key) or []) if isinstance(n, str)]
+        outcome.resolved += resolve_run_names(collection, used, where=f"{where} ({name})")
         _check_names(collection, kwargs, f"{where} ({name})")
         if name == "Convolve":
             _convolve(collection, kwargs, times=times, tr=tr, where=where, outcome=outcome)
@@ -292,6 +331,15 @@ def apply_transformations(
                 f"{', '.join(sorted([*_PYBIDS, 'Convolve']))}"
             )
         inputs = kwargs.pop("input", None)
+        if inputs is not None and name not in ("Group",):
+            # groups and patterns expanded here: pybids matches per-variable arguments
+            # (Scale's Rescale...) to the names before expanding them, and fails
+            inputs = _expand(collection, inputs)
+        if name == "Replace" and isinstance(kwargs.get("replace"), dict):
+            kwargs["replace"] = _replace_mapping(collection, inputs, kwargs["replace"],
+                                                 kwargs.get("attribute", "value"))
+        if name == "Group":
+            kwargs["name"] = (listify(kwargs.pop("output", None)) or [None])[0]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -21,15 +21,16 @@ from bids_app.graph.context import Context
 from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import runs
-from bids_app.graph.groups import group_maps, group_unit
+from bids_app.graph.groups import group_maps, group_unit, tag_group
 from bids_app.graph.inference_step import scope_notes
 from bids_app.graph.parallel import SerialBackend
+from bids_app.graph.plan import plan_graph
 from bids_app.graph.progress import Progress
 from bids_app.graph.runs import check_variants, collect_runs, exclude_bad_voxels, note_missing_columns, prepare_design
 from bids_app.graph.units import StatMap
 from bids_app.levels import LEVEL_RANK
 from bids_app.io.entities import parse_entities
-from bids_app.io.index import read_json
+from bids_app.io.index import FileIndex, read_json
 from bids_app.io.images import run_masks
 from bids_app.io.maps import MAP_EXTENSIONS, check_map, map_files, sidecar_path
 from bids_app.spec.model import Node, StatsModel
@@ -119,28 +120,26 @@ def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> 
         maps += [m for m in outputs.get(edge.source, [])
                  if _passes(m, edge.filter, ctx.index.participants)]
     if not maps:
-        raise NoInputsError(f"node {node.name!r}: the incoming edges' filters selected no maps")
+        parts = []
+        for edge in ctx.model.incoming(node.name):
+            made = outputs.get(edge.source, [])
+            names = sorted({str(m.entities.get("contrast")) for m in made})
+            parts.append(f"{edge.source!r} passes on {len(made)} map(s) (contrasts: {', '.join(names) or 'none'})"
+                         + (f" and the edge's Filter {dict(edge.filter)} kept none" if edge.filter and made else ""))
+        raise NoInputsError(f"node {node.name!r} receives no maps: {'; '.join(parts)}. Fix: give the parent "
+                            "contrasts (or DummyContrasts) that flow (t or pass; F contrasts stop), or widen the Filter")
     return maps
 
 
 # ---------------------------------------------------------------- driver
 
-def execute(ctx: Context, backend=None, progress: Progress | None = None,
-            before_first_write=lambda: None) -> dict[str, list[StatMap]]:
-    """Run every selected node; returns the flowing maps of each node.
+def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
+    """The root node's units, checked: every run's design (Run root) or the existing maps.
 
-    A node's units (runs, or GroupBy groups) are independent: they run on
-    ``backend`` (:mod:`bids_app.graph.parallel`; default serial), one node
-    after the other. ``before_first_write`` is called once every input has
-    been checked, before anything is written.
+    Every design is built (cheap) before any fit, so bad events, TRs or
+    confounds stop the run before anything is written.
     """
-    backend = backend or SerialBackend()
-    progress = progress or Progress(enabled=False)
-    nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
-    outputs: dict[str, list[StatMap]] = {}
     root = ctx.model.root
-    # Plan the run level first: every design is built (cheap) before any fit, so
-    # bad events, TRs or confounds stop the run before anything is written.
     planned = {}
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
@@ -160,8 +159,35 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
             check_map(m.effect)
             check_statmap(m)
         planned[root.name] = maps
-
     ctx.index.participants  # read (and checked) now: Edge filters and group designs use it later
+    return planned
+
+
+def plan_dataset(model: StatsModel, bids_dir: Path, derivatives: list[Path], settings) -> dict:
+    """Every selected node planned on a dataset (``bids-stats validate --bids-dir``): nothing fitted or written."""
+    ctx = Context(model, FileIndex.build(bids_dir, derivatives), Path("."), settings)
+    nodes = nodes_to_run(model, settings.analysis_level)
+    return plan_graph(ctx, nodes, plan_inputs(ctx, nodes))
+
+
+def execute(ctx: Context, backend=None, progress: Progress | None = None,
+            before_first_write=lambda: None) -> dict[str, list[StatMap]]:
+    """Run every selected node; returns the flowing maps of each node.
+
+    A node's units (runs, or GroupBy groups) are independent: they run on
+    ``backend`` (:mod:`bids_app.graph.parallel`; default serial), one node
+    after the other. ``before_first_write`` is called once every input has
+    been checked, before anything is written.
+    """
+    backend = backend or SerialBackend()
+    progress = progress or Progress(enabled=False)
+    nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
+    outputs: dict[str, list[StatMap]] = {}
+    root = ctx.model.root
+    planned = plan_inputs(ctx, nodes)
+    # every node's designs and contrasts, from the entities that would flow: names that match
+    # nothing anywhere stop the run here, before the first file is written
+    plan_graph(ctx, nodes, planned)
     before_first_write()
     for node in nodes:
         log.info("node %s (%s)", node.name, node.level)
@@ -176,8 +202,8 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
             for m in incoming:
                 for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
                     ctx.log.hash(f)
-            groups = group_maps(incoming, node.group_by)
-            units = [(node, group, members) for group, members in groups]
+            groups = group_maps(incoming, node.group_by, ctx.index.participants)
+            units = [(node, group, tag_group(group, members)) for group, members in groups]
             labels = [_label(group) for group, _ in groups]
             fn, keep_index = group_unit, True
         with progress.node(node.name, len(units)) as tick:

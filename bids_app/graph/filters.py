@@ -35,11 +35,28 @@ def value_matches(value, allowed) -> bool:
     return False
 
 
+#: Other spellings of entities (BIDS full names, short keys) -> the names file tables use
+ENTITY_ALIASES = {"description": "desc", "sub": "subject", "ses": "session", "acq": "acquisition",
+                  "rec": "reconstruction", "dir": "direction", "ce": "ceagent", "res": "resolution",
+                  "den": "density"}
+
+
 def match_frame(frame: pd.DataFrame, filters: dict) -> pd.DataFrame:
-    """Rows of a file table whose entity columns match every filter (missing column: no match)."""
+    """Rows of a file table whose entity columns match every filter.
+
+    A key may be written with the entity's full BIDS name (``description``
+    for ``desc``) or its short key (``ses`` for ``session``). The value ``""`` matches files without the entity
+    (bidspm writes ``"acquisition": [""]`` for "no acq- entity"); otherwise
+    a file without the entity does not match.
+    """
     for key, allowed in filters.items():
-        if key not in frame:
-            return frame.iloc[0:0]
+        key = ENTITY_ALIASES.get(key, key)
         values = list(allowed) if isinstance(allowed, (list, tuple, set)) else [allowed]
-        frame = frame[frame[key].map(lambda v: value_matches(v, values))]
+        absent_ok = "" in values
+        if key not in frame:
+            if absent_ok:
+                continue
+            return frame.iloc[0:0]
+        frame = frame[frame[key].map(lambda v: value_matches(v, values)
+                                     or (absent_ok and (v is None or (isinstance(v, float) and math.isnan(v)))))]
     return frame

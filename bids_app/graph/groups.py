@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nb
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bids_app.derivatives.atomic import write_json, write_tsv
-from bids_app.derivatives.naming import build_name, camel_keys, output_dir
+from bids_app.derivatives.naming import build_name, camel_keys, output_dir, sanitize_label
 from bids_app.derivatives.statmaps import unmask
 from bids_app.design.contrasts import plan_contrasts
 from bids_app.design.diagnostics import check_design
@@ -41,18 +42,41 @@ from bids_app.spec.model import Node
 log = logging.getLogger(__name__)
 
 
-def group_maps(maps: list[StatMap], group_by: tuple[str, ...]) -> list[tuple[dict, list[StatMap]]]:
-    """Split incoming maps by the GroupBy entities.
+def group_maps(maps: list[StatMap], group_by: tuple[str, ...],
+               participants: pd.DataFrame | None = None) -> list[tuple[dict, list[StatMap]]]:
+    """Split incoming maps by the GroupBy entities, or participants columns (``group``).
 
     A GroupBy key absent from the data (e.g. ``session`` in a dataset without
-    sessions) does not split anything: those maps form one group.
+    sessions) does not split anything: those maps form one group. A key that
+    is no entity of the maps but a participants.tsv column splits by the
+    subject's value (the spec's ``["contrast", "group"]``).
     """
+    lookup = {}
+    if participants is not None and len(participants) and "subject" in participants:
+        rows = participants.drop_duplicates("subject").set_index("subject")
+        lookup = {k: rows[k].to_dict() for k in group_by
+                  if k in rows.columns and not any(k in m.entities for m in maps)}
     groups: dict[tuple, list[StatMap]] = {}
     for m in maps:
-        key = tuple((k, m.entities.get(k)) for k in group_by)
+        key = tuple((k, lookup[k].get(m.entities.get("subject")) if k in lookup else m.entities.get(k))
+                    for k in group_by)
         groups.setdefault(key, []).append(m)
-    return [({k: v for k, v in key if v is not None}, members) for key, members in sorted(
+    return [({k: v for k, v in key if v is not None and not pd.isna(v)}, members) for key, members in sorted(
         groups.items(), key=lambda kv: tuple(str(v) for _, v in kv[0]))]
+
+
+def tag_group(group: dict, members: list[StatMap]) -> list[StatMap]:
+    """Members of a group split by participants columns, with a ``desc`` entity naming the split.
+
+    Output names hold BIDS entities only, so two groups that differ by a
+    participants value (``group-patient`` / ``group-control`` is no entity)
+    would write the same files; ``desc-groupPatient`` keeps them apart.
+    """
+    split = {k: v for k, v in group.items() if all(k not in m.entities for m in members)}
+    if not split:
+        return members
+    desc = sanitize_label(" ".join(f"{k} {v}" for k, v in split.items()))
+    return [replace(m, entities={**m.entities, "desc": desc}) for m in members]
 
 
 def common_entities(maps: list[StatMap]) -> dict:

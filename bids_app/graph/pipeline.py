@@ -57,6 +57,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
     argv = list(argv) if argv is not None else sys.argv
     ctx = Context(model, index, out_dir, settings,
                   links=dataset_links(index.bids_dir, index.derivatives, exclude=[out_dir]), command=argv)
+    for note in model.notes:
+        ctx.log.warn(f"model: {note}")
     backend = open_backend(settings.n_procs, settings.dask_scheduler)
     with journal() as written:
         try:

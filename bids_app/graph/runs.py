@@ -24,7 +24,7 @@ from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
 from bids_app.graph import roi
 from bids_app.graph.context import Context
-from bids_app.graph.filters import match_frame, value_matches
+from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
 from bids_app.graph.units import RunInputs, Settings, StatMap
@@ -232,7 +232,7 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
 _COMPANION_SCOPE = (*_RUN_KEYS, "ceagent", "direction", "reconstruction", "echo", "part", "resolution", "density")
 
 
-def companion(frame: pd.DataFrame, row, space: bool = False) -> Path | None:
+def companion(frame: pd.DataFrame, row, space: bool = False, exempt=frozenset()) -> Path | None:
     """The file of ``frame`` that belongs to the run ``row``, most specific first.
 
     A file qualifies when each entity of :data:`_COMPANION_SCOPE` it names
@@ -241,15 +241,18 @@ def companion(frame: pd.DataFrame, row, space: bool = False) -> Path | None:
     every run in space X; a template mask with no subject every subject).
     With ``space``, the file's space (or ``tpl-`` template) must equal the
     run's. Of the qualifying files, the one naming the most entities wins.
+    Entities in ``exempt`` (those an ``Options.Mask`` filter names itself,
+    e.g. ``{"ses": ["test"]}`` for one session's mask used by every
+    session's runs) need not be the run's.
     """
     if "subject" in frame:  # cheap first cut: large datasets have thousands of candidates
         frame = frame[frame["subject"].isna() | (frame["subject"] == row.get("subject"))]
     ranked = []
     for _, hit in frame.iterrows():
         named = [k for k in _COMPANION_SCOPE if hit.get(k) is not None]
-        if not all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named):
+        if not all(row.get(k) is not None and value_matches(hit[k], [row[k]]) for k in named if k not in exempt):
             continue
-        if space and (hit.get("space") or hit.get("tpl")) != row.get("space"):
+        if space and "space" not in exempt and (hit.get("space") or hit.get("tpl")) != row.get("space"):
             continue
         ranked.append((-len(named), str(hit["path"])))
     return Path(min(ranked)[1]) if ranked else None
@@ -269,7 +272,7 @@ def _run_inputs(index: FileIndex, node: Node, row: pd.Series) -> RunInputs:
     regions = _label_images(index, node, row) if aggregate_method(node.model.options) else ()
     if mask_filter and not regions:
         mask = companion(match_frame(images, {k: v if isinstance(v, list) else [v] for k, v in mask_filter.items()}),
-                         row, space=True)
+                         row, space=True, exempt={ENTITY_ALIASES.get(k, k) for k in mask_filter})
         if mask is None:
             raise NoInputsError(f"Options.Mask {mask_filter} matched no file for {Path(row['path']).name} "
                                 "(searched the derivatives for files in the run's space whose subject, session, "

@@ -19,9 +19,13 @@ def ref(ctx: Context, path: Path) -> str:
 
 
 def contrast_sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
+    # DesignColumns says which column each condition named when it was not a column's own name
+    resolved = any(str(c) != col and not (str(c) in ("1", "intercept", "Intercept") and col == "intercept")
+                   for c, col in zip(contrast.conditions, contrast.columns))
     return {
         "Node": node.name, "Level": node.level, "Contrast": contrast.name,
         "ConditionList": list(contrast.conditions), "Weights": np.asarray(contrast.condition_weights).tolist(),
+        **({"DesignColumns": list(contrast.columns)} if resolved and contrast.columns else {}),
         "Estimator": estimator, **extra,
     }
 

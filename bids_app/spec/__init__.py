@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from bids_app.errors import ModelError
@@ -32,15 +33,17 @@ __all__ = [
 
 
 class _Object(dict):
-    """A JSON object that remembers keys it saw more than once."""
+    """A JSON object that remembers keys it saw more than once, with every value given."""
 
-    duplicates: list[str]
+    duplicates: dict[str, list]
 
 
 def _object_pairs(pairs: list[tuple[str, object]]) -> _Object:
     obj = _Object(pairs)
-    seen: set[str] = set()
-    obj.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]
+    counts: dict[str, list] = {}
+    for key, value in pairs:
+        counts.setdefault(key, []).append(value)
+    obj.duplicates = {k: v for k, v in counts.items() if len(v) > 1}
     return obj
 
 
@@ -49,15 +52,22 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON value; write a number")
 
 
-def _plain(value, path: list, issues: list[Issue]):
-    """Plain dicts/lists, with an issue per duplicated key (JSON keeps the last)."""
+def _plain(value, path: list, issues: list[Issue], notes: list[str]):
+    """Plain dicts/lists. A key repeated with equal values is a note; with different values an issue."""
     if isinstance(value, dict):
-        for key in getattr(value, "duplicates", []):
-            issues.append((json_path([*path, key]),
-                           f"key {key!r} appears more than once; only the last one would be used"))
-        return {k: _plain(v, [*path, k], issues) for k, v in value.items()}
+        for key, values in getattr(value, "duplicates", {}).items():
+            where = json_path([*path, key])
+            plain = [_plain(v, [*path, key], [], []) for v in values]
+            if all(v == plain[0] for v in plain[1:]):
+                notes.append(f"{where}: key {key!r} appears {len(values)} times with the same value; "
+                             "remove the repeats")
+            else:
+                shown = ", ".join(json.dumps(v)[:40] for v in plain)
+                issues.append((where, f"key {key!r} appears {len(values)} times with different values "
+                                      f"({shown}); JSON keeps only the last: keep the one you mean"))
+        return {k: _plain(v, [*path, k], issues, notes) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v, [*path, i], issues) for i, v in enumerate(value)]
+        return [_plain(v, [*path, i], issues, notes) for i, v in enumerate(value)]
     return value
 
 
@@ -90,15 +100,22 @@ def load_model(path: str | os.PathLike) -> StatsModel:
     path : str or path-like
         The ``*_smdl.json`` file (UTF-8, a byte-order mark is tolerated).
 
+    Returns
+    -------
+    StatsModel
+        ``notes`` holds warnings (a key repeated with the same value).
+
     Raises
     ------
     bids_app.errors.ModelError
         As :func:`read_model`.
     """
-    return model_from_dict(read_model(path))
+    notes: list[str] = []
+    model = model_from_dict(read_model(path, notes))
+    return replace(model, notes=tuple(notes))
 
 
-def read_model(path: str | os.PathLike) -> dict:
+def read_model(path: str | os.PathLike, notes_out: list[str] | None = None) -> dict:
     """Read and validate a BIDS Stats Model JSON file, without building the model.
 
     ``bids-stats validate`` needs no more: it does not import numpy.
@@ -107,13 +124,15 @@ def read_model(path: str | os.PathLike) -> dict:
     ----------
     path : str or path-like
         The ``*_smdl.json`` file (UTF-8, a byte-order mark is tolerated).
+    notes_out : list of str, optional
+        Receives the warnings (a key repeated with the same value).
 
     Raises
     ------
     bids_app.errors.ModelError
         The file is missing or unreadable, is not JSON (one issue with its
-        line and column), repeats a key within an object, or fails
-        validation; every problem is listed.
+        line and column), repeats a key with different values within an
+        object, or fails validation; every problem is listed.
     """
     path = Path(path)
     source = str(path)
@@ -134,8 +153,11 @@ def read_model(path: str | os.PathLike) -> dict:
     except ValueError as err:  # from _no_constant
         raise ModelError([("", f"not valid JSON: {err}")], source=source) from None
     issues: list[Issue] = []
-    model = _plain(raw, [], issues)
+    notes: list[str] = []
+    model = _plain(raw, [], issues, notes)
     issues += validate_model(model)
     if issues:
         raise ModelError(issues, source=source)
+    if notes_out is not None:
+        notes_out += notes
     return model

@@ -168,6 +168,8 @@ class StatsModel:
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
     raw: dict = field(compare=False, repr=False)
+    #: warnings found while reading the file (e.g. a key repeated with the same value)
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -202,6 +204,12 @@ class StatsModel:
         return [self.node(n) for n in done]
 
 
+def strip_formula(formula: str) -> str:
+    """A right-hand-side formula written with a leading ``~`` (``"~ 0 + a:b"``) without it."""
+    text = formula.strip()
+    return text[1:].strip() if text.startswith("~") else formula
+
+
 def _as_tuple_filter(filt: dict | None) -> dict[str, tuple]:
     return {k: tuple(v) if isinstance(v, list) else (v,) for k, v in (filt or {}).items()}
 
@@ -219,7 +227,7 @@ def _parse_node(d: dict) -> Node:
     model = ModelSpec(
         type=m["Type"],
         x=tuple(m["X"]),
-        formula=m.get("Formula"),
+        formula=strip_formula(m["Formula"]) if isinstance(m.get("Formula"), str) else None,
         hrf=HRF(tuple(hrf["Variables"]), hrf["Model"], dict(hrf.get("Parameters") or {}))
         if hrf else None,
         options=dict(m.get("Options") or {}),

@@ -39,7 +39,14 @@ resolved (accepted unless they cannot be run):
   row). Weights are numbers or fraction strings (``"-1/3"``); all-zero
   contrasts and F rows, and linearly dependent F rows, are errors.
 * ``Formula`` contains an explicit ``1`` or ``0`` term (spec MUST), has no
-  left-hand side, parses with formulaic, and uses only variables of ``X``.
+  left-hand side (a leading ``~`` alone is accepted: ``"~ 0 + a:b"``),
+  parses with formulaic, and uses only variables of ``X``.
+* ``Transformations``: with the ``pybids-transforms-v1`` transformer (or
+  none named), every instruction names a pybids transformation, spelled as
+  pybids spells it (``Demean``, ``And``; "did you mean" otherwise), and
+  holds only that transformation's arguments
+  (:mod:`bids_app.spec.transformations`). Other transformers (bidspm's) are
+  not implemented: an error.
 * ``Type: "meta"`` (fixed effects: weighted least squares with the incoming
   variances) takes any ``X`` or ``Formula``, and is not allowed at ``Run``
   level, whose inputs are BOLD series, not maps.
@@ -65,8 +72,10 @@ from collections.abc import Sequence
 
 from bids_app.errors import did_you_mean
 from bids_app.spec.hrf import HRF_MODELS, fir_delays, hrf_key, hrf_model_name
-from bids_app.spec.model import Node, ar_order, parse_weight, sanitize_label
+from bids_app.spec.model import Node, ar_order, parse_weight, sanitize_label, strip_formula
 from bids_app.spec.schema import Issue, schema_issues
+from bids_app.spec.transformations import (COMMON_ARGUMENTS, TRANSFORMER, json_key,
+                                           transformation_arguments)
 
 INTERCEPT_ALIASES = frozenset({"1", "intercept", "Intercept"})
 
@@ -79,8 +88,8 @@ _MAX_LISTED = 12
 # --- small helpers ------------------------------------------------------------
 
 def _is_one(value) -> bool:
-    """The JSON intercept ``1`` (``true`` is not an intercept)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and value == 1
+    """The intercept in X: ``1``, or the string ``"1"`` bidspm writes (``true`` is not an intercept)."""
+    return value == "1" or (not isinstance(value, bool) and isinstance(value, (int, float)) and value == 1)
 
 
 def _is_glob(entry) -> bool:
@@ -233,8 +242,32 @@ def _matches_term(cond: str, terms: list[frozenset[str]]) -> bool:
 
 # --- condition checks -----------------------------------------------------------
 
+def _names_a_level(cond: str, x: list, level: str | None, upstream: frozenset | None) -> bool:
+    """Whether a condition outside X can still name a design column (resolved when planning).
+
+    * a level of an X column: ``group.patient`` with ``group`` in X, or the
+      bare level ``face`` of an X entry ``trial_type.face``;
+    * above the Run level, a bare level of a categorical X column
+      (``retest`` with ``session`` in X), or an incoming contrast name when
+      X has the intercept (bidspm's DummyContrasts on ``X: [1]``).
+      ``upstream`` holds the names earlier nodes can produce (None: not
+      known without the data).
+    """
+    names = [e for e in x if isinstance(e, str)]
+    if any(cond.startswith(f"{e}.") for e in names if not _is_glob(e)):
+        return True
+    if any(e.split(".", 1)[-1] == cond for e in names if "." in e and not _is_glob(e)):
+        return True
+    if level in (None, "Run"):
+        return False
+    if "." not in cond and any(not _is_glob(e) and "." not in e for e in names):
+        return True
+    return any(_is_one(e) for e in x) and (upstream is None or cond in upstream)
+
+
 def _condition_problem(cond, x: list, formula: str | None,
-                       terms: list[frozenset[str]] | None) -> str | None:
+                       terms: list[frozenset[str]] | None, level: str | None = None,
+                       upstream: frozenset | None = None) -> str | None:
     """Why a condition cannot come from this model, or None when it can."""
     if _is_intercept_name(cond):
         if formula is None:
@@ -246,7 +279,7 @@ def _condition_problem(cond, x: list, formula: str | None,
     if not isinstance(cond, str):
         return None  # a schema error already
     if formula is None:
-        if in_x(cond, x):
+        if in_x(cond, x) or _names_a_level(cond, x, level, upstream):
             return None
         names = [e for e in x if isinstance(e, str)]
         return (f"{cond!r} is not in Model.X{did_you_mean(cond, names)}; a condition must be an "
@@ -258,7 +291,8 @@ def _condition_problem(cond, x: list, formula: str | None,
             f"be those of one term ({_listing(shown)}), e.g. 'group.1:sex.M' for 'group:sex'")
 
 
-def _condition_list_issues(conds, where: str, x: list, formula, terms) -> list[Issue]:
+def _condition_list_issues(conds, where: str, x: list, formula, terms, level=None,
+                           upstream=None) -> list[Issue]:
     if not isinstance(conds, list):
         return []
     if not conds:
@@ -273,7 +307,7 @@ def _condition_list_issues(conds, where: str, x: list, formula, terms) -> list[I
             issues.append((f"{where}[{j}]", f"{cond!r} is listed twice (also at [{seen[key]}])"))
             continue
         seen[key] = j
-        problem = _condition_problem(cond, x, formula, terms)
+        problem = _condition_problem(cond, x, formula, terms, level, upstream)
         if problem:
             issues.append((f"{where}[{j}]", problem))
     return issues
@@ -349,6 +383,7 @@ def _formula_issues(formula, x: list, where: str) -> tuple[list[Issue], list | N
     """Problems of ``Model.Formula`` and its term variable sets (None if unusable)."""
     if not isinstance(formula, str):
         return [], None
+    formula = strip_formula(formula)
     if "~" in formula:
         return [(where, "write only the right-hand side (no '~'): the data are the images")], None
     issues = []
@@ -378,6 +413,9 @@ def _hrf_issues(hrf, x: list, where: str) -> list[Issue]:
     if key == "afni":
         issues.append((f"{where}.Model", "'afni' is named by the specification but not "
                                          f"implemented here; use one of {_listing(HRF_MODELS)}"))
+    elif key == "doublegamma":
+        issues.append((f"{where}.Model", "'DoubleGamma' does not say which double-gamma HRF: SPM's canonical "
+                                         "HRF and Glover's are both double gammas; write 'spm' or 'glover'"))
     elif key is not None and hrf_model_name(name) is None:
         issues.append((f"{where}.Model", f"unknown HRF model {name!r}{did_you_mean(name, HRF_MODELS)}; "
                                          f"use one of {_listing(HRF_MODELS)} (case-insensitive)"))
@@ -483,12 +521,32 @@ def _dummy_names(dummy: dict, x: list, formula: str | None, where: str) -> list[
     return [(name, path) for name, path in pairs if isinstance(name, str)]
 
 
-def _node_issues(node: dict, where: str) -> list[Issue]:
+def _output_names(nodes: list[tuple[int, dict]]) -> frozenset | None:
+    """Every contrast name any node can produce, or None when a pattern makes them data-dependent."""
+    names: set[str] = set()
+    for _, node in nodes:
+        model = node.get("Model") if isinstance(node.get("Model"), dict) else {}
+        x = model.get("X") if isinstance(model.get("X"), list) else []
+        dummy = node.get("DummyContrasts")
+        if isinstance(dummy, dict):
+            listed = dummy.get("Contrasts")
+            if isinstance(listed, list):
+                names.update(c for c in listed if isinstance(c, str))
+            elif any(_is_glob(e) for e in x) or model.get("Formula"):
+                return None
+            else:
+                names.update(e for e in x if isinstance(e, str))
+        names.update(c.get("Name") for _, c in _dicts(node.get("Contrasts")) if isinstance(c.get("Name"), str))
+    return frozenset(names)
+
+
+def _node_issues(node: dict, where: str, upstream: frozenset | None = None) -> list[Issue]:
     model = node.get("Model") if isinstance(node.get("Model"), dict) else {}
     x = model.get("X") if isinstance(model.get("X"), list) else []
-    formula = model.get("Formula") if isinstance(model.get("Formula"), str) else None
+    formula = strip_formula(model["Formula"]) if isinstance(model.get("Formula"), str) else None
     mpath = f"{where}.Model"
     issues = _x_issues(x, model, mpath)
+    issues += _transformation_issues(node.get("Transformations"), f"{where}.Transformations")
     if model.get("Type") == "meta":
         issues += _meta_issues(node, mpath)
     f_issues, terms = _formula_issues(formula, x, f"{mpath}.Formula")
@@ -503,7 +561,8 @@ def _node_issues(node: dict, where: str) -> list[Issue]:
     if isinstance(dummy, dict):
         if dummy.get("Contrasts") != []:  # [] means no dummy contrasts
             issues += _condition_list_issues(dummy.get("Contrasts"),
-                                             f"{where}.DummyContrasts.Contrasts", x, formula, terms)
+                                             f"{where}.DummyContrasts.Contrasts", x, formula, terms,
+                                             node.get("Level"), upstream)
         for name, path in _dummy_names(dummy, x, formula, where):
             names.setdefault(name, path)
 
@@ -519,9 +578,40 @@ def _node_issues(node: dict, where: str) -> list[Issue]:
             else:
                 names[name] = f"{cpath}.Name"
         issues += _condition_list_issues(contrast.get("ConditionList"), f"{cpath}.ConditionList",
-                                         x, formula, terms)
+                                         x, formula, terms, node.get("Level"), upstream)
         issues += _weights_issues(contrast, cpath)
     return issues + _label_issues(names, "contrast", "the contrast- entity of output files")
+
+
+def _transformation_issues(transformations, where: str) -> list[Issue]:
+    if not isinstance(transformations, dict):
+        return []
+    transformer = transformations.get("Transformer", TRANSFORMER)
+    if not isinstance(transformer, str) or transformer.lower() != TRANSFORMER:
+        return [(f"{where}.Transformer", f"transformer {transformer!r} is not implemented here; only "
+                                         f"{TRANSFORMER!r} (pybids' transformations) is")]
+    known = transformation_arguments()
+    issues = []
+    for i, instruction in _dicts(transformations.get("Instructions")):
+        path = f"{where}.Instructions[{i}]"
+        name = instruction.get("Name")
+        if not isinstance(name, str) or name not in known:
+            issues.append((f"{path}.Name", f"unknown transformation {name!r}{did_you_mean(str(name), list(known))}; "
+                                           f"pybids' transformations are {', '.join(sorted(known))}"))
+            continue
+        allowed = COMMON_ARGUMENTS | known[name]
+        shown = sorted({"Input", "Output", *(_camel(a) for a in known[name])})
+        for key in instruction:
+            if json_key(key) not in allowed:
+                issues.append((f"{path}.{key}", f"{name} takes no argument {key!r}"
+                                                f"{did_you_mean(key, shown)}; it takes {', '.join(shown)}"))
+        if name == "Group" and not instruction.get("Output"):
+            issues.append((path, "Group names its group with Output (the name later instructions and X use)"))
+    return issues
+
+
+def _camel(snake: str) -> str:
+    return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
 
 
 # --- graph --------------------------------------------------------------------
@@ -623,8 +713,9 @@ def _semantic_issues(model: dict) -> list[Issue]:
                             "the output folder node-<label>")
     if isinstance(model.get("Name"), str):
         issues += _label_issues({model["Name"]: "Name"}, "model", "the model copy's file name model-<label>_smdl.json")
+    upstream = _output_names(nodes)
     for i, node in nodes:
-        issues += _node_issues(node, f"Nodes[{i}]")
+        issues += _node_issues(node, f"Nodes[{i}]", upstream)
     if isinstance(model.get("Nodes"), list) and not model["Nodes"]:
         issues.append(("Nodes", "empty: a model needs at least one node"))
     issues += _edge_issues(model.get("Edges"), list(first))
