@@ -19,6 +19,8 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
+from bids_app.design.first_level import _strings  # every string inside a JSON value
+
 TR = 2.0
 N_VOLS = 40
 SPACE = "MNI152NLin2009cAsym"
@@ -27,17 +29,6 @@ _CONFOUND = re.compile(
     r"^(trans|rot)_|^(trans|rot)[xyz]?$|^cosine|comp_cor|^framewise|dvars|^global_signal|^csf|"
     r"^white_matter|^motion_outlier|^non_steady|aroma|^rmsd|^nuis|^dummy|^edge|^crown|^tcompcor|"
     r"_derivative1|_power2|^[xyz]$|^rmsd|^outlier|^scrub")
-
-
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
 
 
 def _listify(value) -> list:
