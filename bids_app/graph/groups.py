@@ -249,7 +249,7 @@ def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> li
             if applied["NPerm"]:
                 perm_files, perm_warnings = permute_contrast(
                     ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights, mask, affine, applied,
-                    ctx.settings.seed, blocks, geometry)
+                    ctx.settings.seed, blocks, geometry, ctx.settings.n_procs)
                 files += perm_files
                 warnings += perm_warnings
         if c.flows:

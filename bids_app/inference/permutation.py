@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,8 @@ from bids_app.inference.connectivity import ClusterLabeller, voxel_graph
 BATCH_BYTES = 2**28
 #: Voxels per block when only the maximum statistic is needed (cache-sized).
 VOXEL_BLOCK = 8192
+#: Blocks of resamplings handed to ``map_blocks``: several per worker, so a slow worker does not hold up the rest.
+N_BLOCKS = 8
 
 
 @dataclass
@@ -104,7 +107,7 @@ class PermutationResult:
 
 def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_sided=True,
                      blocks=None, within_block=True, cluster_threshold=None, tfce=False,
-                     tfce_dh=_tfce.DH, batch_size=None, graph=None) -> PermutationResult:
+                     tfce_dh=_tfce.DH, batch_size=None, graph=None, map_blocks: Callable = map) -> PermutationResult:
     """FWE-corrected permutation test of one t or F contrast.
 
     Parameters
@@ -146,6 +149,12 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         Neighbours among ``Y``'s columns for clusters and TFCE, in any space
         (mesh edges of surface vertices: :mod:`bids_app.inference.connectivity`);
         default: face neighbours of ``mask``.
+    map_blocks : callable, optional
+        ``map``-like ``(function, iterable) -> results in input order`` over
+        blocks of resamplings: the builtin ``map`` (serial) or a process
+        pool's ``map`` (several cores); the function and blocks pickle. All
+        resamplings are drawn here from one generator and blocks are whole
+        batches, so results are identical for any ``map_blocks``.
 
     Returns
     -------
@@ -185,30 +194,11 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         graph = voxel_graph(mask)
     labeller = ClusterLabeller(graph) if t_cluster is not None else None
 
-    null = {"max_t": np.empty(n_perm)}
-    if labeller is not None:
-        null["max_size"], null["max_mass"] = np.empty(n_perm), np.empty(n_perm)
-    if tfce:
-        null["max_tfce"] = np.empty(n_perm)
-
-    unit32 = unit.astype(np.float32)
+    task = _NullMaxima(basis=basis, unit32=unit.astype(np.float32), statistic=statistic, batch_size=batch_size,
+                       graph=graph, labeller=labeller, t_cluster=t_cluster, tfce=tfce, tfce_dh=tfce_dh)
     del unit
-    for start in range(0, n_perm, batch_size):
-        batch = slice(start, min(start + batch_size, n_perm))
-        rows = _resampled_rows(basis, None if perms is None else perms[batch], None if signs is None else signs[batch])
-        if labeller is None and not tfce:
-            null["max_t"][batch] = _blockwise_max(rows, unit32, statistic)
-            continue
-        a, b_squared = _projections(rows, unit32, statistic)
-        null["max_t"][batch] = statistic.maxima(a, b_squared)
-        t_perm = statistic.maps(a, b_squared)
-        if labeller is not None:
-            for i, t_map in enumerate(t_perm, start=batch.start):
-                _, sizes, masses = labeller.clusters(t_map, t_cluster, statistic.two_sided)
-                null["max_size"][i] = sizes.max(initial=0)
-                null["max_mass"][i] = masses.max(initial=0.0)
-        if tfce:
-            null["max_tfce"][batch] = _tfce.max_tfce(t_perm, graph, two_sided=statistic.two_sided, dh=tfce_dh)
+    parts = list(map_blocks(task, _blocks_of_batches(perms, signs, n_perm, batch_size)))
+    null = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     result = PermutationResult(
         t=t_obs,
@@ -300,6 +290,62 @@ def draw_resamplings(n_samples, n_perm, rng, *, sign_flip, blocks=None, within_b
     perm = np.empty((n_perm, n_samples), dtype=np.int64)
     perm[:, members.ravel()] = members[order].reshape(n_perm, -1)
     return perm
+
+
+def _blocks_of_batches(perms, signs, n_perm, batch_size) -> list[tuple]:
+    """``(perms, signs)`` of at most :data:`N_BLOCKS` consecutive blocks of whole batches, of near-equal sizes."""
+    starts = np.arange(0, n_perm, batch_size)
+    bounds = [int(part[0]) for part in np.array_split(starts, min(N_BLOCKS, starts.size))] + [n_perm]
+    return [(None if perms is None else perms[lo:hi], None if signs is None else signs[lo:hi])
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass
+class _NullMaxima:
+    """Null maxima of a block of resamplings ``(perms, signs)``: a picklable function for ``map_blocks``.
+
+    Batches of :attr:`batch_size` resamplings start at the block's start and
+    blocks are whole batches, so every batch is the same whichever worker runs it.
+    """
+
+    basis: np.ndarray          # (n, rank + rank Z): tested space, then nuisance basis
+    unit32: np.ndarray         # (n, v) float32 unit-norm residualised data
+    statistic: "_Statistic"
+    batch_size: int
+    graph: object              # VoxelGraph for clusters and TFCE, else None
+    labeller: object           # ClusterLabeller with a cluster-forming threshold, else None
+    t_cluster: float | None
+    tfce: bool
+    tfce_dh: float
+
+    def __call__(self, block) -> dict:
+        perms, signs = block
+        n = len(perms if perms is not None else signs)
+        statistic = self.statistic
+        null = {"max_t": np.empty(n)}
+        if self.labeller is not None:
+            null["max_size"], null["max_mass"] = np.empty(n), np.empty(n)
+        if self.tfce:
+            null["max_tfce"] = np.empty(n)
+        for start in range(0, n, self.batch_size):
+            batch = slice(start, min(start + self.batch_size, n))
+            rows = _resampled_rows(self.basis, None if perms is None else perms[batch],
+                                   None if signs is None else signs[batch])
+            if self.labeller is None and not self.tfce:
+                null["max_t"][batch] = _blockwise_max(rows, self.unit32, statistic)
+                continue
+            a, b_squared = _projections(rows, self.unit32, statistic)
+            null["max_t"][batch] = statistic.maxima(a, b_squared)
+            t_perm = statistic.maps(a, b_squared)
+            if self.labeller is not None:
+                for i, t_map in enumerate(t_perm, start=batch.start):
+                    _, sizes, masses = self.labeller.clusters(t_map, self.t_cluster, statistic.two_sided)
+                    null["max_size"][i] = sizes.max(initial=0)
+                    null["max_mass"][i] = masses.max(initial=0.0)
+            if self.tfce:
+                null["max_tfce"][batch] = _tfce.max_tfce(t_perm, self.graph, two_sided=statistic.two_sided,
+                                                         dh=self.tfce_dh)
+        return null
 
 
 @dataclass(frozen=True)
