@@ -22,6 +22,7 @@ import pytest
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from bids_app.derivatives.atomic import strict_json, write_json
 from simulate_maps import simulate_maps
 
@@ -36,7 +37,7 @@ BRAIN[1:7, 1:7, 1:5] = True  # the runs' brain mask: 144 voxels
 @pytest.fixture(autouse=True)
 def _no_report(monkeypatch):
     # the HTML report plots every z map; nothing here reads it
-    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 # ---------------------------------------------------------------- datasets and models

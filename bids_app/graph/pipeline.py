@@ -86,7 +86,11 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
             save_call(out_dir, record)
             record = folder_record(out_dir, record)
             write_provenance(out_dir, record)
-            write_report(out_dir, model, record, design_diagnostics)
+            failures = write_report(out_dir, model, record, design_diagnostics).figure_failures
+            if failures:
+                # the maps are complete, so a figure is no reason to fail the run; provenance says what is missing
+                record["Warnings"] = record["Warnings"] + [f"report: figure not drawn: {f}" for f in failures]
+                write_provenance(out_dir, record)
         except BaseException:
             written.rollback(keep=[*ctx.log.finished, marker(out_dir)])
             release_folder(out_dir, written, keep=ctx.log.finished)
