@@ -449,9 +449,10 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
     assert _cli(data, out, "subject", "--model", model, "--participant-label", "02") == 0
     assert {k: v for k, v in _files(out).items() if "sub-01" in k} == {k: v for k, v in done["a"].items()
                                                                         if "sub-01" in k}
-    # each job's own provenance record stays, though provenance.json is the last job's
-    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "runs").glob("*_provenance.json"))]
+    # each job keeps its own record (with the software that ran it); provenance.json describes the folder
+    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "calls").glob("*.json"))]
     assert sorted(r["Settings"]["ParticipantLabel"][0] for r in runs) == ["01", "02"]
+    assert all(r["Software"]["bids-stats"] for r in runs)
 
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):
