@@ -74,3 +74,60 @@ def test_two_covariate_freedman_lane_identical_on_two_processes(group, pool_map,
     parallel = permutation_test(group.Y, X, contrast, n_perm=120, seed=7, batch_size=16, map_blocks=pool_map)
     _assert_same(serial, parallel)
     assert serial.info["nuisance"] == "Freedman-Lane" and np.unique(serial.null["max_t"]).size == 120
+
+
+@pytest.mark.parametrize("test", ["t", "F"])
+def test_cluster_forming_threshold_equals_scipy_stats(test):
+    from scipy import stats
+
+    from bids_app.inference.permutation import _Design, _Statistic
+
+    for dof in (1, 2, 5, 14, 29, 200):
+        for rank in ((1,) if test == "t" else (1, 2, 3)):
+            design = _Design(np.zeros((dof + rank, rank)), np.zeros((dof + rank, 0)), True, False, dof, test)
+            for z in (1.0, 2.3, 3.1, 4.5):
+                expected = (stats.t.isf(stats.norm.sf(z), dof) if test == "t"
+                            else stats.f.isf(stats.norm.sf(z), rank, dof))
+                assert _Statistic(design, two_sided=False).threshold(z) == float(expected)
+
+
+def test_batched_cluster_maxima_equal_clusters_map_by_map(group):
+    from bids_app.inference.connectivity import ClusterLabeller, voxel_graph
+
+    labeller = ClusterLabeller(voxel_graph(group.mask))
+    rng = np.random.default_rng(0)
+    # smooth-ish random maps: group maps with random signs, so clusters form
+    maps = (rng.choice([-1.0, 1.0], (12, group.Y.shape[0])) @ group.Y) / np.sqrt(group.Y.shape[0])
+    maps /= maps.std(axis=1, keepdims=True)
+    for two_sided in (False, True):
+        # candidates: a superset of the units over the threshold, in np.nonzero order
+        rows, units = np.nonzero(np.abs(maps) > 1.5)
+        size, mass = labeller.max_measures(rows, units, maps[rows, units], 2.0, two_sided, len(maps))
+        for i, stat in enumerate(maps):
+            _, sizes, masses = labeller.clusters(stat, 2.0, two_sided)
+            assert size[i] == sizes.max(initial=0) and mass[i] == masses.max(initial=0.0)
+        assert size.max() > 1
+
+
+@pytest.mark.parametrize("kind", ["t one-sided", "t two-sided", "t nuisance", "F", "F nuisance"])
+def test_supra_units_hold_every_unit_over_the_threshold_with_its_exact_statistic(kind):
+    from bids_app.inference.permutation import _Design, _Statistic
+
+    rng = np.random.default_rng(1)
+    test, rank = ("F", 2) if kind.startswith("F") else ("t", 1)
+    statistic = _Statistic(_Design(np.zeros((20, rank)), np.zeros((20, 0)), True, False, 15, test),
+                           two_sided=kind == "t two-sided")
+    # unit-norm data: a^2 + |b|^2 <= 1
+    a = np.clip(rng.standard_normal((30, 5000)) * 0.35, -0.9, 0.9).astype(np.float32)
+    b_squared = rng.uniform(0, 0.09, (30, 5000)).astype(np.float32) if "nuisance" in kind else 0.0
+    if test == "F":
+        a = np.square(a)
+    full = statistic.maps(a, b_squared)
+    threshold = statistic.threshold(3.1)
+    maps, units, values = statistic.supra(a, b_squared, threshold)
+    passing = (np.abs(full) if statistic.two_sided else full) > threshold
+    assert passing.sum() > 20 and passing[maps, units].sum() == passing.sum()
+    assert maps.size < 3 * passing.sum()
+    np.testing.assert_array_equal(values, full[maps, units])
+    assert np.array_equal(np.ravel_multi_index((maps, units), a.shape),
+                          np.sort(np.ravel_multi_index((maps, units), a.shape)))
