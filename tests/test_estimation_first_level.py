@@ -1,6 +1,5 @@
 """Run-level GLM against nilearn's FirstLevelModel and statsmodels, on real BOLD."""
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,13 +13,9 @@ from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation import FirstLevelEstimator, scale_timeseries
+from conftest import real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func"
-FORREST = DATA / "studyforrest_sub02" / "sub-02" / "func"
-
-needs_haxby = pytest.mark.skipif(not HAXBY.is_dir(), reason=f"real test data absent: {HAXBY}")
-needs_forrest = pytest.mark.skipif(not FORREST.is_dir(), reason=f"real test data absent: {FORREST}")
+HAXBY = "haxby2001_sub1/sub-1/func"
 
 
 def load_run(bold, events, t_r, z_slices=slice(None)):
@@ -34,11 +29,18 @@ def load_run(bold, events, t_r, z_slices=slice(None)):
 
 
 def haxby_run(run):
-    stem = HAXBY / f"sub-1_task-objectviewing_run-{run:02d}"
+    stem = real_data(HAXBY) / f"sub-1_task-objectviewing_run-{run:02d}"
     img, design = load_run(f"{stem}_bold.nii.gz", f"{stem}_events.tsv", t_r=2.5)
     # 25 mm voxels: the whole 6x10x10 box is inside the head
     mask = nib.Nifti1Image(np.ones(img.shape[:3], dtype=np.uint8), img.affine)
     return img, design, mask
+
+
+def forrest_run():
+    """12 of the 35 slices of the studyforrest localizer run (~16k in-brain voxels)."""
+    func = real_data("studyforrest_sub02/sub-02/func")
+    return load_run(func / "sub-02_task-oneback_run-1_bold.nii.gz",
+                    func / "sub-02_task-oneback_run-1_events.tsv", t_r=2.0, z_slices=slice(8, 20))
 
 
 def weights(design, plus, minus=None):
@@ -74,7 +76,6 @@ def assert_same_t(ours, reference, rtol):
     assert_allclose(ours.p, reference["p_value"], rtol=rtol, atol=1e-15)
 
 
-@needs_haxby
 def test_scale_timeseries_is_nilearn_mean_scaling():
     img, _, _ = haxby_run(1)
     Y = img.get_fdata().reshape(-1, img.shape[-1]).T
@@ -85,7 +86,6 @@ def test_scale_timeseries_is_nilearn_mean_scaling():
     assert_allclose(ours.mean(axis=0), 0.0, atol=1e-10)
 
 
-@needs_haxby
 @pytest.mark.parametrize("run", [1, 8])
 def test_ar1_matches_nilearn_on_haxby(run):
     img, design, mask = haxby_run(run)
@@ -116,7 +116,6 @@ def test_ar1_matches_nilearn_on_haxby(run):
     assert_allclose(maps["residsd"], np.sqrt(mse), rtol=1e-8)
 
 
-@needs_haxby
 def test_face_house_sign_and_size_match_nilearn_on_haxby():
     img, design, mask = haxby_run(3)
     reference = nilearn_contrast(fit_nilearn(img, design, mask, "ar1"), weights(design, "face", "house"), "t")
@@ -127,15 +126,9 @@ def test_face_house_sign_and_size_match_nilearn_on_haxby():
     assert abs(ours.z[strongest]) > 3
 
 
-@needs_forrest
 def test_ar1_matches_nilearn_on_studyforrest():
     # 12 of 35 slices keep the test to a few seconds (~16k in-mask voxels)
-    img, design = load_run(
-        FORREST / "sub-02_task-oneback_run-1_bold.nii.gz",
-        FORREST / "sub-02_task-oneback_run-1_events.tsv",
-        t_r=2.0,
-        z_slices=slice(8, 20),
-    )
+    img, design = forrest_run()
     mask = compute_epi_mask(img)
     reference = fit_nilearn(img, design, mask, "ar1")
     fit = fit_ours(img, design, mask, chunk_size=4096)
@@ -152,7 +145,6 @@ def test_ar1_matches_nilearn_on_studyforrest():
     assert_allclose(ours_F.z, reference_F["z_score"], rtol=1e-8, atol=1e-12)
 
 
-@needs_haxby
 def test_ols_matches_statsmodels():
     img, design, mask = haxby_run(2)
     fit = fit_ours(img, design, mask, noise_model="ols")
@@ -179,7 +171,6 @@ def test_ols_matches_statsmodels():
         assert_allclose(fit.model_maps()["residsd"][voxel], np.sqrt(ols.mse_resid), rtol=1e-9)
 
 
-@needs_haxby
 def test_results_do_not_depend_on_chunking():
     img, design, mask = haxby_run(5)
     whole = fit_ours(img, design, mask)
@@ -190,7 +181,6 @@ def test_results_do_not_depend_on_chunking():
     assert_allclose(chunked.beta, whole.beta, rtol=1e-12, atol=1e-12)
 
 
-@needs_haxby
 def test_constant_voxel_gives_nan_statistics():
     img, design, mask = haxby_run(1)
     Y = scale_timeseries(img.get_fdata().reshape(-1, img.shape[-1]).T)[0]
@@ -255,7 +245,6 @@ def assert_same_ar_fit(fit, reference, order):
     assert fit.dof == next(iter(reference.results_[0].values())).df_residuals
 
 
-@needs_haxby
 @pytest.mark.parametrize(("run", "noise_model"), [(1, "ar2"), (8, "ar3")])
 def test_arp_matches_nilearn_on_haxby(run, noise_model):
     order = int(noise_model[2:])
@@ -279,16 +268,10 @@ def test_arp_matches_nilearn_on_haxby(run, noise_model):
     assert_allclose(fit.model_maps()["rsquared"], r_square, rtol=1e-8)
 
 
-@needs_forrest
 @pytest.mark.parametrize("noise_model", ["ar2", "ar3"])
 def test_arp_matches_nilearn_on_studyforrest(noise_model):
     order = int(noise_model[2:])
-    img, design = load_run(
-        FORREST / "sub-02_task-oneback_run-1_bold.nii.gz",
-        FORREST / "sub-02_task-oneback_run-1_events.tsv",
-        t_r=2.0,
-        z_slices=slice(8, 20),
-    )
+    img, design = forrest_run()
     # 4 of the 12 slices (~5k voxels): nilearn's k-means is the slow part
     in_brain = compute_epi_mask(img).get_fdata() > 0
     in_brain[:, :, :4] = in_brain[:, :, 8:] = False
@@ -307,7 +290,6 @@ def test_arp_matches_nilearn_on_studyforrest(noise_model):
                     rtol=1e-8)
 
 
-@needs_haxby
 def test_arp_is_deterministic_for_a_seed_and_independent_of_chunking():
     img, design, mask = haxby_run(5)
     whole = fit_ours(img, design, mask, noise_model="ar2")

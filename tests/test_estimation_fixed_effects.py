@@ -1,6 +1,4 @@
 """Fixed effects against nilearn's compute_fixed_effects and statsmodels WLS, on real data."""
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -12,20 +10,16 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from bids_app.errors import DesignError
 from bids_app.estimation import FirstLevelEstimator, FixedEffectsEstimator, scale_timeseries
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func"
-PAIN21 = DATA / "pain21"
+from conftest import real_data
 
 
 @pytest.fixture(scope="module")
 def haxby_face_house():
     """Per-run face > house effects, variances and dofs of the 12 haxby runs (AR(1) GLM)."""
-    if not HAXBY.is_dir():
-        pytest.skip(f"real test data absent: {HAXBY}")
+    func = real_data("haxby2001_sub1/sub-1/func")
     effects, variances, dofs = [], [], []
     for run in range(1, 13):
-        stem = HAXBY / f"sub-1_task-objectviewing_run-{run:02d}"
+        stem = func / f"sub-1_task-objectviewing_run-{run:02d}"
         img = nib.load(f"{stem}_bold.nii.gz")
         events = pd.read_csv(f"{stem}_events.tsv", sep="\t")
         design = make_first_level_design_matrix(
@@ -41,20 +35,10 @@ def haxby_face_house():
 
 
 @pytest.fixture(scope="module")
-def pain21():
+def pain21(pain21_maps):
     """Effects, variances (n_studies, n_voxels) in the coverage mask, and study sizes."""
-    if not PAIN21.is_dir():
-        pytest.skip(f"real test data absent: {PAIN21}")
-    mask = nib.load(PAIN21 / "group_mask_min10studies.nii.gz").get_fdata() > 0
-    participants = pd.read_csv(PAIN21 / "participants.tsv", sep="\t")
-    maps = {}
-    for stat in ("effect", "variance"):
-        maps[stat] = np.array([
-            nib.load(PAIN21 / sub / f"{sub}_task-pain_space-MNI152_contrast-pain_stat-{stat}_statmap.nii.gz")
-            .get_fdata()[mask]
-            for sub in participants["participant_id"]
-        ])
-    return maps["effect"], maps["variance"], participants["n_subjects_in_study"].to_numpy(float)
+    effects, variances, participants = pain21_maps
+    return effects, variances, participants["n_subjects_in_study"].to_numpy(float)
 
 
 def nilearn_fixed_effects(effects, variances, dofs, affine=np.eye(4)):

@@ -10,7 +10,6 @@ from scipy import stats
 
 from bids_app.errors import DesignError
 from bids_app.estimation.ols import OLSEstimator
-from conftest import real_data
 
 TOL = 1e-5  # required agreement with nilearn (t, F, z, p)
 
@@ -34,17 +33,11 @@ def _in_mask(img, mask):
 
 
 @pytest.fixture(scope="module")
-def wager():
+def wager(wager_maps):
     """The 30 real effect maps, the mask where all are finite and non-zero, covariates."""
-    root = real_data("wager2008_emoreg")
-    files = sorted(root.glob("sub-*/*_stat-effect_statmap.nii.gz"))
-    assert len(files) == 30
-    imgs = [nib.load(f) for f in files]
-    data = np.stack([img.get_fdata() for img in imgs])
+    imgs, data, participants = wager_maps
     mask = np.all(np.isfinite(data) & (data != 0), axis=0)
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), imgs[0].affine)
-    participants = pd.read_csv(root / "participants.tsv", sep="\t")
-    assert list(participants.participant_id) == [f.name.split("_")[0] for f in files]
     return imgs, mask, mask_img, data[:, mask], participants
 
 

@@ -8,12 +8,12 @@ import pytest
 from bids_app.inference.atlas import NO_LABEL, label_coordinates
 from bids_app.io.atlases import load_atlas
 from bids_app.inference.clusters import COLUMNS, cluster_table
-from test_inference_data import one_sample_z, wager
+from test_inference_data import one_sample_z
 
 
 @pytest.fixture(scope="module")
-def zmap():
-    group = wager()
+def zmap(wager_group):
+    group = wager_group
     return group, group.volume(one_sample_z(group))
 
 

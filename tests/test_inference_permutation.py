@@ -10,14 +10,13 @@ from bids_app.errors import DesignError
 from bids_app.inference.permutation import draw_resamplings, permutation_test
 from bids_app.inference.connectivity import voxel_graph
 from bids_app.inference.tfce import tfce
-from test_inference_data import wager
 
 N_PERM = 400
 
 
 @pytest.fixture(scope="module")
-def group():
-    return wager()
+def group(wager_group):
+    return wager_group
 
 
 def designs(group):

@@ -14,13 +14,12 @@ from scipy import ndimage, stats
 
 from bids_app.estimation.ols import OLSEstimator
 from bids_app.inference.permutation import draw_resamplings, permutation_test
-from test_inference_data import wager
 from test_inference_permutation import brute_force_tfce, downsampled
 
 
 @pytest.fixture(scope="module")
-def group():
-    return wager()
+def group(wager_group):
+    return wager_group
 
 
 def _design(group, extra=None):

@@ -8,14 +8,14 @@ import pytest
 from scipy import ndimage
 
 from bids_app.inference.thresholds import threshold_map
-from test_inference_data import one_sample_z, wager
+from test_inference_data import one_sample_z
 
 CASES = list(itertools.product(["fdr", "bonferroni", "fpr", "none"], [True, False], [0, 10]))
 
 
 @pytest.fixture(scope="module")
-def zmap():
-    group = wager()
+def zmap(wager_group):
+    group = wager_group
     return group, group.volume(one_sample_z(group))
 
 

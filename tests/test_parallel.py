@@ -19,8 +19,6 @@ from simulate_maps import simulate_maps
 from test_graph_semantics import SUBJECTS, TASK, _model, _node, _participants
 from test_run_level_e2e import _haxby, _haxby_model, _write_model
 
-distributed = pytest.importorskip("distributed", reason="Dask distributed is the [dask] extra (in [test])")
-
 
 @pytest.fixture(autouse=True)
 def _no_report(request, monkeypatch):
