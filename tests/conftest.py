@@ -145,3 +145,66 @@ def wager_group(wager_maps) -> Group:
                               interpolation="nearest", copy_header=True, force_resample=True)
     mask = np.all(np.isfinite(data) & (data != 0), axis=0) & (mni.get_fdata() > 0)
     return Group(data[:, mask], mask, images[0].affine, images, table)
+
+
+def one_sample_z(group: Group):
+    """OLS one-sample t of the group mean, as z (same tail probability), masked."""
+    import numpy as np
+    from scipy import stats
+
+    n = group.Y.shape[0]
+    t = group.Y.mean(axis=0) / (group.Y.std(axis=0, ddof=1) / np.sqrt(n))
+    return np.where(t > 0, stats.norm.isf(stats.t.sf(t, n - 1)),
+                    stats.norm.ppf(stats.t.cdf(t, n - 1)))
+
+
+def simulated_z_map(seed: int = 0):
+    """A z map in memory: an ellipsoid mask on a 3 mm grid, smooth unit-variance noise, three
+    large blobs (two positive, one negative) and three one-voxel spikes of about 4.
+
+    Returns the :class:`Group` (mask, affine; no subject maps) and the (x, y, z) float64 map."""
+    import numpy as np
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = (28, 32, 24)
+    grid = np.indices(shape).astype(float)
+    centre = (np.array(shape) - 1)[:, None, None, None] / 2
+    radii = (np.array(shape) / 2 - 1)[:, None, None, None]
+    mask = (((grid - centre) / radii) ** 2).sum(0) <= 1
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape), 1.2)
+    z = noise / noise[mask].std()
+    for amplitude, position, width in ((7.0, (9, 10, 12), 2.5), (-6.0, (19, 22, 10), 2.0),
+                                       (5.0, (14, 24, 16), 1.5)):
+        z += amplitude * np.exp(-(((grid - np.array(position)[:, None, None, None]) / width) ** 2).sum(0) / 2)
+    for height, position in ((4.0, (5, 16, 8)), (4.3, (22, 9, 15)), (-4.6, (14, 6, 6))):
+        z[position] += height
+    affine = np.array([[3.0, 0, 0, -42], [0, 3.0, 0, -66], [0, 0, 3.0, -36], [0, 0, 0, 1]])
+    return Group(None, mask, affine, (), None), np.where(mask, z, 0.0)
+
+
+@pytest.fixture(scope="session")
+def wager_zmap(wager_group):
+    """The real one-sample z map of the wager2008_emoreg group, (x, y, z), 0 outside the mask."""
+    return wager_group, wager_group.volume(one_sample_z(wager_group))
+
+
+@pytest.fixture(scope="session", params=["simulated", "wager2008_emoreg"])
+def zmap(request):
+    """A group z map, simulated in memory and real (only the real one needs the data)."""
+    if request.param == "simulated":
+        return simulated_z_map()
+    return request.getfixturevalue("wager_zmap")
+
+
+def run_node(instructions, x, hrf=None, high_pass_hz=0.0):
+    """The Run node of a one-node model: ``X``, a ``HighPassFilterCutoffHz`` option, an optional
+    ``Model.HRF`` and pybids-transforms-v1 ``instructions``."""
+    from bids_app.spec.model import model_from_dict
+
+    model = {"Type": "glm", "X": x, "Options": {"HighPassFilterCutoffHz": high_pass_hz}}
+    if hrf:
+        model["HRF"] = hrf
+    node = {"Level": "Run", "Name": "run", "GroupBy": ["run", "subject"], "Model": model,
+            "Transformations": {"Transformer": "pybids-transforms-v1", "Instructions": instructions}}
+    return model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [node]}).nodes[0]

@@ -1,4 +1,4 @@
-"""Fixed effects against nilearn's compute_fixed_effects and statsmodels WLS, on real data."""
+"""Fixed effects against nilearn's compute_fixed_effects and statsmodels WLS, in memory and on real data."""
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -50,6 +50,26 @@ def nilearn_fixed_effects(effects, variances, dofs, affine=np.eye(4)):
         [to_img(e) for e in effects], [to_img(v) for v in variances], mask=mask, precision_weighted=True, dofs=dofs
     )
     return [image.get_fdata().ravel() for image in images]
+
+
+def test_intercept_matches_nilearn_in_memory():
+    """Six simulated runs' effects with unequal variances and dofs, against nilearn."""
+    rng = np.random.default_rng(7)
+    n_runs, n_voxels = 6, 40
+    variances = rng.uniform(0.2, 3.0, (n_runs, n_voxels))
+    effects = rng.normal(0.5, np.sqrt(variances))
+    dofs = rng.integers(60, 200, n_runs).astype(float)
+    result = FixedEffectsEstimator(dofs=dofs).fit(effects, np.ones((n_runs, 1)), variances=variances)
+    t = result.contrast([1.0], "t")
+    effect, variance, stat, z = nilearn_fixed_effects(effects, variances, dofs)
+    assert t.dof == dofs.sum()
+    assert_allclose(t.effect, effect, rtol=1e-6)
+    assert_allclose(t.variance, variance, rtol=1e-6)
+    assert_allclose(t.stat, stat, rtol=1e-6)
+    assert_allclose(t.z, z, rtol=1e-5, atol=1e-6)
+    # and the closed form: precision-weighted mean, variance 1 / sum of precisions
+    assert_allclose(t.effect, (effects / variances).sum(0) / (1 / variances).sum(0), rtol=1e-12)
+    assert_allclose(t.variance, 1 / (1 / variances).sum(0), rtol=1e-12)
 
 
 def test_intercept_matches_nilearn_on_haxby_runs(haxby_face_house):

@@ -127,6 +127,23 @@ def test_covariate_model_matches_reference_on_pain21(pain21):
     assert results["both"].dof_num == 2 and results["both"].dof == 19
 
 
+@pytest.mark.parametrize("method", ["reml", "ml"])
+def test_unequal_variances_match_reference_in_memory(method):
+    """Simulated studies with unequal known variances, some voxels with between-study
+    variance and some without, a covariate: tau2, beta, t and F equal the reference."""
+    rng = np.random.default_rng(9)
+    n, v = 15, 40
+    S2 = rng.uniform(0.2, 2.0, (n, v))
+    tau2 = np.where(np.arange(v) % 2, rng.uniform(0.5, 3.0, v), 0.0)
+    x = rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x - x.mean()])
+    Y = 0.8 + 0.5 * X[:, [1]] + rng.normal(size=(n, v)) * np.sqrt(S2 + tau2)
+    contrasts = {"slope": (np.array([0.0, 1.0]), "t"), "both": (np.eye(2), "F")}
+    fit, results = _compare_with_reference(Y, S2, X, method, contrasts)
+    assert 5 < (fit.tau2 == 0).sum() < v - 5  # both regimes: boundary and interior
+    assert results["slope"].dof == n - 2 and results["both"].dof_num == 2
+
+
 def test_equal_variances_have_closed_forms():
     """With s2_i = s for all i and X = 1: REML tau2 = var(y, ddof=1) - s (truncated at 0),
     ML tau2 = var(y, ddof=0) - s, and where tau2 > 0 the REML t is the one-sample t-test."""

@@ -231,3 +231,30 @@ def test_fit_memory_is_bounded_by_chunks():
     outputs = fit.beta.nbytes + fit.sigma2.nbytes + fit.rsquared.nbytes + 8 * v  # + rss
     assert peak < outputs + 3 * chunk_bytes + 2**20, (peak, outputs)
     assert peak < Y.nbytes / 2  # no float64 copy of Y, not even a float32 one
+
+
+def test_t_and_f_match_statsmodels_in_memory():
+    """A covariate model on simulated maps, voxel by voxel against statsmodels' OLS."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(6)
+    n, v = 24, 12
+    X = np.column_stack([np.ones(n), rng.normal(40, 10, n), rng.integers(0, 2, n)])
+    Y = X @ rng.normal(0, [1.0, 0.05, 1.0], (v, 3)).T + rng.normal(0, 1, (n, v))
+    fit = OLSEstimator().fit(Y, X)
+    c, C = np.array([0.0, 1.0, -1.0]), np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    t, F = fit.contrast(c, "t"), fit.contrast(C, "F")
+    assert t.dof == F.dof == n - 3 and F.dof_num == 2
+    for voxel in range(v):
+        ols = sm.OLS(Y[:, voxel], X).fit()
+        np.testing.assert_allclose(fit.beta[:, voxel], ols.params, rtol=1e-10)
+        t_test, f_test = ols.t_test(c), ols.f_test(C)
+        np.testing.assert_allclose(t.effect[voxel], t_test.effect[0], rtol=1e-10)
+        np.testing.assert_allclose(np.sqrt(t.variance[voxel]), t_test.sd[0, 0], rtol=1e-10)
+        np.testing.assert_allclose(t.stat[voxel], t_test.tvalue[0, 0], rtol=1e-10)
+        # ours is the upper tail (as nilearn), statsmodels' two-sided
+        np.testing.assert_allclose(2 * min(t.p[voxel], 1 - t.p[voxel]), t_test.pvalue, rtol=1e-8)
+        np.testing.assert_allclose(F.stat[voxel], f_test.fvalue, rtol=1e-10)
+        np.testing.assert_allclose(F.p[voxel], f_test.pvalue, rtol=1e-8)
+    np.testing.assert_allclose(t.z, stats.norm.isf(t.p), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(F.z, stats.norm.isf(F.p), rtol=1e-8, atol=1e-12)

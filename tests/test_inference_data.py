@@ -2,13 +2,7 @@
 import numpy as np
 from scipy import stats
 
-
-def one_sample_z(group) -> np.ndarray:
-    """OLS one-sample t of the group mean, as z (same tail probability), masked."""
-    n = group.Y.shape[0]
-    t = group.Y.mean(axis=0) / (group.Y.std(axis=0, ddof=1) / np.sqrt(n))
-    return np.where(t > 0, stats.norm.isf(stats.t.sf(t, n - 1)),
-                    stats.norm.ppf(stats.t.cdf(t, n - 1)))
+from conftest import one_sample_z
 
 
 def test_wager_mask_is_brain_sized(wager_group):
