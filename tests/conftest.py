@@ -144,6 +144,8 @@ def wager_group(wager_maps) -> Group:
         mni = resample_to_img(load_mni152_brain_mask(resolution=2), images[0],
                               interpolation="nearest", copy_header=True, force_resample=True)
     mask = np.all(np.isfinite(data) & (data != 0), axis=0) & (mni.get_fdata() > 0)
+    # 3.44 x 3.44 x 4.5 mm voxels: a whole-brain mask holds ~1.8 litres
+    assert 1.3 < mask.sum() * abs(np.linalg.det(images[0].affine[:3, :3])) / 1e6 < 2.0
     return Group(data[:, mask], mask, images[0].affine, images, table)
 
 

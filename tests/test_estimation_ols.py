@@ -65,6 +65,16 @@ def test_one_sample_equals_nilearn_on_wager(wager):
     assert np.abs(result.stat).max() > 4  # a real effect, not a vacuous comparison
 
 
+def test_one_sample_z_equals_scipy_ttest_on_wager(wager_group):
+    """The one-sample z over the real brain-masked maps, from scipy's two-sided t-test p."""
+    result = OLSEstimator().fit(wager_group.Y, np.ones((30, 1))).contrast([1.0], "t")
+    reference = stats.ttest_1samp(wager_group.Y, 0.0, axis=0)
+    np.testing.assert_allclose(result.stat, reference.statistic, rtol=1e-10)
+    z = np.sign(reference.statistic) * stats.norm.isf(reference.pvalue / 2)
+    np.testing.assert_allclose(result.z, z, rtol=1e-8, atol=1e-9)
+    assert np.abs(result.z).max() > 5  # real effects: the tails are tested
+
+
 @pytest.mark.parametrize(
     ("weights", "test"),
     [([0, 1], "t"), ([1, 0], "t"), ([[1, 0], [0, 1]], "F")],
