@@ -22,6 +22,7 @@ import pytest
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from bids_app.derivatives.atomic import strict_json, write_json
 from simulate_maps import simulate_maps
 
@@ -36,7 +37,7 @@ BRAIN[1:7, 1:7, 1:5] = True  # the runs' brain mask: 144 voxels
 @pytest.fixture(autouse=True)
 def _no_report(monkeypatch):
     # the HTML report plots every z map; nothing here reads it
-    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 # ---------------------------------------------------------------- datasets and models
@@ -455,9 +456,10 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
     assert _cli(data, out, "subject", "--model", model, "--participant-label", "02") == 0
     assert {k: v for k, v in _files(out).items() if "sub-01" in k} == {k: v for k, v in done["a"].items()
                                                                         if "sub-01" in k}
-    # each job's own provenance record stays, though provenance.json is the last job's
-    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "runs").glob("*_provenance.json"))]
+    # each job keeps its own record (with the software that ran it); provenance.json describes the folder
+    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "calls").glob("*.json"))]
     assert sorted(r["Settings"]["ParticipantLabel"][0] for r in runs) == ["01", "02"]
+    assert all(r["Software"]["bids-stats"] for r in runs)
 
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):

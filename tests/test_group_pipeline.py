@@ -11,6 +11,7 @@ checked against the closed form REML has when all within-subject variances
 are equal.
 """
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +22,7 @@ from scipy import stats
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from conftest import MODELS
 from simulate_maps import AFFINE, SPACE, brain_mask, load, mask_img, simulate_maps
 
@@ -32,7 +34,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 def _no_report(monkeypatch):
     # The HTML report plots every z map (about 1.5 s each on this machine);
     # it is tested on its own, and nothing here reads it.
-    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 def _subjects(n):

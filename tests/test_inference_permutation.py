@@ -402,3 +402,24 @@ def test_max_t_fwe_equals_exhaustive_enumeration(name):
     p = 10.0 ** -result.logp_max_t
     bound = 4 * np.sqrt(exact_p * (1 - exact_p) / n_perm) + 2 / n_perm
     assert np.all(np.abs(p - exact_p) <= bound), (p, exact_p)
+
+
+def test_tfce_caps_extreme_statistics_instead_of_failing(monkeypatch):
+    # one degree of freedom (two inputs) gives |t| of 1e5 and more where two maps nearly agree;
+    # the cap (10^6 steps) is lowered to 100 steps so that the definition can be brute-forced
+    import bids_app.inference.tfce as tfce_module
+
+    monkeypatch.setattr(tfce_module, "_MAX_STEPS", 100)
+    mask = np.ones((6, 6, 6), dtype=bool)
+    graph = voxel_graph(mask)
+    t = np.random.default_rng(3).normal(size=mask.sum()) * 3
+    t[[10, 11, 50]] = [4e18, -2e6, 12.0]
+    with pytest.warns(UserWarning, match="above 10 at 3 unit"):
+        enhanced = tfce(t, graph, dh=0.1)
+    # capped at 10: 100 steps; 10.05 is also 100 steps for the brute force (10 // 0.1 == 99.0 in floats)
+    expected = brute_force_tfce(np.clip(t, -10.05, 10.05).reshape(mask.shape), 0.1).ravel()
+    np.testing.assert_allclose(enhanced, expected, rtol=1e-9, atol=1e-9)
+    with pytest.warns(UserWarning, match="distinct resamplings"):
+        result = permutation_test(np.stack([t, -t * 0.5, t * 0.25]), np.ones((3, 1)), np.array([1.0]), mask,
+                                  n_perm=8, seed=0, tfce=True)
+    assert np.isfinite(result.null["max_tfce"]).all()

@@ -6,12 +6,14 @@ progress output, and provenance/report of sharded runs into one folder.
 """
 import io
 import json
+from pathlib import Path
 import runpy
 
 import pytest
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from bids_app.graph.parallel import DaskBackend, ProcessBackend, SerialBackend, open_backend
 from bids_app.graph.progress import Progress
 from conftest import MODELS, REPO
@@ -24,7 +26,7 @@ from test_run_level_e2e import _haxby, _haxby_model, _write_model
 def _no_report(request, monkeypatch):
     # the report draws every map (seconds each); only the sharded-run test reads it
     if "report" not in request.node.name:
-        monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+        monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 @pytest.fixture
