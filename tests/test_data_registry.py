@@ -3,6 +3,7 @@ the fetch path of ``conftest.real_data`` (pooch, sha256 checked, a cache) on a l
 import functools
 import hashlib
 import http.server
+import re
 import threading
 
 import pytest
@@ -22,11 +23,16 @@ def test_every_registered_file_has_its_hash_and_a_source():
     assert {name.split("/")[0] for name in files} == set(registry()["sources"])
 
 
-def test_urls_are_direct_https_downloads_of_registered_files():
+def test_urls_are_downloads_pinned_to_a_commit():
+    """Each URL is a file of a public git repository at a fixed commit, so its bytes cannot
+    change under the registered sha256 (they were checked against that commit's blob)."""
     urls = registry()["urls"]
-    assert set(urls) <= set(registry()["files"])
-    for name, url in urls.items():
-        assert url.startswith("https://") and not url.endswith("/"), (name, url)
+    assert len(urls) > 50 and set(urls) <= set(registry()["files"])
+    pinned = re.compile(r"^https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[0-9a-f]{40}/\S+[^/]$")
+    assert not [url for url in urls.values() if not pinned.match(url)]
+    # the file name is the registered one (the folders differ: bids-examples' ds003 is our ds000003)
+    assert all(url.rsplit("/", 1)[1] == name.rsplit("/", 1)[1]
+               for name, url in urls.items() if not name.endswith("group_mask_min10studies.nii.gz"))
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
