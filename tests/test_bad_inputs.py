@@ -232,9 +232,12 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert out.read_text() == "a user's file"
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
-def test_unwritable_output_dir_is_refused_before_reading_data(tmp_path, capsys):
+def test_unwritable_output_dir_is_refused_before_reading_data(tmp_path, capsys, monkeypatch):
     data, model = _maps(tmp_path), _dataset_model(tmp_path)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root may write anywhere: answer as the folder's owner would, from its mode bits
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+            (os.stat(path).st_mode >> 6) & mode) == mode)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -359,12 +362,16 @@ def test_participants_tsv_without_participant_id(tmp_path, capsys):
            "no participant_id column")
 
 
-def test_malformed_json_sidecar_of_a_map(tmp_path, capsys):
+@pytest.mark.parametrize("subject, content, phrase", [
+    ("sub-02", '{"DegreesOfFreedom": 50,', "cannot read JSON sidecar {sidecar}"),
+    ("sub-01", "[50]", "JSON sidecar {sidecar} holds a list"),
+], ids=["malformed", "not an object"])
+def test_bad_json_sidecar_of_a_map(tmp_path, capsys, subject, content, phrase):
     data, model = _maps(tmp_path), _subject_model(tmp_path)
-    sidecar = next(data.rglob("sub-02_*_stat-effect_statmap.json"))
-    sidecar.write_text('{"DegreesOfFreedom": 50,')
+    sidecar = next(data.rglob(f"{subject}_*_stat-effect_statmap.json"))
+    sidecar.write_text(content)
     _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
-           f"cannot read JSON sidecar {sidecar}")
+           phrase.format(sidecar=sidecar))
 
 
 def test_four_d_group_map(tmp_path, capsys):
@@ -865,14 +872,6 @@ def test_malformed_events_tsv(tmp_path, capsys, name, content, phrase):
         events.write_text(content)
     _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
            str(events), phrase)
-
-
-def test_json_sidecar_that_is_not_an_object(tmp_path, capsys):
-    data, model = _maps(tmp_path), _subject_model(tmp_path)
-    sidecar = next(data.rglob("sub-01_*_stat-effect_statmap.json"))
-    sidecar.write_text("[50]")
-    _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
-           f"JSON sidecar {sidecar} holds a list")
 
 
 def test_empty_brain_mask(tmp_path, capsys):
