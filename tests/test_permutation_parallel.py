@@ -7,12 +7,11 @@ import pytest
 import bids_app.inference.permutation as permutation
 from bids_app.graph.parallel import block_map
 from bids_app.inference.permutation import permutation_test
-from test_inference_data import wager
 
 
 @pytest.fixture(scope="module")
-def group():
-    return wager()
+def group(wager_group):
+    return wager_group
 
 
 @pytest.fixture(scope="module")
