@@ -64,7 +64,7 @@ VOXEL_BLOCK = 8192
 #: Relative margin of the cheap test that picks the units whose statistic is formed (float32 errors are ~1e-6).
 _CANDIDATE_MARGIN = 1e-3
 #: Elements of the (maps, units) arrays handled per pass when only a few units are kept (cache-sized).
-_CACHE_ELEMENTS = 2**17
+_CACHE_ELEMENTS = 2**20
 #: Blocks of resamplings handed to ``map_blocks``: several per worker, so a slow worker does not hold up the rest.
 N_BLOCKS = 8
 
@@ -335,19 +335,18 @@ class _NullMaxima:
             batch = slice(start, min(start + self.batch_size, n))
             rows = _resampled_rows(self.basis, None if perms is None else perms[batch],
                                    None if signs is None else signs[batch])
-            if self.labeller is None and not self.tfce:
-                null["max_t"][batch] = _blockwise_max(rows, self.unit32, statistic)
-                continue
-            a, b_squared = _projections(rows, self.unit32, statistic)
-            null["max_t"][batch] = statistic.maxima(a, b_squared)
-            if self.labeller is not None:
-                # the statistic only where it may pass the threshold: ~0.1 % of units under the null
-                maps, units, values = statistic.supra(a, b_squared, self.t_cluster)
-                null["max_size"][batch], null["max_mass"][batch] = self.labeller.max_measures(
-                    maps, units, values, self.t_cluster, statistic.two_sided, len(a))
-            if self.tfce:
+            if self.tfce:   # TFCE needs the whole statistic maps
+                a, b_squared = _projections(rows, self.unit32, statistic)
+                null["max_t"][batch] = statistic.maxima(a, b_squared)
                 null["max_tfce"][batch] = _tfce.max_tfce(statistic.maps(a, b_squared), self.graph,
                                                          two_sided=statistic.two_sided, dh=self.tfce_dh)
+                supra = statistic.supra(a, b_squared, self.t_cluster) if self.labeller is not None else None
+            else:
+                null["max_t"][batch], supra = _blockwise(rows, self.unit32, statistic,
+                                                         None if self.labeller is None else self.t_cluster)
+            if supra is not None:
+                null["max_size"][batch], null["max_mass"][batch] = self.labeller.max_measures(
+                    *supra, self.t_cluster, statistic.two_sided, rows.shape[0])
         return null
 
 
@@ -545,21 +544,38 @@ def _projections(rows, unit32, statistic):
     return a, b_squared
 
 
-def _blockwise_max(rows, unit32, statistic):
-    """Per-map maxima of a batch (:meth:`_Statistic.maxima`), over blocks of :data:`VOXEL_BLOCK` voxels.
+def _blockwise(rows, unit32, statistic, threshold=None):
+    """Per-map maxima of a batch (:meth:`_Statistic.maxima`) and, given a ``threshold``, its
+    :meth:`_Statistic.supra` units, over blocks of :data:`VOXEL_BLOCK` voxels.
 
-    The elementwise passes of :func:`_max_t` are memory-bound on whole
-    (batch, voxels) arrays; on blocks their temporaries stay in cache, which
-    halved the CPU time of 1000 Freedman-Lane resamplings of 196k voxels.
+    The elementwise passes are memory-bound on whole (batch, voxels) arrays;
+    on blocks their temporaries stay in cache, which halved the CPU time of
+    1000 Freedman-Lane resamplings of 196k voxels. Each block's product is
+    the same columns of the whole product (BLAS sums over the samples), so
+    results do not depend on the blocks.
+
+    Returns
+    -------
+    best : ndarray, (n_maps,)
+    supra : tuple of (maps, units, values) or None
+        Sorted by map, then unit.
     """
     best = np.full(rows.shape[0], -np.inf)
+    found = []
     # one BLAS thread: on block-sized products, threads cost more in
     # synchronisation than they save (2-core machine, loaded or not)
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, unit32.shape[1], VOXEL_BLOCK):
             a, b_squared = _projections(rows, unit32[:, start:start + VOXEL_BLOCK], statistic)
             np.maximum(best, statistic.maxima(a, b_squared), out=best)
-    return best
+            if threshold is not None:
+                maps, units, values = statistic.supra(a, b_squared, threshold)
+                found.append((maps, units + start, values))
+    if threshold is None:
+        return best, None
+    maps, units, values = (np.concatenate(parts) for parts in zip(*found))
+    order = np.argsort(maps * unit32.shape[1] + units, kind="stable")
+    return best, (maps[order], units[order], values[order])
 
 
 def _max_t(a, b_squared, dof, two_sided):
