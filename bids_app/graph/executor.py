@@ -10,6 +10,7 @@ first fit.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nb
@@ -144,13 +145,14 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
             runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
-            designs = [prepare_design(run, node, ctx.settings) for run in runs]
-            note_missing_columns(runs, designs, ctx.settings.missing_confounds)
+            designs, late = zip(*[prepare_design(run, node, ctx.settings) for run in runs])
+            missing = note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = run_masks(runs)
-            ctx.log.exclusions += [{**e, "node": node.name} for e in
-                                   exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
+            checks = exclude_bad_voxels(runs, masks, ctx.settings.qc_policy)
+            ctx.log.exclusions += [{**c.exclusion, "node": node.name} for c in checks if c.exclusion]
+            checks = [replace(found, warnings=[*a, *b, *found.warnings]) for a, b, found in zip(late, missing, checks)]
             regions = roi.plan_regions(runs, masks)
-            planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
+            planned[node.name] = [(run, designs[i], masks[i], regions[i], checks[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     for note in scope_notes(nodes, ctx.settings.inference):
         ctx.log.warn(note)

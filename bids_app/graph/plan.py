@@ -74,7 +74,7 @@ def _run_inventory(node: Node, designs) -> str:
     invs = [d.inventory for d in designs]
     confounds = list(dict.fromkeys(c for inv in invs for c in inv.get("confounds", [])))
     entities = sorted({k for inv in invs for k in inv.get("entities", {})})
-    variables = list(dict.fromkeys(c for d in designs for c in d.info.get("columns", [])))
+    variables = list(dict.fromkeys(c for d in designs for c in d.info.columns))
     return (f"events columns (levels): {_events_text(invs)}; confound columns: {_shown(confounds)}; "
             f"entities: {_shown(entities)}; design columns built: {_shown(variables)}")
 
@@ -88,16 +88,16 @@ def _check_run_names(node: Node, designs) -> None:
     n = len(designs)
     dropped_everywhere = None
     for design in designs:
-        dropped = {d["entry"] for d in design.info.get("dropped", [])}
+        dropped = {d["entry"] for d in design.info.dropped}
         dropped_everywhere = dropped if dropped_everywhere is None else dropped_everywhere & dropped
     gone = dropped_everywhere or set()
     # a confound pattern may rightly match nothing (``motion_outlier*`` when no volume is an outlier)
-    kinds = {d["entry"]: d["kind"] for design in designs for d in design.info.get("dropped", [])}
+    kinds = {d["entry"]: d["kind"] for design in designs for d in design.info.dropped}
     problems = [f"Model.X entry {e!r}" for e in node.model.x
                 if str(e) in gone and not (is_glob(str(e)) and kinds.get(str(e)) == "confound")]
 
     if node.model.hrf is not None:
-        convolved = {c for d in designs for c in (d.info.get("hrf") or {}).get("variables", [])}
+        convolved = {c for d in designs for c in (d.info.hrf or {}).get("variables", [])}
         problems += [f"Model.HRF.Variables entry {v!r}" for v in node.model.hrf.variables
                      if not _matches(v, convolved)]
     if problems:
@@ -161,7 +161,7 @@ def _run_node(node: Node, units: list) -> tuple[NodePlan, list[StatMap]]:
     _check_run_names(node, designs)
     for run, design, *_ in units:
         columns = list(design.matrix.columns)
-        contrasts, warnings = plan_contrasts(node, columns, design.info.get("x_columns") or columns,
+        contrasts, warnings = plan_contrasts(node, columns, design.info.x_columns or columns,
                                              incoming=None)
         for c in contrasts:
             found[c.spec] = found.get(c.spec, 0) + 1

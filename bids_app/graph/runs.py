@@ -27,7 +27,7 @@ from bids_app.graph.context import Context
 from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
-from bids_app.graph.units import RunInputs, Settings, StatMap
+from bids_app.graph.units import RunChecks, RunInputs, Settings, StatMap
 from bids_app.io.bold import scan_bold
 from bids_app.io.confounds import read_confounds
 from bids_app.io.entities import ENTITY_KEYS, LONG_TO_SHORT
@@ -182,12 +182,17 @@ def binary_mask(img: nb.Nifti1Image) -> tuple[np.ndarray, str | None]:
     return data != 0, "non-binary mask: every non-zero voxel is in the mask"
 
 
-def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesign], policy: str) -> list[dict]:
+def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[RunChecks]:
     """Drop each run's unusable voxels (NaN/inf in a volume, constant over time) from its mask.
 
-    ``masks`` is updated in place with binary masks on each BOLD's grid; the
-    count of excluded voxels is added to the design's warnings (it reaches
-    provenance and the report) and returned for provenance's exclusions.
+    ``masks`` is updated in place with binary masks on each BOLD's grid.
+
+    Returns
+    -------
+    list of RunChecks
+        One per run: the mask rule applied, the voxels excluded (their count
+        is a warning: it reaches provenance and the report) and provenance's
+        exclusion record.
 
     Raises
     ------
@@ -195,15 +200,15 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
         ``policy == "fail"`` and a run has unusable voxels in its mask, or a
         run has no usable voxel at all.
     """
-    exclusions = []
-    for i, (run, design) in enumerate(zip(runs, designs)):
+    checks = []
+    for i, run in enumerate(runs):
         if run.scan is None:  # surface series: vertices are chosen when loaded (io.surface.load_series)
+            checks.append(RunChecks())
             continue
         scan = run.scan
         grid = nb.Nifti1Image(np.zeros(scan.shape[:3], dtype=np.uint8), scan.affine)
         mask, rule = binary_mask(on_grid(masks[i], grid))
-        if rule:
-            design.info["mask_rule"] = rule
+        check = RunChecks(mask_rule=rule)
         if not mask.any():
             raise InputDataError(f"{run.bold} ({run_label(run)}): its mask {run.mask or '(computed)'} has no voxel on "
                                  "the BOLD's grid; are the mask and the BOLD in the same space?")
@@ -218,14 +223,14 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
             if policy == "fail":
                 raise InputDataError(f"{run.bold} ({run_label(run)}): {what}; --qc-policy fail stops here "
                                      "(use --qc-policy exclude to fit the other voxels, or fix the preprocessing)")
-            design.info["warnings"].append(f"{what}: excluded from the fit (their maps are n/a); "
-                                           "--qc-policy fail stops instead")
-            design.info["bold_qc"] = {"mask_voxels": int(mask.sum()), "excluded_nonfinite": nonfinite,
-                                      "excluded_constant": constant}
-            exclusions.append({"node": None, "file": str(run.bold), "run": run_label(run),
-                               "reasons": [what], "voxels": nonfinite + constant})
+            check.warnings.append(f"{what}: excluded from the fit (their maps are n/a); --qc-policy fail stops instead")
+            check.bold_qc = {"mask_voxels": int(mask.sum()), "excluded_nonfinite": nonfinite,
+                             "excluded_constant": constant}
+            check.exclusion = {"node": None, "file": str(run.bold), "run": run_label(run),
+                               "reasons": [what], "voxels": nonfinite + constant}
         masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
-    return exclusions
+        checks.append(check)
+    return checks
 
 
 #: entities a run's companion files (events, confounds, masks) may name; each must then equal the run's
@@ -344,8 +349,11 @@ def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, .
     return tuple(sorted(path for n, path in ranked if n == best))
 
 
-def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
-    """Build (cheaply, before any fitting) the design of one run; raises on bad inputs."""
+def prepare_design(run: RunInputs, node: Node, settings: Settings) -> tuple[RunDesign, list[str]]:
+    """Build (cheaply, before any fitting) the design of one run; raises on bad inputs.
+
+    Returns the design and warnings about the run's events (events after its end).
+    """
     if is_surface_file(run.bold):
         if settings.smoothing_at("Run"):
             raise DesignError(f"{run.bold.name}: --smoothing applies to volumes; surface data are fitted unsmoothed "
@@ -374,20 +382,19 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
         if any(p.name in str(exc) for p in named if p):
             raise
         raise type(exc)(f"{source}: {exc}") from exc
-    if n_late:
-        design.info["warnings"].append(f"{n_late} event(s) start after the run ends ({duration:g} s): "
-                                       "they do not enter the design")
+    notes = [f"{n_late} event(s) start after the run ends ({duration:g} s): they do not enter the design"
+             ] if n_late else []
     n_columns = design.matrix.shape[1]
     if n_vols <= n_columns:
         raise DesignError(
             f"{run.bold} ({run_label(run)}): {n_vols} volumes for {n_columns} design columns leave no degrees "
             "of freedom for the noise. Is the BOLD complete? Otherwise use fewer regressors (Model.X, "
             "confounds, HighPassFilterCutoffHz)")
-    return design
+    return design, notes
 
 
-def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy: str = "drop") -> None:
-    """Warn, in each design's ``info["warnings"]``, about columns other runs of the task have.
+def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy: str = "drop") -> list[list[str]]:
+    """Warnings, one list per run, about columns other runs of the task have.
 
     A ``Model.X`` pattern (``trans_*``, ``trial_type.*``) that matches fewer
     columns in one run than in the others is not an error for
@@ -398,27 +405,30 @@ def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy
     are not repeated.
     """
     by_task: dict = {}
-    for run, design in zip(runs, designs):
-        by_task.setdefault(run.entities.get("task"), []).append(design)
+    for i, (run, design) in enumerate(zip(runs, designs)):
+        by_task.setdefault(run.entities.get("task"), []).append((i, design.info))
+    notes: list[list[str]] = [[] for _ in runs]
     for group in by_task.values():
-        union = list(dict.fromkeys(c for d in group for c in d.info["x_columns"]))
-        for design in group:
-            dropped = {d["entry"] for d in design.info["dropped"]}
-            absent = [c for c in union if c not in design.info["x_columns"] and c not in dropped]
+        union = list(dict.fromkeys(c for _, info in group for c in info.x_columns))
+        for i, info in group:
+            dropped = {d["entry"] for d in info.dropped}
+            absent = [c for c in union if c not in info.x_columns and c not in dropped]
             if not absent:
                 continue
-            message = (f"{design.info['source']}: column(s) {', '.join(map(repr, absent))} of other runs' "
+            message = (f"{info.source}: column(s) {', '.join(map(repr, absent))} of other runs' "
                        "designs are absent from this run (a Model.X pattern matched fewer columns here)")
             if policy == "error":
                 raise DesignError(message + "; use --missing-confounds drop to fit the run without them")
-            design.info["warnings"].append(message)
+            notes[i].append(message)
+    return notes
 
 
-def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[StatMap]:
+def run_unit(ctx: Context, node: Node, run, design, mask_img, regions, checks: RunChecks) -> list[StatMap]:
     """Fit one run and write its maps, or its region tables when the node aggregates
-    (``regions``: the run's :class:`~bids_app.design.regions.Regions` from planning, else None)."""
+    (``regions``: the run's :class:`~bids_app.design.regions.Regions` from planning, else None;
+    ``checks``: what planning found besides the design)."""
     inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *label_inputs(run.regions),
-                          *(Path(r["path"]) for r in design.info["recordings"])) if p]
+                          *(Path(r["path"]) for r in design.info.recordings)) if p]
     entities = dict(run.entities)
     record = record_path(ctx, node, entities)
     inputs = [f for p in inputs for f in (map_files(p) if p == run.bold else [p])]
@@ -439,14 +449,14 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
         series = region_timeseries(Y, regions.voxels, method)
         Y = series[:, regions.fitted]
     Y, _ = scale_timeseries(Y)
-    if design.info.get("low_pass"):
-        Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
+    if design.info.low_pass:
+        Y = low_pass_filter(Y, run.tr, design.info.low_pass["cutoff_hz"])
     X = design.matrix
     noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
     estimator = FirstLevelEstimator(noise_model=noise, random_state=ctx.settings.seed)
     fit = estimator.fit(Y, X.to_numpy(dtype=np.float64))
     columns = list(X.columns)
-    x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
+    x_columns = design.info.x_columns or expand_x(node.model.x, columns)
     contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
     folder = output_dir(ctx.out, node.name, entities)
     rel = functools.partial(ref, ctx)
@@ -459,8 +469,7 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
                        "(medial wall and unsampled vertices excluded)")
     else:
         mask_source = rel(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)"
-    # the design's own copies of RepetitionTime and SliceTimeRef would repeat them in other units
-    info = {k: v for k, v in design.info.items() if k not in ("tr", "slice_time_ref")}
+    info = checks.sidecar(design.info)
     files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
         "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
         "Mask": mask_source, **({"Surface": grid.describe()} if is_surface(grid) else {}),
@@ -487,10 +496,10 @@ def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[S
         files += written
         if c.flows:
             maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))
-    for w in design.info.get("warnings", []) + warnings:
+    for w in info["warnings"] + warnings:
         ctx.log.warn(f"{run.bold.name}: {w}")
     summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
-               "warnings": design.info.get("warnings", []) + warnings, "design": ref(ctx, files[0]),
+               "warnings": info["warnings"] + warnings, "design": ref(ctx, files[0]),
                "estimator": f"first-level-{noise}",
                **({"n_voxels": int(mask.sum())} if regions is None else {"n_regions": int(regions.fitted.sum())})}
     save(ctx, record, fp, maps, files, summary)

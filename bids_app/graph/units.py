@@ -9,7 +9,6 @@ from bids_app.design.recordings import RecordingFile
 from bids_app.io.bold import BoldScan
 
 
-
 @dataclass
 class Settings:
     """Run-wide options (from the CLI; the model's ``Software`` block can override some)."""
@@ -75,3 +74,38 @@ class RunInputs:
     recordings: tuple[RecordingFile, ...] = ()
     #: what one full read of the BOLD found (unusable voxels and volumes), set while planning
     scan: BoldScan | None = None
+
+
+@dataclass
+class RunChecks:
+    """What planning found about a run besides its design.
+
+    Attributes
+    ----------
+    warnings : list of str
+        Events after the run's end, columns other runs of the task have,
+        unusable voxels excluded from the mask.
+    mask_rule : str or None
+        How a non-binary mask image was read.
+    bold_qc : dict or None
+        Voxels of the mask and those excluded (NaN/inf values, constant).
+    exclusion : dict or None
+        Provenance's record of the excluded voxels.
+    """
+
+    warnings: list = field(default_factory=list)
+    mask_rule: str | None = None
+    bold_qc: dict | None = None
+    exclusion: dict | None = None
+
+    def sidecar(self, design) -> dict:
+        """``design`` (a :class:`~bids_app.design.first_level.DesignRecord`) as the run's
+        design sidecar holds it: with these warnings and findings, without the
+        copies of RepetitionTime and SliceTimeRef the sidecar states once."""
+        info = {k: v for k, v in design.to_dict().items() if k not in ("tr", "slice_time_ref")}
+        info["warnings"] += self.warnings
+        if self.mask_rule:
+            info["mask_rule"] = self.mask_rule
+        if self.bold_qc:
+            info["bold_qc"] = self.bold_qc
+        return info
