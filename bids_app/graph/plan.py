@@ -31,8 +31,9 @@ _PLANNED = Path("<planned>")
 
 
 @dataclass
-class UnitPlan:
-    """One unit as planned: its entities, design columns and output contrast names."""
+class UnitOutline:
+    """One unit as the whole-graph plan outlines it (no data read): its entities, design columns and
+    output contrast names."""
 
     entities: dict
     columns: list[str]
@@ -44,7 +45,7 @@ class UnitPlan:
 @dataclass
 class NodePlan:
     node: Node
-    units: list[UnitPlan] = field(default_factory=list)
+    units: list[UnitOutline] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
@@ -113,7 +114,7 @@ def _contrast_names(node: Node) -> list[tuple[str, tuple]]:
     return specs + [(c.name, c.conditions) for c in node.contrasts]
 
 
-def _check_conditions(node: Node, plans: list[UnitPlan], found: dict[str, int], what_exists: str) -> None:
+def _check_conditions(node: Node, plans: list[UnitOutline], found: dict[str, int], what_exists: str) -> None:
     """Every contrast must be computable in at least one unit."""
     missing = [(name, conds) for name, conds in _contrast_names(node) if not found.get(name)]
     if not missing:
@@ -165,7 +166,7 @@ def _run_node(node: Node, units: list) -> tuple[NodePlan, list[StatMap]]:
                                              incoming=None)
         for c in contrasts:
             found[c.spec] = found.get(c.spec, 0) + 1
-        plan.units.append(UnitPlan(dict(run.entities), columns, [c.name for c in contrasts], 1, warnings))
+        plan.units.append(UnitOutline(dict(run.entities), columns, [c.name for c in contrasts], 1, warnings))
         flows += [StatMap({**run.entities, "contrast": c.name}, _PLANNED, _PLANNED, None, node.name)
                   for c in contrasts if c.flows]
     _check_conditions(node, plan.units, found, f"Runs: {_run_inventory(node, designs)}. ")
@@ -187,7 +188,7 @@ def _group_node(node: Node, incoming: list[StatMap], participants) -> tuple[Node
         contrasts, warnings = plan_contrasts(node, columns, info.get("x") or columns, single)
         for c in contrasts:
             found[c.spec] = found.get(c.spec, 0) + 1
-        plan.units.append(UnitPlan(entities, columns, [c.name for c in contrasts], len(members),
+        plan.units.append(UnitOutline(entities, columns, [c.name for c in contrasts], len(members),
                                    [*warnings, *info.get("warnings", [])]))
         flows += [StatMap({**entities, "contrast": c.name}, _PLANNED, _PLANNED, None, node.name)
                   for c in contrasts if c.flows]
