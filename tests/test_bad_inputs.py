@@ -22,6 +22,7 @@ import pytest
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from bids_app.derivatives.atomic import strict_json, write_json
 from simulate_maps import simulate_maps
 
@@ -36,7 +37,7 @@ BRAIN[1:7, 1:7, 1:5] = True  # the runs' brain mask: 144 voxels
 @pytest.fixture(autouse=True)
 def _no_report(monkeypatch):
     # the HTML report plots every z map; nothing here reads it
-    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 # ---------------------------------------------------------------- datasets and models
@@ -231,9 +232,12 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert out.read_text() == "a user's file"
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
-def test_unwritable_output_dir_is_refused_before_reading_data(tmp_path, capsys):
+def test_unwritable_output_dir_is_refused_before_reading_data(tmp_path, capsys, monkeypatch):
     data, model = _maps(tmp_path), _dataset_model(tmp_path)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root may write anywhere: answer as the folder's owner would, from its mode bits
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+            (os.stat(path).st_mode >> 6) & mode) == mode)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -358,12 +362,16 @@ def test_participants_tsv_without_participant_id(tmp_path, capsys):
            "no participant_id column")
 
 
-def test_malformed_json_sidecar_of_a_map(tmp_path, capsys):
+@pytest.mark.parametrize("subject, content, phrase", [
+    ("sub-02", '{"DegreesOfFreedom": 50,', "cannot read JSON sidecar {sidecar}"),
+    ("sub-01", "[50]", "JSON sidecar {sidecar} holds a list"),
+], ids=["malformed", "not an object"])
+def test_bad_json_sidecar_of_a_map(tmp_path, capsys, subject, content, phrase):
     data, model = _maps(tmp_path), _subject_model(tmp_path)
-    sidecar = next(data.rglob("sub-02_*_stat-effect_statmap.json"))
-    sidecar.write_text('{"DegreesOfFreedom": 50,')
+    sidecar = next(data.rglob(f"{subject}_*_stat-effect_statmap.json"))
+    sidecar.write_text(content)
     _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
-           f"cannot read JSON sidecar {sidecar}")
+           phrase.format(sidecar=sidecar))
 
 
 def test_four_d_group_map(tmp_path, capsys):
@@ -448,9 +456,10 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
     assert _cli(data, out, "subject", "--model", model, "--participant-label", "02") == 0
     assert {k: v for k, v in _files(out).items() if "sub-01" in k} == {k: v for k, v in done["a"].items()
                                                                         if "sub-01" in k}
-    # each job's own provenance record stays, though provenance.json is the last job's
-    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "runs").glob("*_provenance.json"))]
+    # each job keeps its own record (with the software that ran it); provenance.json describes the folder
+    runs = [json.loads(p.read_text()) for p in sorted((out / ".bids-stats" / "calls").glob("*.json"))]
     assert sorted(r["Settings"]["ParticipantLabel"][0] for r in runs) == ["01", "02"]
+    assert all(r["Software"]["bids-stats"] for r in runs)
 
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):
@@ -863,14 +872,6 @@ def test_malformed_events_tsv(tmp_path, capsys, name, content, phrase):
         events.write_text(content)
     _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
            str(events), phrase)
-
-
-def test_json_sidecar_that_is_not_an_object(tmp_path, capsys):
-    data, model = _maps(tmp_path), _subject_model(tmp_path)
-    sidecar = next(data.rglob("sub-01_*_stat-effect_statmap.json"))
-    sidecar.write_text("[50]")
-    _fails(tmp_path, capsys, [data, tmp_path / "out", "subject", "--model", model], 19,
-           f"JSON sidecar {sidecar} holds a list")
 
 
 def test_empty_brain_mask(tmp_path, capsys):

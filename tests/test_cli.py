@@ -9,6 +9,7 @@ import pytest
 from bids_app import __version__
 from bids_app.cli import main
 from conftest import MODELS, real_data
+from simulate_maps import simulate_maps
 
 
 def _wager_copy(tmp_path, n=6):
@@ -23,6 +24,26 @@ def _wager_copy(tmp_path, n=6):
     for sub in sorted(p.name for p in src.glob("sub-*"))[:n]:
         shutil.copytree(src / sub, dst / sub)
     return dst
+
+
+def _emoreg_maps(tmp_path, n=6):
+    """n simulated subjects' maps laid out as the wager2008 set (task emoreg): input that
+    the tests below may break, needing no real data."""
+    import pandas as pd
+
+    subjects = [f"{i:02d}" for i in range(1, n + 1)]
+    simulate_maps(tmp_path / "maps", task="emoreg", subjects=subjects, contrasts=["reappNegVsLookNeg"],
+                  participants=pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}))
+    return tmp_path / "maps"
+
+
+def _refused(tmp_path, capsys, code, phrase, *options, model=MODELS / "one_sample_existing_maps.json", data=None):
+    """A dataset-level run exits with ``code``, says ``phrase`` on stderr and leaves no output folder."""
+    out = tmp_path / "out"
+    data = _emoreg_maps(tmp_path) if data is None else data
+    assert main([str(data), str(out), "dataset", "--model", str(model), *options]) == code
+    assert phrase in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_version(capsys):
@@ -67,11 +88,7 @@ def test_noise_model_argument(tmp_path, capsys):
 def test_model_not_json(tmp_path, capsys):
     bad = tmp_path / "model.json"
     bad.write_text("{ not json")
-    out = tmp_path / "out"
-    code = main([str(_wager_copy(tmp_path)), str(out), "dataset", "--model", str(bad)])
-    assert code == 3
-    assert "line 1" in capsys.readouterr().err
-    assert not out.exists()
+    _refused(tmp_path, capsys, 3, "line 1", model=bad)
 
 
 def test_filters_select_nothing(tmp_path, capsys):
@@ -79,31 +96,18 @@ def test_filters_select_nothing(tmp_path, capsys):
     model["Input"] = {"task": ["doesnotexist"]}
     path = tmp_path / "m.json"
     path.write_text(json.dumps(model))
-    out = tmp_path / "out"
-    code = main([str(_wager_copy(tmp_path)), str(out), "dataset", "--model", str(path)])
-    assert code == 18
-    assert "doesnotexist" in capsys.readouterr().err
-    assert not out.exists()
+    _refused(tmp_path, capsys, 18, "doesnotexist", model=path)
 
 
 def test_unknown_participant(tmp_path, capsys):
-    out = tmp_path / "out"
-    code = main([str(_wager_copy(tmp_path)), str(out), "dataset", "--participant-label", "sub-99",
-                 "--model", str(MODELS / "one_sample_existing_maps.json")])
-    assert code == 18
-    assert "sub-99" in capsys.readouterr().err
-    assert not out.exists()
+    _refused(tmp_path, capsys, 18, "sub-99", "--participant-label", "sub-99")
 
 
 def test_unreadable_nifti(tmp_path, capsys):
-    data = _wager_copy(tmp_path)
+    data = _emoreg_maps(tmp_path)
     broken = next(data.glob("sub-02/*.nii.gz"))
     broken.write_bytes(b"this is not a NIfTI file")
-    out = tmp_path / "out"
-    code = main([str(data), str(out), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")])
-    assert code == 19
-    assert broken.name in capsys.readouterr().err
-    assert not out.exists()
+    _refused(tmp_path, capsys, 19, broken.name, data=data)
 
 
 def test_validate_command(capsys):

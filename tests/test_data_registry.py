@@ -1,6 +1,14 @@
-"""tests/data/registry.json: every file of the real data with its sha256 and source."""
+"""tests/data/registry.json: every file of the real data with its sha256, source and URLs;
+the fetch path of ``conftest.real_data`` (pooch, sha256 checked, a cache) on a local server."""
+import functools
 import hashlib
+import http.server
+import re
+import threading
 
+import pytest
+
+import conftest
 from conftest import DATA, real_data, registry
 
 
@@ -13,4 +21,92 @@ def test_every_registered_file_has_its_hash_and_a_source():
                if hashlib.sha256((DATA / name).read_bytes()).hexdigest() != digest]
     assert not changed, f"files differ from their registered sha256: {changed[:5]}"
     assert {name.split("/")[0] for name in files} == set(registry()["sources"])
-    assert set(registry()["urls"]) <= set(files)
+
+
+def test_urls_are_downloads_pinned_to_a_commit():
+    """Each URL is a file of a public git repository at a fixed commit, so its bytes cannot
+    change under the registered sha256 (they were checked against that commit's blob)."""
+    urls = registry()["urls"]
+    assert len(urls) > 50 and set(urls) <= set(registry()["files"])
+    pinned = re.compile(r"^https://raw\.githubusercontent\.com/[\w.-]+/[\w.-]+/[0-9a-f]{40}/\S+[^/]$")
+    assert not [url for url in urls.values() if not pinned.match(url)]
+    # the file name is the registered one (the folders differ: bids-examples' ds003 is our ds000003)
+    assert all(url.rsplit("/", 1)[1] == name.rsplit("/", 1)[1]
+               for name, url in urls.items() if not name.endswith("group_mask_min10studies.nii.gz"))
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving ``www``: (folder, base URL, paths requested)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    requested = []
+
+    class Handler(_Handler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield www, f"http://127.0.0.1:{httpd.server_port}", requested
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _fetch_from(monkeypatch, tmp_path, server, name, content, digest):
+    """Serve ``content`` as ``name`` (registered with ``digest``, URL on the local server), with
+    the data folder absent and fetching allowed: the cache folder."""
+    pytest.importorskip("pooch", reason="pooch is in the [test] extra")
+    www, base, _ = server
+    (www / "file.bin").write_bytes(content)
+    entries = {**registry(), "files": {**registry()["files"], name: digest},
+               "urls": {name: f"{base}/file.bin"}}
+    monkeypatch.setattr(conftest, "registry", lambda: entries)
+    monkeypatch.setattr(conftest, "DATA", tmp_path / "absent")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BIDS_STATS_TEST_DATA_CACHE", str(cache))
+    monkeypatch.setenv("BIDS_STATS_FETCH_TEST_DATA", "1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    return cache
+
+
+def _check_fetch(monkeypatch, tmp_path, server, name, content, digest):
+    cache = _fetch_from(monkeypatch, tmp_path, server, name, content, digest)
+    path = real_data(name)
+    assert path.parent == cache and path.read_bytes() == content
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert server[2] == ["/file.bin"]
+    assert real_data(name) == path and server[2] == ["/file.bin"]  # cached: not downloaded again
+    # the same name, its bytes corrupted on the server: the sha256 check refuses them
+    (server[0] / "file.bin").write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    path.unlink()
+    with pytest.raises(ValueError, match="(?i)hash"):
+        real_data(name)
+    assert not any(cache.iterdir()), "a rejected download stayed in the cache"
+    # fetching is opt-in: without BIDS_STATS_FETCH_TEST_DATA=1 the test skips
+    monkeypatch.delenv("BIDS_STATS_FETCH_TEST_DATA")
+    with pytest.raises(pytest.skip.Exception, match="not found"):
+        real_data(name)
+
+
+def test_fetch_checks_the_sha256_and_caches(monkeypatch, tmp_path, server):
+    """A registry entry made here (no real data needed), fetched from a local server."""
+    content = b"onset\tduration\ttrial_type\n0\t1\tface\n" * 50
+    _check_fetch(monkeypatch, tmp_path, server, "made_up/events.tsv", content,
+                 hashlib.sha256(content).hexdigest())
+
+
+def test_fetch_of_a_registered_file_with_its_registered_sha256(monkeypatch, tmp_path, server):
+    """A real registered file, served by the local server, checked against the registry's sha256."""
+    name = "pain21/participants.tsv"
+    content = real_data(name).read_bytes()
+    _check_fetch(monkeypatch, tmp_path, server, name, content, registry()["files"][name])

@@ -5,22 +5,14 @@ from nilearn.glm.first_level import compute_regressor
 
 from bids_app.design import build_run_design
 from bids_app.io.events import read_events
-from bids_app.spec.model import model_from_dict
-from conftest import MODELS, real_data
+from conftest import MODELS, real_data, run_node
 
 RUNS = [f"events_only/ds005/sub-01/func/sub-01_task-mixedgamblestask_run-0{run}_events.tsv" for run in (1, 2, 3)]
 TR, N_VOLS = 2.0, 240  # task-mixedgamblestask_bold.json; 240 volumes per run in ds005
 
 
-
-def run_node(instructions, x, hrf=None):
-    model = {"Type": "glm", "X": x, "Options": {"HighPassFilterCutoffHz": 1 / 128}}
-    if hrf:
-        model["HRF"] = hrf
-    node = {"Level": "Run", "Name": "run", "GroupBy": ["run", "subject"], "Model": model,
-            "Transformations": {"Transformer": "pybids-transforms-v1",
-                                "Instructions": instructions}}
-    return model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [node]}).nodes[0]
+def _node(instructions, x, hrf=None):
+    return run_node(instructions, x, hrf, high_pass_hz=1 / 128)
 
 
 def by_hand(events, amplitudes, model="spm"):
@@ -35,7 +27,7 @@ def by_hand(events, amplitudes, model="spm"):
 def test_demeaned_gain_loss_via_convolve(run):
     path = real_data(run)
     events = read_events(path)
-    node = run_node(
+    node = _node(
         [{"Name": "Factor", "Input": ["trial_type"]},
          {"Name": "Rename", "Input": ["trial_type.parametric gain"], "Output": ["task"]},
          {"Name": "Scale", "Input": ["gain", "loss"], "Demean": True, "Rescale": False},
@@ -60,7 +52,7 @@ def test_demeaned_gain_loss_via_convolve(run):
 
 def test_scaled_gain_via_model_hrf_with_derivative():
     events = read_events(real_data(RUNS[0]))
-    node = run_node(
+    node = _node(
         [{"Name": "Scale", "Input": ["gain"], "Output": ["gain_z"]}],  # demean + rescale (defaults)
         ["gain_z", 1], hrf={"Variables": ["gain_z"], "Model": "glover + derivative"})
     design = build_run_design(node, events, tr=TR, n_vols=N_VOLS)
@@ -77,7 +69,7 @@ def test_events_with_na_value_leave_that_variable_only():
     events = read_events(real_data(RUNS[0]))
     events.loc[events["respnum"] == 0, "RT"] = np.nan  # no response: RT unknown
     assert 0 < events["RT"].isna().sum() < len(events)
-    node = run_node([], ["RT", "gain", 1], hrf={"Variables": ["RT", "gain"], "Model": "spm"})
+    node = _node([], ["RT", "gain", 1], hrf={"Variables": ["RT", "gain"], "Model": "spm"})
     design = build_run_design(node, events, tr=TR, n_vols=N_VOLS)
     kept = events[events["RT"].notna()]
     np.testing.assert_allclose(design.matrix["RT"], by_hand(kept, kept["RT"]), atol=1e-10)
@@ -86,7 +78,7 @@ def test_events_with_na_value_leave_that_variable_only():
 
 def test_all_na_column_is_dropped_as_absent_event():
     events = read_events(real_data(RUNS[0]))  # "parametric loss" is n/a on every row
-    node = run_node([], ["gain", "parametric loss", 1],
+    node = _node([], ["gain", "parametric loss", 1],
                     hrf={"Variables": ["gain", "parametric loss"], "Model": "spm"})
     design = build_run_design(node, events, tr=TR, n_vols=N_VOLS, missing_confounds="error")
     assert "parametric loss" not in design.matrix.columns

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from nilearn.glm.first_level import make_first_level_design_matrix
+from nilearn.glm.first_level import compute_regressor, make_first_level_design_matrix
 
 from bids_app.errors import DesignError
 from bids_app.graph.synthesize import synthesize
@@ -93,7 +93,15 @@ def test_node_selection(tmp_path, model_path, haxby):
     events_tsv, _ = haxby
     out = synthesize(events_tsv, model_path, TR, N_VOLS, tmp_path / "d.tsv", node_name="run_glover",
                      png=False)
-    assert list(pd.read_csv(out, sep="\t").columns[:2]) == ["trial_type.face", "intercept"]
+    table = pd.read_csv(out, sep="\t")
+    assert list(table.columns[:2]) == ["trial_type.face", "intercept"]
+    # the face regressor is nilearn's glover convolution of the face events, by hand
+    events = pd.read_csv(events_tsv, sep="\t").query("trial_type == 'face'")
+    face, _ = compute_regressor(np.vstack([events.onset, events.duration, np.ones(len(events))]),
+                                "glover", TR * np.arange(N_VOLS))
+    assert len(events) == 1 and face.max() > 0.5  # one 22.5 s block: a real response, not zeros
+    np.testing.assert_allclose(table["trial_type.face"], face[:, 0], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(table["intercept"], np.ones(N_VOLS))
     assert not out.with_suffix(".png").exists()
     with pytest.raises(DesignError, match="at level Subject, not Run"):
         synthesize(events_tsv, model_path, TR, N_VOLS, tmp_path / "e.tsv", node_name="subject")

@@ -7,7 +7,7 @@ from bids_app.design import build_run_design
 from bids_app.io.confounds import read_confounds
 from bids_app.io.events import read_events
 from bids_app.spec.model import model_from_dict
-from conftest import real_data
+from conftest import real_data, run_node
 
 DS005 = "events_only/ds005/sub-01/func/sub-01_task-mixedgamblestask_run-01_events.tsv"
 HAXBY = "haxby2001_sub1/sub-1/func/sub-1_task-objectviewing_run-02_events.tsv"
@@ -16,20 +16,9 @@ TR, N_VOLS = 2.0, 240
 SOURCE = "sub-01_task-mixedgamblestask_run-01_bold.nii.gz"
 
 
-
 @pytest.fixture(scope="module")
 def events():
     return read_events(real_data(DS005))
-
-
-def run_node(instructions, x, hrf=None):
-    model = {"Type": "glm", "X": x, "Options": {"HighPassFilterCutoffHz": 0}}
-    if hrf:
-        model["HRF"] = hrf
-    node = {"Level": "Run", "Name": "run", "GroupBy": ["run", "subject"], "Model": model,
-            "Transformations": {"Transformer": "pybids-transforms-v1",
-                                "Instructions": instructions}}
-    return model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [node]}).nodes[0]
 
 
 def design(events, instructions, x, hrf=None, **kw):

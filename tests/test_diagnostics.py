@@ -7,7 +7,6 @@ and the real participants tables of ds000003 / ds000005.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,22 +17,13 @@ from bids_app.design.diagnostics import (CONDITION_WARN, VIF_WARN, check_design,
 from bids_app.design.group import build_group_design
 from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict
+from conftest import participants
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _participants(name: str) -> pd.DataFrame:
-    path = DATA / name / "participants.tsv"
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path}")
-    table = pd.read_csv(path, sep="\t", dtype={"participant_id": str, "subject_id": str})
-    ids = table.pop("participant_id" if "participant_id" in table else "subject_id")
-    return table.assign(subject=ids.str.removeprefix("sub-"))
 
 
 def _paired(x: list) -> pd.DataFrame:
     """ds000003's 13 subjects x (word, pseudoword), design built by the group code."""
-    p = _participants("events_only/ds000003")
+    p = participants("events_only/ds000003")
     table = pd.concat([p.assign(contrast="word"), p.assign(contrast="pseudoword")],
                       ignore_index=True)
     node = model_from_dict({"Name": "m", "BIDSModelVersion": "1.0.0", "Nodes": [{
@@ -117,7 +107,7 @@ def test_describe_dependencies_in_original_units():
 
 
 def test_rank_condition_number_and_vif_match_closed_forms():
-    p = _participants("events_only/ds005")
+    p = participants("events_only/ds005")
     age = p["age"].to_numpy(float)
     X = pd.DataFrame({"intercept": 1.0, "age": age - age.mean(), "sex": p["sex"].astype(float),
                       "ageSex": (age - age.mean()) * p["sex"]})
@@ -155,7 +145,7 @@ def test_collinearity_warnings_use_the_stated_thresholds():
 
 
 def test_cell_means_coding_has_no_collinearity_warning():
-    p = _participants("events_only/ds005")
+    p = participants("events_only/ds005")
     X = pd.DataFrame({"sex.0": (p["sex"] == 0).astype(float),
                       "sex.1": (p["sex"] == 1).astype(float)})
     diag = check_design(X, [("diff", [-1, 1])])

@@ -1,6 +1,8 @@
-"""Run-level GLM against nilearn's FirstLevelModel and statsmodels, on real BOLD."""
+"""Run-level GLM against nilearn's run_glm / FirstLevelModel and statsmodels.
+
+In memory (simulated AR(1) time series, no files) and on real BOLD.
+"""
 import warnings
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,13 +16,9 @@ from threadpoolctl import threadpool_limits
 
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation import FirstLevelEstimator, scale_timeseries
+from conftest import real_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func"
-FORREST = DATA / "studyforrest_sub02" / "sub-02" / "func"
-
-needs_haxby = pytest.mark.skipif(not HAXBY.is_dir(), reason=f"real test data absent: {HAXBY}")
-needs_forrest = pytest.mark.skipif(not FORREST.is_dir(), reason=f"real test data absent: {FORREST}")
+HAXBY = "haxby2001_sub1/sub-1/func"
 
 
 def load_run(bold, events, t_r, z_slices=slice(None)):
@@ -34,11 +32,18 @@ def load_run(bold, events, t_r, z_slices=slice(None)):
 
 
 def haxby_run(run):
-    stem = HAXBY / f"sub-1_task-objectviewing_run-{run:02d}"
+    stem = real_data(HAXBY) / f"sub-1_task-objectviewing_run-{run:02d}"
     img, design = load_run(f"{stem}_bold.nii.gz", f"{stem}_events.tsv", t_r=2.5)
     # 25 mm voxels: the whole 6x10x10 box is inside the head
     mask = nib.Nifti1Image(np.ones(img.shape[:3], dtype=np.uint8), img.affine)
     return img, design, mask
+
+
+def forrest_run():
+    """12 of the 35 slices of the studyforrest localizer run (~16k in-brain voxels)."""
+    func = real_data("studyforrest_sub02/sub-02/func")
+    return load_run(func / "sub-02_task-oneback_run-1_bold.nii.gz",
+                    func / "sub-02_task-oneback_run-1_events.tsv", t_r=2.0, z_slices=slice(8, 20))
 
 
 def weights(design, plus, minus=None):
@@ -74,7 +79,76 @@ def assert_same_t(ours, reference, rtol):
     assert_allclose(ours.p, reference["p_value"], rtol=rtol, atol=1e-15)
 
 
-@needs_haxby
+def simulated_run(n_scans=160, n_voxels=60, seed=0):
+    """Time series with AR(1) noise of voxel-varying coefficient (0 to 0.7) plus responses
+    to two conditions, and their SPM-HRF design with cosine drifts (TR 2 s)."""
+    rng = np.random.default_rng(seed)
+    onsets = np.arange(8.0, 2.0 * n_scans - 24, 13.0)
+    events = pd.DataFrame({"onset": onsets, "duration": 2.0,
+                           "trial_type": np.resize(["face", "house"], onsets.size)})
+    design = make_first_level_design_matrix(np.arange(n_scans) * 2.0, events, hrf_model="spm",
+                                            drift_model="cosine")
+    rho = rng.uniform(0.0, 0.7, n_voxels)
+    innovations = rng.standard_normal((n_scans, n_voxels))
+    noise = np.empty_like(innovations)
+    noise[0] = innovations[0] / np.sqrt(1 - rho**2)
+    for t in range(1, n_scans):
+        noise[t] = rho * noise[t - 1] + innovations[t]
+    beta = rng.normal(0.0, 1.0, (design.shape[1], n_voxels))
+    return design.to_numpy() @ beta + noise, design
+
+
+@pytest.mark.parametrize("noise_model", ["ols", "ar1"])
+def test_matches_nilearn_run_glm_in_memory(noise_model):
+    from nilearn.glm.contrasts import compute_contrast
+    from nilearn.glm.first_level import run_glm
+
+    Y, design = simulated_run()
+    labels, results = run_glm(Y, design.to_numpy(), noise_model=noise_model, bins=100)
+    fit = FirstLevelEstimator(noise_model=noise_model).fit(Y, design.to_numpy())
+    if noise_model == "ar1":
+        assert_array_equal(fit.ar_coef[0], labels.astype(float))
+        assert len(np.unique(labels)) > 20  # many whitening filters, not one
+    beta = np.empty_like(fit.beta)
+    for label, result in results.items():
+        beta[:, labels == label] = result.theta
+    assert_allclose(fit.beta, beta, rtol=1e-9, atol=1e-12)
+
+    c = weights(design, "face", "house")
+    reference = compute_contrast(labels, results, c, stat_type="t")
+    ours = fit.contrast(c, "t")
+    assert_allclose(ours.effect, reference.effect_size().ravel(), rtol=1e-9, atol=1e-12)
+    assert_allclose(ours.variance, reference.effect_variance().ravel(), rtol=1e-9)
+    assert_allclose(ours.stat, reference.stat().ravel(), rtol=1e-9, atol=1e-12)
+    assert_allclose(ours.z, reference.z_score().ravel(), rtol=1e-8, atol=1e-12)
+    assert_allclose(ours.p, reference.p_value().ravel(), rtol=1e-8, atol=1e-15)
+    assert ours.dof == next(iter(results.values())).df_residuals
+
+    C = np.vstack([weights(design, "face"), weights(design, "house")])
+    reference_F = compute_contrast(labels, results, C, stat_type="F")
+    ours_F = fit.contrast(C, "F")
+    assert ours_F.dof_num == 2
+    assert_allclose(ours_F.stat, reference_F.stat().ravel(), rtol=1e-9)
+    assert_allclose(ours_F.z, reference_F.z_score().ravel(), rtol=1e-8, atol=1e-12)
+    assert_allclose(ours_F.p, reference_F.p_value().ravel(), rtol=1e-8, atol=1e-15)
+
+
+def test_ols_matches_statsmodels_in_memory():
+    """OLS on the simulated run, voxel by voxel against statsmodels (two-sided p folded)."""
+    Y, design = simulated_run(n_voxels=8, seed=1)
+    X = design.to_numpy()
+    fit = FirstLevelEstimator(noise_model="ols").fit(Y, X)
+    c = weights(design, "face", "house")
+    t_result = fit.contrast(c, "t")
+    for voxel in range(Y.shape[1]):
+        ols = sm.OLS(Y[:, voxel], X).fit()
+        assert_allclose(fit.beta[:, voxel], ols.params, rtol=1e-9, atol=1e-12)
+        test = ols.t_test(c)
+        assert_allclose(t_result.stat[voxel], test.tvalue[0, 0], rtol=1e-9)
+        assert_allclose(2 * min(t_result.p[voxel], 1 - t_result.p[voxel]), test.pvalue, rtol=1e-8)
+        assert_allclose(fit.model_maps()["residsd"][voxel], np.sqrt(ols.mse_resid), rtol=1e-9)
+
+
 def test_scale_timeseries_is_nilearn_mean_scaling():
     img, _, _ = haxby_run(1)
     Y = img.get_fdata().reshape(-1, img.shape[-1]).T
@@ -85,7 +159,6 @@ def test_scale_timeseries_is_nilearn_mean_scaling():
     assert_allclose(ours.mean(axis=0), 0.0, atol=1e-10)
 
 
-@needs_haxby
 @pytest.mark.parametrize("run", [1, 8])
 def test_ar1_matches_nilearn_on_haxby(run):
     img, design, mask = haxby_run(run)
@@ -116,7 +189,6 @@ def test_ar1_matches_nilearn_on_haxby(run):
     assert_allclose(maps["residsd"], np.sqrt(mse), rtol=1e-8)
 
 
-@needs_haxby
 def test_face_house_sign_and_size_match_nilearn_on_haxby():
     img, design, mask = haxby_run(3)
     reference = nilearn_contrast(fit_nilearn(img, design, mask, "ar1"), weights(design, "face", "house"), "t")
@@ -127,15 +199,9 @@ def test_face_house_sign_and_size_match_nilearn_on_haxby():
     assert abs(ours.z[strongest]) > 3
 
 
-@needs_forrest
 def test_ar1_matches_nilearn_on_studyforrest():
     # 12 of 35 slices keep the test to a few seconds (~16k in-mask voxels)
-    img, design = load_run(
-        FORREST / "sub-02_task-oneback_run-1_bold.nii.gz",
-        FORREST / "sub-02_task-oneback_run-1_events.tsv",
-        t_r=2.0,
-        z_slices=slice(8, 20),
-    )
+    img, design = forrest_run()
     mask = compute_epi_mask(img)
     reference = fit_nilearn(img, design, mask, "ar1")
     fit = fit_ours(img, design, mask, chunk_size=4096)
@@ -152,7 +218,6 @@ def test_ar1_matches_nilearn_on_studyforrest():
     assert_allclose(ours_F.z, reference_F["z_score"], rtol=1e-8, atol=1e-12)
 
 
-@needs_haxby
 def test_ols_matches_statsmodels():
     img, design, mask = haxby_run(2)
     fit = fit_ours(img, design, mask, noise_model="ols")
@@ -179,7 +244,6 @@ def test_ols_matches_statsmodels():
         assert_allclose(fit.model_maps()["residsd"][voxel], np.sqrt(ols.mse_resid), rtol=1e-9)
 
 
-@needs_haxby
 def test_results_do_not_depend_on_chunking():
     img, design, mask = haxby_run(5)
     whole = fit_ours(img, design, mask)
@@ -190,7 +254,6 @@ def test_results_do_not_depend_on_chunking():
     assert_allclose(chunked.beta, whole.beta, rtol=1e-12, atol=1e-12)
 
 
-@needs_haxby
 def test_constant_voxel_gives_nan_statistics():
     img, design, mask = haxby_run(1)
     Y = scale_timeseries(img.get_fdata().reshape(-1, img.shape[-1]).T)[0]
@@ -255,7 +318,6 @@ def assert_same_ar_fit(fit, reference, order):
     assert fit.dof == next(iter(reference.results_[0].values())).df_residuals
 
 
-@needs_haxby
 @pytest.mark.parametrize(("run", "noise_model"), [(1, "ar2"), (8, "ar3")])
 def test_arp_matches_nilearn_on_haxby(run, noise_model):
     order = int(noise_model[2:])
@@ -279,16 +341,10 @@ def test_arp_matches_nilearn_on_haxby(run, noise_model):
     assert_allclose(fit.model_maps()["rsquared"], r_square, rtol=1e-8)
 
 
-@needs_forrest
 @pytest.mark.parametrize("noise_model", ["ar2", "ar3"])
 def test_arp_matches_nilearn_on_studyforrest(noise_model):
     order = int(noise_model[2:])
-    img, design = load_run(
-        FORREST / "sub-02_task-oneback_run-1_bold.nii.gz",
-        FORREST / "sub-02_task-oneback_run-1_events.tsv",
-        t_r=2.0,
-        z_slices=slice(8, 20),
-    )
+    img, design = forrest_run()
     # 4 of the 12 slices (~5k voxels): nilearn's k-means is the slow part
     in_brain = compute_epi_mask(img).get_fdata() > 0
     in_brain[:, :, :4] = in_brain[:, :, 8:] = False
@@ -307,7 +363,6 @@ def test_arp_matches_nilearn_on_studyforrest(noise_model):
                     rtol=1e-8)
 
 
-@needs_haxby
 def test_arp_is_deterministic_for_a_seed_and_independent_of_chunking():
     img, design, mask = haxby_run(5)
     whole = fit_ours(img, design, mask, noise_model="ar2")

@@ -1,6 +1,4 @@
-"""Fixed effects against nilearn's compute_fixed_effects and statsmodels WLS, on real data."""
-from pathlib import Path
-
+"""Fixed effects against nilearn's compute_fixed_effects and statsmodels WLS, in memory and on real data."""
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -12,20 +10,16 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from bids_app.errors import DesignError
 from bids_app.estimation import FirstLevelEstimator, FixedEffectsEstimator, scale_timeseries
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HAXBY = DATA / "haxby2001_sub1" / "sub-1" / "func"
-PAIN21 = DATA / "pain21"
+from conftest import real_data
 
 
 @pytest.fixture(scope="module")
 def haxby_face_house():
     """Per-run face > house effects, variances and dofs of the 12 haxby runs (AR(1) GLM)."""
-    if not HAXBY.is_dir():
-        pytest.skip(f"real test data absent: {HAXBY}")
+    func = real_data("haxby2001_sub1/sub-1/func")
     effects, variances, dofs = [], [], []
     for run in range(1, 13):
-        stem = HAXBY / f"sub-1_task-objectviewing_run-{run:02d}"
+        stem = func / f"sub-1_task-objectviewing_run-{run:02d}"
         img = nib.load(f"{stem}_bold.nii.gz")
         events = pd.read_csv(f"{stem}_events.tsv", sep="\t")
         design = make_first_level_design_matrix(
@@ -41,20 +35,10 @@ def haxby_face_house():
 
 
 @pytest.fixture(scope="module")
-def pain21():
+def pain21(pain21_maps):
     """Effects, variances (n_studies, n_voxels) in the coverage mask, and study sizes."""
-    if not PAIN21.is_dir():
-        pytest.skip(f"real test data absent: {PAIN21}")
-    mask = nib.load(PAIN21 / "group_mask_min10studies.nii.gz").get_fdata() > 0
-    participants = pd.read_csv(PAIN21 / "participants.tsv", sep="\t")
-    maps = {}
-    for stat in ("effect", "variance"):
-        maps[stat] = np.array([
-            nib.load(PAIN21 / sub / f"{sub}_task-pain_space-MNI152_contrast-pain_stat-{stat}_statmap.nii.gz")
-            .get_fdata()[mask]
-            for sub in participants["participant_id"]
-        ])
-    return maps["effect"], maps["variance"], participants["n_subjects_in_study"].to_numpy(float)
+    effects, variances, participants = pain21_maps
+    return effects, variances, participants["n_subjects_in_study"].to_numpy(float)
 
 
 def nilearn_fixed_effects(effects, variances, dofs, affine=np.eye(4)):
@@ -66,6 +50,26 @@ def nilearn_fixed_effects(effects, variances, dofs, affine=np.eye(4)):
         [to_img(e) for e in effects], [to_img(v) for v in variances], mask=mask, precision_weighted=True, dofs=dofs
     )
     return [image.get_fdata().ravel() for image in images]
+
+
+def test_intercept_matches_nilearn_in_memory():
+    """Six simulated runs' effects with unequal variances and dofs, against nilearn."""
+    rng = np.random.default_rng(7)
+    n_runs, n_voxels = 6, 40
+    variances = rng.uniform(0.2, 3.0, (n_runs, n_voxels))
+    effects = rng.normal(0.5, np.sqrt(variances))
+    dofs = rng.integers(60, 200, n_runs).astype(float)
+    result = FixedEffectsEstimator(dofs=dofs).fit(effects, np.ones((n_runs, 1)), variances=variances)
+    t = result.contrast([1.0], "t")
+    effect, variance, stat, z = nilearn_fixed_effects(effects, variances, dofs)
+    assert t.dof == dofs.sum()
+    assert_allclose(t.effect, effect, rtol=1e-6)
+    assert_allclose(t.variance, variance, rtol=1e-6)
+    assert_allclose(t.stat, stat, rtol=1e-6)
+    assert_allclose(t.z, z, rtol=1e-5, atol=1e-6)
+    # and the closed form: precision-weighted mean, variance 1 / sum of precisions
+    assert_allclose(t.effect, (effects / variances).sum(0) / (1 / variances).sum(0), rtol=1e-12)
+    assert_allclose(t.variance, 1 / (1 / variances).sum(0), rtol=1e-12)
 
 
 def test_intercept_matches_nilearn_on_haxby_runs(haxby_face_house):

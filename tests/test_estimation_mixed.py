@@ -4,16 +4,13 @@ The reference below writes the exact (restricted) negative log-likelihood
 in the original design ``X`` (no basis change, no derivatives) and minimises
 it with scipy per voxel; it shares no code with bids_app.estimation.mixed.
 """
-import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 from scipy.optimize import minimize_scalar
 
 from bids_app.errors import DesignError
 from bids_app.estimation.mixed import MixedEffectsEstimator, log_likelihood, score, tau2_upper_bound
-from conftest import real_data
 
 RTOL = 1e-4  # required agreement with the reference (beta, t, F; tau2 away from 0)
 
@@ -64,17 +61,10 @@ def _reference(y, s2, X, method, contrasts):
 
 
 @pytest.fixture(scope="module")
-def pain21():
-    """Real effect and variance maps of 21 studies, in the >= 10-studies mask."""
-    root = real_data("pain21")
-    mask = np.asarray(nib.load(root / "group_mask_min10studies.nii.gz").dataobj) > 0
-    effects = sorted(root.glob("sub-*/*_stat-effect_statmap.nii.gz"))
-    variances = sorted(root.glob("sub-*/*_stat-variance_statmap.nii.gz"))
-    assert len(effects) == len(variances) == 21
-    Y = np.stack([np.asarray(nib.load(f).dataobj, dtype=np.float32)[mask] for f in effects])
-    S2 = np.stack([np.asarray(nib.load(f).dataobj, dtype=np.float32)[mask] for f in variances])
-    participants = pd.read_csv(root / "participants.tsv", sep="\t")
-    return Y, S2, participants
+def pain21(pain21_maps):
+    """Real effect and variance maps of 21 studies (float32, as stored), in the >= 10-studies mask."""
+    effects, variances, participants = pain21_maps
+    return effects.astype(np.float32), variances.astype(np.float32), participants
 
 
 def _sample(Y, S2, size=200, seed=0):
@@ -135,6 +125,23 @@ def test_covariate_model_matches_reference_on_pain21(pain21):
     }
     _, results = _compare_with_reference(Y[:, voxels], S2[:, voxels], X, "reml", contrasts)
     assert results["both"].dof_num == 2 and results["both"].dof == 19
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+def test_unequal_variances_match_reference_in_memory(method):
+    """Simulated studies with unequal known variances, some voxels with between-study
+    variance and some without, a covariate: tau2, beta, t and F equal the reference."""
+    rng = np.random.default_rng(9)
+    n, v = 15, 40
+    S2 = rng.uniform(0.2, 2.0, (n, v))
+    tau2 = np.where(np.arange(v) % 2, rng.uniform(0.5, 3.0, v), 0.0)
+    x = rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x - x.mean()])
+    Y = 0.8 + 0.5 * X[:, [1]] + rng.normal(size=(n, v)) * np.sqrt(S2 + tau2)
+    contrasts = {"slope": (np.array([0.0, 1.0]), "t"), "both": (np.eye(2), "F")}
+    fit, results = _compare_with_reference(Y, S2, X, method, contrasts)
+    assert 5 < (fit.tau2 == 0).sum() < v - 5  # both regimes: boundary and interior
+    assert results["slope"].dof == n - 2 and results["both"].dof_num == 2
 
 
 def test_equal_variances_have_closed_forms():

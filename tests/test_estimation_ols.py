@@ -10,7 +10,6 @@ from scipy import stats
 
 from bids_app.errors import DesignError
 from bids_app.estimation.ols import OLSEstimator
-from conftest import real_data
 
 TOL = 1e-5  # required agreement with nilearn (t, F, z, p)
 
@@ -34,17 +33,11 @@ def _in_mask(img, mask):
 
 
 @pytest.fixture(scope="module")
-def wager():
+def wager(wager_maps):
     """The 30 real effect maps, the mask where all are finite and non-zero, covariates."""
-    root = real_data("wager2008_emoreg")
-    files = sorted(root.glob("sub-*/*_stat-effect_statmap.nii.gz"))
-    assert len(files) == 30
-    imgs = [nib.load(f) for f in files]
-    data = np.stack([img.get_fdata() for img in imgs])
+    imgs, data, participants = wager_maps
     mask = np.all(np.isfinite(data) & (data != 0), axis=0)
     mask_img = nib.Nifti1Image(mask.astype(np.uint8), imgs[0].affine)
-    participants = pd.read_csv(root / "participants.tsv", sep="\t")
-    assert list(participants.participant_id) == [f.name.split("_")[0] for f in files]
     return imgs, mask, mask_img, data[:, mask], participants
 
 
@@ -70,6 +63,16 @@ def test_one_sample_equals_nilearn_on_wager(wager):
     # The one-sample t is scipy's t-test, voxel by voxel.
     np.testing.assert_allclose(result.stat, stats.ttest_1samp(Y, 0.0, axis=0).statistic, rtol=1e-10)
     assert np.abs(result.stat).max() > 4  # a real effect, not a vacuous comparison
+
+
+def test_one_sample_z_equals_scipy_ttest_on_wager(wager_group):
+    """The one-sample z over the real brain-masked maps, from scipy's two-sided t-test p."""
+    result = OLSEstimator().fit(wager_group.Y, np.ones((30, 1))).contrast([1.0], "t")
+    reference = stats.ttest_1samp(wager_group.Y, 0.0, axis=0)
+    np.testing.assert_allclose(result.stat, reference.statistic, rtol=1e-10)
+    z = np.sign(reference.statistic) * stats.norm.isf(reference.pvalue / 2)
+    np.testing.assert_allclose(result.z, z, rtol=1e-8, atol=1e-9)
+    assert np.abs(result.z).max() > 5  # real effects: the tails are tested
 
 
 @pytest.mark.parametrize(
@@ -238,3 +241,30 @@ def test_fit_memory_is_bounded_by_chunks():
     outputs = fit.beta.nbytes + fit.sigma2.nbytes + fit.rsquared.nbytes + 8 * v  # + rss
     assert peak < outputs + 3 * chunk_bytes + 2**20, (peak, outputs)
     assert peak < Y.nbytes / 2  # no float64 copy of Y, not even a float32 one
+
+
+def test_t_and_f_match_statsmodels_in_memory():
+    """A covariate model on simulated maps, voxel by voxel against statsmodels' OLS."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(6)
+    n, v = 24, 12
+    X = np.column_stack([np.ones(n), rng.normal(40, 10, n), rng.integers(0, 2, n)])
+    Y = X @ rng.normal(0, [1.0, 0.05, 1.0], (v, 3)).T + rng.normal(0, 1, (n, v))
+    fit = OLSEstimator().fit(Y, X)
+    c, C = np.array([0.0, 1.0, -1.0]), np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    t, F = fit.contrast(c, "t"), fit.contrast(C, "F")
+    assert t.dof == F.dof == n - 3 and F.dof_num == 2
+    for voxel in range(v):
+        ols = sm.OLS(Y[:, voxel], X).fit()
+        np.testing.assert_allclose(fit.beta[:, voxel], ols.params, rtol=1e-10)
+        t_test, f_test = ols.t_test(c), ols.f_test(C)
+        np.testing.assert_allclose(t.effect[voxel], t_test.effect[0], rtol=1e-10)
+        np.testing.assert_allclose(np.sqrt(t.variance[voxel]), t_test.sd[0, 0], rtol=1e-10)
+        np.testing.assert_allclose(t.stat[voxel], t_test.tvalue[0, 0], rtol=1e-10)
+        # ours is the upper tail (as nilearn), statsmodels' two-sided
+        np.testing.assert_allclose(2 * min(t.p[voxel], 1 - t.p[voxel]), t_test.pvalue, rtol=1e-8)
+        np.testing.assert_allclose(F.stat[voxel], f_test.fvalue, rtol=1e-10)
+        np.testing.assert_allclose(F.p[voxel], f_test.pvalue, rtol=1e-8)
+    np.testing.assert_allclose(t.z, stats.norm.isf(t.p), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(F.z, stats.norm.isf(F.p), rtol=1e-8, atol=1e-12)

@@ -7,6 +7,7 @@ fixed effects (FSL / nilearn ``compute_fixed_effects``) and the OLS
 one-sample / two-sample t.
 """
 import json
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -16,6 +17,7 @@ from scipy import stats
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from simulate_maps import brain_mask, load, simulate_maps
 
 SUBJECTS = [f"{i:02d}" for i in range(1, 7)]
@@ -29,7 +31,7 @@ SPACE_PART = "task-sim_space-MNI152NLin2009cAsym"
 def _no_report(monkeypatch):
     # The HTML report plots every z map (about 1.5 s each on this machine);
     # it is tested on its own, and nothing here reads it.
-    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 # ---------------------------------------------------------------- helpers

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from pathlib import Path
 
 import formulaic
 import numpy as np
@@ -27,19 +26,9 @@ from bids_app.design.group import build_group_design, spec_column_name
 from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict
 from bids_app.spec.validate import validate_model
+from conftest import MODELS, participants
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MODELS = Path(__file__).resolve().parents[1] / "models"
 CELLS = [f"gain{g}loss{l}" for g in (1, 2, 3) for l in (1, 2, 3)]
-
-
-def _participants(name: str) -> pd.DataFrame:
-    path = DATA / name / "participants.tsv"
-    if not path.exists():
-        pytest.skip(f"shared test data not found: {path}")
-    table = pd.read_csv(path, sep="\t", dtype={"participant_id": str, "subject_id": str})
-    ids = table.pop("participant_id" if "participant_id" in table else "subject_id")
-    return table.assign(subject=ids.str.removeprefix("sub-"))
 
 
 def _maps(participants: pd.DataFrame, contrasts) -> pd.DataFrame:
@@ -65,7 +54,7 @@ def _design(model, table, instructions=None):
 # --- one-sample, covariates ------------------------------------------------------------
 
 def test_one_sample_is_a_column_of_ones_on_the_table_index():
-    table = _maps(_participants("wager2008_emoreg"), ["reappNegVsLookNeg"])
+    table = _maps(participants("wager2008_emoreg"), ["reappNegVsLookNeg"])
     design = _design({"X": [1]}, table)
     assert list(design.matrix.columns) == ["intercept"]
     assert design.matrix.index.equals(table.index)
@@ -74,7 +63,7 @@ def test_one_sample_is_a_column_of_ones_on_the_table_index():
 
 
 def test_demeaned_covariate_matches_numpy_and_is_logged():
-    table = _maps(_participants("wager2008_emoreg"), ["reappNegVsLookNeg"])
+    table = _maps(participants("wager2008_emoreg"), ["reappNegVsLookNeg"])
     x = table["X_RVLPFC"].to_numpy()
     design = _design({"X": [1, "X_RVLPFC"]}, table, [{"Name": "Demean", "Input": ["X_RVLPFC"]}])
     np.testing.assert_allclose(design.matrix["X_RVLPFC"], x - x.mean(), rtol=0, atol=1e-12)
@@ -89,7 +78,7 @@ def test_demeaned_covariate_matches_numpy_and_is_logged():
     ({"Demean": False}, lambda v: v / v.std(ddof=1)),
 ])
 def test_scale_options_match_closed_forms(options, expected):
-    table = _maps(_participants("wager2008_emoreg"), ["reappNegVsLookNeg"])
+    table = _maps(participants("wager2008_emoreg"), ["reappNegVsLookNeg"])
     design = _design({"X": ["succ"]}, table, [
         {"Name": "Scale", "Input": "Y_Reappraisal_Success", "Output": "succ", **options}])
     np.testing.assert_allclose(design.matrix["succ"],
@@ -99,7 +88,7 @@ def test_scale_options_match_closed_forms(options, expected):
 # --- two-sample ------------------------------------------------------------------------
 
 def test_two_sample_cell_means_factor_equals_hand_built_and_formula():
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     sex = table["sex"].to_numpy()
     by_factor = _design({"X": ["sex.*"]}, table, [{"Name": "Factor", "Input": ["sex"]}])
     assert list(by_factor.matrix.columns) == ["sex.0", "sex.1"]
@@ -110,7 +99,7 @@ def test_two_sample_cell_means_factor_equals_hand_built_and_formula():
 
 
 def test_two_sample_intercept_plus_dummy_matches_formulaic():
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     design = _design({"X": [1, "sex"], "Formula": "1 + C(sex)"}, table)
     reference = formulaic.model_matrix("1 + C(sex)", table)
     assert list(design.matrix.columns) == ["intercept", "sex.1"]
@@ -119,7 +108,7 @@ def test_two_sample_intercept_plus_dummy_matches_formulaic():
 
 
 def test_factor_drop_one_with_intercept_equals_treatment_coding():
-    table = _maps(_participants("events_only/ds000003"), ["word"])
+    table = _maps(participants("events_only/ds000003"), ["word"])
     design = _design({"X": [1, "sex.*"]}, table,
                      [{"Name": "Factor", "Input": "sex", "Constraint": "drop_one"}])
     assert list(design.matrix.columns) == ["intercept", "sex.M"]
@@ -129,7 +118,7 @@ def test_factor_drop_one_with_intercept_equals_treatment_coding():
 # --- paired and repeated measures -------------------------------------------------------
 
 def _paired_table():
-    return _maps(_participants("events_only/ds000003"), ["word", "pseudoword"])
+    return _maps(participants("events_only/ds000003"), ["word", "pseudoword"])
 
 
 def test_paired_design_matches_hand_built_and_gives_scipy_paired_t():
@@ -171,14 +160,14 @@ def test_implicit_contrast_indicator_columns_like_pybids():
 
 
 def test_anova_3x3_with_subject_columns_matches_statsmodels_f():
-    participants = _participants("events_only/ds005")
-    table = _maps(participants, CELLS)
+    people = participants("events_only/ds005")
+    table = _maps(people, CELLS)
     assert len(table) == 144
     node = _node({"X": ["contrast.gain*", "subject.*"]},
                  [{"Name": "Factor", "Input": ["contrast", "subject"]}])
     design = build_group_design(node, table)
     X = design.matrix.to_numpy()
-    subjects = sorted(participants["subject"])
+    subjects = sorted(people["subject"])
     assert list(design.matrix.columns) == [f"contrast.{c}" for c in CELLS] + \
         [f"subject.{s}" for s in subjects]
     cells = (table["contrast"].to_numpy()[:, None] == np.array(CELLS)).astype(float)
@@ -211,7 +200,7 @@ def test_anova_3x3_with_subject_columns_matches_statsmodels_f():
 # --- formula ----------------------------------------------------------------------------
 
 def test_group_by_covariate_interaction_via_formula():
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     design = _design({"X": [1, "sex", "age"], "Formula": "1 + C(sex) * age"}, table,
                      [{"Name": "Demean", "Input": "age"}])
     age = table["age"].to_numpy(float) - table["age"].mean()
@@ -223,7 +212,7 @@ def test_group_by_covariate_interaction_via_formula():
 
 
 def test_x_selects_among_formula_columns():
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     design = _design({"X": [1, "sex.1:age", "age"], "Formula": "1 + C(sex) * age"}, table)
     assert list(design.matrix.columns) == ["intercept", "sex.1:age", "age"]
     assert design.info["x_mode"] == "selected"
@@ -253,13 +242,13 @@ def test_formulaic_names_become_spec_names(formulaic_name, ours):
     ({"X": [1, "group"]}, "'group'"),
 ])
 def test_formula_and_x_errors_are_named(model, message):
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     with pytest.raises(DesignError, match=message):
         _design(model, table)
 
 
 def test_categorical_column_without_factor_is_refused():
-    table = _maps(_participants("events_only/ds000003"), ["word"])
+    table = _maps(participants("events_only/ds000003"), ["word"])
     with pytest.raises(DesignError, match="'sex' is not numeric.*Factor"):
         _design({"X": [1, "sex"]}, table)
 
@@ -267,7 +256,7 @@ def test_categorical_column_without_factor_is_refused():
 # --- transformations --------------------------------------------------------------------
 
 def test_product_threshold_copy_rename_replace_match_numpy():
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     design = _design({"X": ["sexAge", "old", "years", "sex.female", "sex.male"]}, table, [
         {"Name": "Product", "Input": ["sex", "age"], "Output": "sexAge"},
         {"Name": "Threshold", "Input": "age", "Threshold": 25, "Binarize": True, "Output": "old"},
@@ -293,13 +282,13 @@ def test_product_threshold_copy_rename_replace_match_numpy():
     ({"Name": "Factor", "Input": "agee"}, "Input 'agee' matches no column"),
 ])
 def test_bad_instructions_are_named(instruction, message):
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     with pytest.raises(DesignError, match=message):
         _design({"X": [1]}, table, [instruction])
 
 
 def test_other_transformer_is_refused():
-    table = _maps(_participants("events_only/ds005"), ["gain"])
+    table = _maps(participants("events_only/ds005"), ["gain"])
     node = dataclasses.replace(_node({"X": [1]}),
                                transformations={"Transformer": "mine", "Instructions": []})
     with pytest.raises(DesignError, match="'mine' is not supported"):
@@ -316,7 +305,7 @@ def test_other_transformer_is_refused():
     ({"X": ["p"]}, [{"Name": "Product", "Input": ["age", "sex"], "Output": "p"}]),
 ])
 def test_missing_covariate_names_the_subjects(model, instructions):
-    table = _maps(_participants("events_only/ds005"), ["gain", "loss"])
+    table = _maps(participants("events_only/ds005"), ["gain", "loss"])
     table.loc[table["subject"].isin(["03", "11"]), "age"] = np.nan
     with pytest.raises(DesignError) as err:
         _design(model, table, instructions)
@@ -340,8 +329,8 @@ def _strict(schema):
 
 
 def _tables():
-    ds005 = _participants("events_only/ds005")
-    wager = _participants("wager2008_emoreg")
+    ds005 = participants("events_only/ds005")
+    wager = participants("wager2008_emoreg")
     return {
         "group_one_sample": _maps(wager, ["reappNegVsLookNeg"]),
         "group_covariate": _maps(wager, ["reappNegVsLookNeg"]),

@@ -7,7 +7,6 @@ References are computed independently with nilearn's resampling and numpy.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -20,29 +19,20 @@ from bids_app.inference.outside_brain import outside_brain_report
 from bids_app.io.images import mask_on_grid, template_brain_mask
 from bids_app.design.input_qc import qc_maps
 from bids_app.errors import InputDataError
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _files(dataset: str, pattern: str) -> list[Path]:
-    files = sorted((DATA / dataset).glob(pattern))
-    if not files:
-        pytest.skip(f"shared test data not found: {DATA / dataset}")
-    return files
-
+from conftest import real_data
 
 @pytest.fixture(scope="module")
-def wager():
-    files = _files("wager2008_emoreg", "sub-*/*_stat-effect_statmap.nii.gz")
-    imgs = [nib.load(f) for f in files]
-    return np.stack([img.get_fdata() for img in imgs]), imgs[0]
+def wager(wager_maps):
+    images, data, _ = wager_maps
+    return data, images[0]
 
 
 @pytest.fixture(scope="module")
 def pain():
     """Five pain21 studies: effects, variances, first image."""
-    effects = _files("pain21", "sub-0[1-5]/*_stat-effect_statmap.nii.gz")
-    variances = _files("pain21", "sub-0[1-5]/*_stat-variance_statmap.nii.gz")
+    root = real_data("pain21")
+    effects = sorted(root.glob("sub-0[1-5]/*_stat-effect_statmap.nii.gz"))
+    variances = sorted(root.glob("sub-0[1-5]/*_stat-variance_statmap.nii.gz"))
     imgs = [nib.load(f) for f in effects]
     return ([img.get_fdata() for img in imgs], [nib.load(f).get_fdata() for f in variances],
             [f.name for f in effects], imgs[0])
@@ -91,7 +81,7 @@ def test_coverage_counts_inputs():
 def test_explicit_mask_is_resampled_and_intersected(pain):
     effects, _, _, img = pain
     data = np.stack(effects)
-    path = DATA / "pain21" / "group_mask_min10studies.nii.gz"
+    path = real_data("pain21/group_mask_min10studies.nii.gz")
     coarse = nib.Nifti1Image(nib.load(path).get_fdata()[::2, ::2, ::2],
                              nib.load(path).affine @ np.diag([2, 2, 2, 1]))
     mask, info = group_mask(data, img.affine, explicit_mask=mask_on_grid(coarse, img.affine, img.shape[:3]))

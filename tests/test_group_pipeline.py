@@ -11,6 +11,7 @@ checked against the closed form REML has when all within-subject variances
 are equal.
 """
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +22,7 @@ from scipy import stats
 
 import bids_app.graph.pipeline as pipeline
 from bids_app.cli import main
+from bids_app.report.html import WrittenReport
 from conftest import MODELS
 from simulate_maps import AFFINE, SPACE, brain_mask, load, mask_img, simulate_maps
 
@@ -32,7 +34,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 def _no_report(monkeypatch):
     # The HTML report plots every z map (about 1.5 s each on this machine);
     # it is tested on its own, and nothing here reads it.
-    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(Path("report.html"), []))
 
 
 def _subjects(n):
@@ -154,16 +156,21 @@ def test_covariate(tmp_path):
     _check(node, "emoreg", "cNegXRVLPFC", maps, design, [0, -1])
 
 
-def test_two_sample_cell_means(tmp_path):
+def _two_sample(tmp_path, model, contrast, mean_of_sex, seed):
+    """12 subjects' maps whose mean depends on their sex (0/1, ds005 coding), run through
+    ``model``: the node, the maps in design order and their sex in that order."""
     subjects = _subjects(12)
-    participants = _ds005_participants(subjects, seed=3)
+    participants = _ds005_participants(subjects, seed=seed)
     sex = dict(zip(subjects, participants["sex"]))
-    data = tmp_path / "maps"
-    maps = simulate_maps(data, task="mixedgamblestask", subjects=subjects, contrasts=["gain"],
-                         participants=participants, mean=lambda e: 0.3 + 0.8 * sex[e["subject"]], seed=3)
-    node = _run(tmp_path, data, "group_two_sample")
-    maps = _design_order(node, "mixedgamblestask", maps, "gain")
-    s = np.array([sex[m.entities["subject"]] for m in maps], dtype=float)
+    maps = simulate_maps(tmp_path / "maps", task="mixedgamblestask", subjects=subjects, contrasts=[contrast],
+                         participants=participants, mean=lambda e: mean_of_sex(sex[e["subject"]]), seed=seed)
+    node = _run(tmp_path, tmp_path / "maps", model)
+    maps = _design_order(node, "mixedgamblestask", maps, contrast)
+    return node, maps, np.array([sex[m.entities["subject"]] for m in maps], dtype=float)
+
+
+def test_two_sample_cell_means(tmp_path):
+    node, maps, s = _two_sample(tmp_path, "group_two_sample", "gain", lambda sex: 0.3 + 0.8 * sex, seed=3)
     design = pd.DataFrame({"sex.0": 1 - s, "sex.1": s})
     np.testing.assert_array_equal(_design_tsv(node, "mixedgamblestask", "gain")[list(design)], design)
     _check(node, "mixedgamblestask", "gainSex1VsSex0", maps, design, [-1, 1])
@@ -174,15 +181,7 @@ def test_two_sample_cell_means(tmp_path):
 
 
 def test_two_sample_formula(tmp_path):
-    subjects = _subjects(12)
-    participants = _ds005_participants(subjects, seed=4)
-    sex = dict(zip(subjects, participants["sex"]))
-    data = tmp_path / "maps"
-    maps = simulate_maps(data, task="mixedgamblestask", subjects=subjects, contrasts=["loss"],
-                         participants=participants, mean=lambda e: -0.5 * sex[e["subject"]], seed=4)
-    node = _run(tmp_path, data, "group_two_sample_formula")
-    maps = _design_order(node, "mixedgamblestask", maps, "loss")
-    s = np.array([sex[m.entities["subject"]] for m in maps], dtype=float)
+    node, maps, s = _two_sample(tmp_path, "group_two_sample_formula", "loss", lambda sex: -0.5 * sex, seed=4)
     design = pd.DataFrame({"intercept": np.ones(len(maps)), "sex.1": s})
     np.testing.assert_array_equal(_design_tsv(node, "mixedgamblestask", "loss")[list(design)], design)
     _check(node, "mixedgamblestask", "lossSex0Mean", maps, design, [1, 0])

@@ -63,3 +63,30 @@ def test_submit_makes_an_array_then_a_dependent_dataset_job(tmp_path):
     calls = log.read_text().splitlines()
     assert calls == [f"--parsable --export=ALL --array=1-3 {SLURM / 'bids-stats.sbatch'}",
                      f"--parsable --export=ALL --dependency=afterok:1234 {SLURM / 'bids-stats.sbatch'}"]
+
+
+def test_a_shard_summarises_the_folder_holding_its_lock(tmp_path, monkeypatch):
+    """Shards finishing together take turns to save their call and write provenance.json, so the
+    last writer has seen every call (another process cannot take the lock meanwhile)."""
+    import bids_app.graph.pipeline as pipeline
+    from bids_app.cli import main
+    from bids_app.graph.history import LOCK
+    from bids_app.report.html import WrittenReport
+
+    data, model = _data(tmp_path)
+    out = tmp_path / "out"
+    probe = "import fcntl, sys; fcntl.lockf(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    real, other_process = pipeline.folder_record, []
+
+    def summarise(out_dir, record):
+        other_process.append(subprocess.run([sys.executable, "-c", probe, str(out_dir / LOCK)],
+                                            capture_output=True, text=True))
+        return real(out_dir, record)
+
+    monkeypatch.setattr(pipeline, "folder_record", summarise)
+    monkeypatch.setattr(pipeline, "write_report", lambda *args, **kwargs: WrittenReport(out / "report.html", []))
+    assert main([str(data), str(out), "subject", "--model", str(model), "--participant-label", "01"]) == 0
+    assert len(other_process) == 1
+    assert other_process[0].returncode != 0 and "BlockingIOError" in other_process[0].stderr
+    after = subprocess.run([sys.executable, "-c", probe, str(out / LOCK)], capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr

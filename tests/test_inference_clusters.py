@@ -1,4 +1,4 @@
-"""cluster_table against nilearn's get_clusters_table, and atlas labels."""
+"""cluster_table against nilearn's get_clusters_table (simulated and real z maps), and atlas labels."""
 import warnings
 
 import nibabel as nib
@@ -8,13 +8,6 @@ import pytest
 from bids_app.inference.atlas import NO_LABEL, label_coordinates
 from bids_app.io.atlases import load_atlas
 from bids_app.inference.clusters import COLUMNS, cluster_table
-from test_inference_data import one_sample_z, wager
-
-
-@pytest.fixture(scope="module")
-def zmap():
-    group = wager()
-    return group, group.volume(one_sample_z(group))
 
 
 @pytest.mark.parametrize(("threshold", "two_sided", "min_size"),
@@ -66,11 +59,11 @@ def test_no_cluster_gives_an_empty_table(zmap):
     assert list(table.columns) == COLUMNS + ["aal", "harvard_oxford"]
 
 
-def test_labels_equal_atlas_resampled_to_the_image(zmap):
+def test_labels_equal_atlas_resampled_to_the_image(wager_zmap):
     """Peak labels = the atlas resampled (nearest) onto the stat image, read at the peak."""
     from nilearn.image import resample_img
 
-    group, z = zmap
+    group, z = wager_zmap
     table = cluster_table(z, group.affine, 2.3, two_sided=True, atlases=(load_atlas("aal"),))
     atlas = load_atlas("aal")
     with warnings.catch_warnings():

@@ -1,4 +1,6 @@
-"""permutation_test against nilearn's permutation inference, on real group maps."""
+"""permutation_test against nilearn's permutation inference on real group maps, and against
+exhaustive enumeration and TFCE's definition in memory."""
+import itertools
 import warnings
 
 import numpy as np
@@ -10,14 +12,14 @@ from bids_app.errors import DesignError
 from bids_app.inference.permutation import draw_resamplings, permutation_test
 from bids_app.inference.connectivity import voxel_graph
 from bids_app.inference.tfce import tfce
-from test_inference_data import wager
+from conftest import simulated_z_map
 
 N_PERM = 400
 
 
 @pytest.fixture(scope="module")
-def group():
-    return wager()
+def group(wager_group):
+    return wager_group
 
 
 def designs(group):
@@ -259,16 +261,15 @@ def downsampled(group, factor):
     return Y, mask
 
 
-def test_null_familywise_error_is_controlled(group):
-    """30 null experiments (random covariate) on real maps: FWE p is calibrated."""
-    Y, mask = downsampled(group, factor=3)
-    n = Y.shape[0]
-    rng = np.random.default_rng(2024)
+def assert_fwe_calibrated(Y, mask, draw_design, contrast, seed):
+    """30 null experiments on ``Y`` (a design drawn at random each time): the smallest FWE p
+    of max-t, cluster size and TFCE falls below 0.05 as often as it should, and max-t and
+    TFCE are not conservative either."""
+    rng = np.random.default_rng(seed)
     # each FWE p is k / 100: count k for the most significant voxel
     smallest_k = {"max_t": [], "size": [], "tfce": []}
     for experiment in range(30):
-        X = np.column_stack([np.ones(n), rng.standard_normal(n)])
-        result = permutation_test(Y, X, [0.0, 1.0], mask, n_perm=99, seed=experiment,
+        result = permutation_test(Y, draw_design(rng), contrast, mask, n_perm=99, seed=experiment,
                                   cluster_threshold=2.3, tfce=True)
         for key, logp in (("max_t", result.logp_max_t), ("size", result.logp_max_size),
                           ("tfce", result.logp_max_tfce)):
@@ -279,6 +280,14 @@ def test_null_familywise_error_is_controlled(group):
     for key in ("max_t", "tfce"):
         # k is uniform on 1..100 under the null: not conservative either
         assert 6 <= np.sum(np.asarray(smallest_k[key]) <= 50) <= 24, key
+
+
+def test_null_familywise_error_is_controlled(group):
+    """30 null experiments (random covariate) on real maps: FWE p is calibrated."""
+    Y, mask = downsampled(group, factor=3)
+    n = Y.shape[0]
+    assert_fwe_calibrated(Y, mask, lambda rng: np.column_stack([np.ones(n), rng.standard_normal(n)]),
+                          [0.0, 1.0], seed=2024)
 
 
 def test_sparse_cluster_labelling_equals_ndimage_label():
@@ -315,3 +324,102 @@ def test_sparse_cluster_labelling_equals_ndimage_label():
             np.testing.assert_allclose(masses, np.concatenate(expected_masses), rtol=1e-12)
     empty = labeller.clusters(np.zeros(int(mask.sum())), 1.0, True)
     assert not empty[0].any() and empty[1].size == 0
+
+
+def test_tfce_matches_its_definition_and_nilearn_in_memory():
+    """A simulated z map in an ellipsoid mask: TFCE by its definition, nilearn's TFCE, max_tfce."""
+    from nilearn.mass_univariate._utils import calculate_tfce
+
+    from bids_app.inference.tfce import max_tfce
+
+    group, volume = simulated_z_map()
+    stat = volume[group.mask]
+    graph = voxel_graph(group.mask)
+    expected = brute_force_tfce(volume, 0.1)[group.mask]
+    ours = tfce(stat, graph, dh=0.1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-9)
+    assert (ours > 0).any() and (ours < 0).any()
+    step = np.abs(stat).max() / 100
+    nilearn_tfce = calculate_tfce(volume[..., None], ndimage.generate_binary_structure(3, 1))
+    np.testing.assert_allclose(tfce(stat, graph, dh=step), nilearn_tfce[..., 0][group.mask] * step,
+                               rtol=1e-9, atol=1e-9)
+    maps = np.stack([stat, np.roll(stat, 1000)])
+    expected_max = [np.abs(expected).max(), np.abs(brute_force_tfce(group.volume(maps[1]), 0.1)).max()]
+    np.testing.assert_allclose(max_tfce(maps, graph, dh=0.1), expected_max, rtol=1e-12)
+
+
+def _t_and_f(Y, X, C):
+    """t (one-row C) or F of ``C beta = 0`` for every column of Y, from an explicit OLS fit."""
+    beta, *_ = np.linalg.lstsq(X, Y, rcond=None)
+    dof = X.shape[0] - X.shape[1]
+    sigma2 = ((Y - X @ beta) ** 2).sum(0) / dof
+    C = np.atleast_2d(C)
+    middle = np.linalg.inv(C @ np.linalg.inv(X.T @ X) @ C.T)
+    effect = C @ beta
+    if C.shape[0] == 1:
+        return effect[0] / np.sqrt(sigma2 / middle[0, 0])
+    return np.einsum("iv,ij,jv->v", effect, middle, effect) / C.shape[0] / sigma2
+
+
+EXHAUSTIVE = {
+    # name: (design, contrast, every resampling of the rows: sign flips or permutations)
+    "one-sample t, 2^7 sign flips": (
+        np.ones((7, 1)), [1.0],
+        [("flip", np.array(s, float)) for s in itertools.product([1, -1], repeat=7)]),
+    "covariate t, 7! permutations": (
+        np.column_stack([np.ones(7), np.arange(7.0) ** 1.5]), [0.0, 1.0],
+        [("perm", np.array(p)) for p in itertools.permutations(range(7))]),
+    "two covariates F, 7! permutations": (
+        np.column_stack([np.ones(7), np.arange(7.0), np.cos(np.arange(7.0))]), [[0, 1, 0], [0, 0, 1]],
+        [("perm", np.array(p)) for p in itertools.permutations(range(7))]),
+}
+
+
+@pytest.mark.parametrize("name", list(EXHAUSTIVE))
+def test_max_t_fwe_equals_exhaustive_enumeration(name):
+    """A tiny problem (7 samples, 6 voxels) whose every resampling can be listed: the exact
+    FWE p of each voxel is the fraction of resamplings whose maximum statistic reaches the
+    observed one. The only nuisance is the intercept, so Freedman-Lane resamples the data
+    rows themselves; our Monte-Carlo p must agree within its sampling error."""
+    X, contrast, resamplings = EXHAUSTIVE[name]
+    rng = np.random.default_rng(12)
+    Y = rng.standard_normal((7, 6)) + np.array([0.0, 0.3, 0.6, 0.9, 1.2, 1.5]) * X[:, [-1]]
+    two_sided = np.ndim(contrast) == 1
+    observed = _t_and_f(Y, X, contrast)
+    maxima = np.array([np.abs(_t_and_f(s[:, None] * Y if kind == "flip" else Y[s], X, contrast)).max()
+                       for kind, s in resamplings])
+    exact_p = (maxima[None, :] >= np.abs(observed)[:, None] - 1e-9).mean(1)
+    assert 0 < exact_p.min() < 0.2 and exact_p.max() > 0.5  # a range of p, not all 1
+
+    n_perm = 3000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 2^7 < n_perm: draws repeat, as warned
+        result = permutation_test(Y, X, contrast, n_perm=n_perm, seed=4, two_sided=two_sided)
+    np.testing.assert_allclose(result.t, observed, rtol=1e-9)
+    # every null maximum is the maximum of one of the listed resamplings (float32 products)
+    distance = np.abs(result.null["max_t"][:, None] - maxima[None, :]).min(1)
+    assert (distance <= 1e-4 * maxima.max()).all()
+    p = 10.0 ** -result.logp_max_t
+    bound = 4 * np.sqrt(exact_p * (1 - exact_p) / n_perm) + 2 / n_perm
+    assert np.all(np.abs(p - exact_p) <= bound), (p, exact_p)
+
+
+def test_tfce_caps_extreme_statistics_instead_of_failing(monkeypatch):
+    # one degree of freedom (two inputs) gives |t| of 1e5 and more where two maps nearly agree;
+    # the cap (10^6 steps) is lowered to 100 steps so that the definition can be brute-forced
+    import bids_app.inference.tfce as tfce_module
+
+    monkeypatch.setattr(tfce_module, "_MAX_STEPS", 100)
+    mask = np.ones((6, 6, 6), dtype=bool)
+    graph = voxel_graph(mask)
+    t = np.random.default_rng(3).normal(size=mask.sum()) * 3
+    t[[10, 11, 50]] = [4e18, -2e6, 12.0]
+    with pytest.warns(UserWarning, match="above 10 at 3 unit"):
+        enhanced = tfce(t, graph, dh=0.1)
+    # capped at 10: 100 steps; 10.05 is also 100 steps for the brute force (10 // 0.1 == 99.0 in floats)
+    expected = brute_force_tfce(np.clip(t, -10.05, 10.05).reshape(mask.shape), 0.1).ravel()
+    np.testing.assert_allclose(enhanced, expected, rtol=1e-9, atol=1e-9)
+    with pytest.warns(UserWarning, match="distinct resamplings"):
+        result = permutation_test(np.stack([t, -t * 0.5, t * 0.25]), np.ones((3, 1)), np.array([1.0]), mask,
+                                  n_perm=8, seed=0, tfce=True)
+    assert np.isfinite(result.null["max_tfce"]).all()

@@ -288,7 +288,7 @@ def test_files_found_by_entities_in_any_order(wager, tmp_path, monkeypatch):
     fwe = z_path.with_name(f"{stem}_stat-logp_desc-maxT_statmap.nii.gz")
     nib.save(nib.Nifti1Image(logp.astype(np.float32), affine), fwe)
     fwe.with_name(fwe.name.replace(".nii.gz", ".json")).write_text(json.dumps({"Correction": "maxT"}))
-    text = write_report(copy, model, record, design_diagnostics).read_text()
+    text = write_report(copy, model, record, design_diagnostics).path.read_text()
     assert f"fixed threshold, alpha 0.05, two-sided: |z| &ge; 4.000. {int(np.count_nonzero(strict))} voxels survive " \
            f"({int((strict > 0).sum())} positive, {int((strict < 0).sum())} negative)" in text
     assert any(a.startswith(f"{stem}_desc-strict") for a in re.findall(r'<img alt="([^"]*)"', text))
@@ -303,7 +303,7 @@ def test_figure_budget_says_what_it_skipped(wager, tmp_path, monkeypatch):
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     monkeypatch.setattr(figures, "LIMITS", {"graph": 1, "design": 1, "map": 1})
-    text = write_report(copy, model, record, design_diagnostics).read_text()
+    text = write_report(copy, model, record, design_diagnostics).path.read_text()
     page = _Page(text)
     n_maps = len(_z_maps(copy))
     assert len(page.images) == 3  # graph, design, first map

@@ -79,22 +79,30 @@ def _bids(root, src):
     return root / "derivatives" / "fmriprep"
 
 
-@pytest.fixture(scope="module")
-def gifti_dataset(sampled, tmp_path_factory):
+def _dataset(sampled, tmp_path_factory, kind, write_run, *options):
+    """A BIDS folder whose runs ``write_run(stem, left, right, img)`` writes from the sampled
+    Haxby runs, run to the dataset level: the folder and the output folder."""
     src, data = sampled
-    root = tmp_path_factory.mktemp("gifti") / "bids"
+    root = tmp_path_factory.mktemp(kind) / "bids"
     deriv = _bids(root, src)
     for (sub, run), source in RUNS.items():
-        stem = deriv / f"sub-{sub}" / "func" / f"sub-{sub}_task-objectviewing_run-{run}"
-        for hemi, values in zip("LR", data[source][:2]):
-            img = nb.gifti.GiftiImage(darrays=[nb.gifti.GiftiDataArray(row, intent="NIFTI_INTENT_TIME_SERIES")
-                                               for row in values])
-            nb.save(img, f"{stem}_hemi-{hemi}_space-fsaverage5_bold.func.gii")
+        write_run(deriv / f"sub-{sub}" / "func" / f"sub-{sub}_task-objectviewing_run-{run}", *data[source])
+    out = root.parent / "out"
+    assert main([str(root), str(out), "dataset", "--model", _model(root), "--space", "fsaverage5", *options]) == 0
+    return root, out
+
+
+@pytest.fixture(scope="module")
+def gifti_dataset(sampled, tmp_path_factory):
+    def write_run(stem, left, right, img):
+        for hemi, values in zip("LR", (left, right)):
+            gifti = nb.gifti.GiftiImage(darrays=[nb.gifti.GiftiDataArray(row, intent="NIFTI_INTENT_TIME_SERIES")
+                                                 for row in values])
+            nb.save(gifti, f"{stem}_hemi-{hemi}_space-fsaverage5_bold.func.gii")
             (stem.parent / f"{stem.name}_hemi-{hemi}_space-fsaverage5_bold.json").write_text(
                 json.dumps({"RepetitionTime": TR}))
-    out = root.parent / "out"
-    assert main([str(root), str(out), "dataset", "--model", _model(root), "--space", "fsaverage5"]) == 0
-    return root, out
+
+    return _dataset(sampled, tmp_path_factory, "gifti", write_run)
 
 
 def _model(root):
@@ -120,11 +128,7 @@ def _cifti_axis(img):
 
 @pytest.fixture(scope="module")
 def cifti_dataset(sampled, tmp_path_factory):
-    src, data = sampled
-    root = tmp_path_factory.mktemp("cifti") / "bids"
-    deriv = _bids(root, src)
-    for (sub, run), source in RUNS.items():
-        left, right, img = data[source]
+    def write_run(stem, left, right, img):
         axis, block = _cifti_axis(img)
         cortex = [np.hstack([left, right])[:, np.r_[model.vertex[model.surface_mask]] + (10242 if "RIGHT" in name else 0)]
                   for name, _, model in axis.iter_structures() if "CORTEX" in name]
@@ -132,13 +136,11 @@ def cifti_dataset(sampled, tmp_path_factory):
         series = np.hstack([*cortex, voxels])
         cimg = cifti2.Cifti2Image(series, header=(cifti2.SeriesAxis(0, TR, series.shape[0]), axis))
         cimg.nifti_header.set_intent("ConnDenseSeries")
-        stem = deriv / f"sub-{sub}" / "func" / f"sub-{sub}_task-objectviewing_run-{run}_space-fsaverage5_bold"
+        stem = stem.with_name(stem.name + "_space-fsaverage5_bold")
         nb.save(cimg, f"{stem}.dtseries.nii")
         stem.with_name(stem.name + ".json").write_text(json.dumps({"RepetitionTime": TR}))
-    out = root.parent / "out"
-    assert main([str(root), str(out), "dataset", "--model", _model(root), "--space", "fsaverage5",
-                 "--n-perm", "15", "--tfce"]) == 0
-    return root, out
+
+    return _dataset(sampled, tmp_path_factory, "cifti", write_run, "--n-perm", "15", "--tfce")
 
 
 def _values(path):

@@ -96,11 +96,7 @@ def write_dataset_description(out_dir: Path, bids_dir: Path, derivatives: list[P
 def write_provenance(out_dir: Path, record: dict) -> Path:
     """``provenance.json``: command, times, versions, input hashes, model hash, seed, warnings.
 
-    It describes the last run that finished in the folder; every run's own
-    copy is also kept as ``.bids-stats/runs/<start time>-<pid>_provenance.json``,
-    so jobs sharing the folder (an HPC array) do not lose each other's record.
+    ``record`` describes the whole folder (:func:`bids_app.graph.history.folder_record`);
+    each call's own record is kept in ``.bids-stats/calls/``.
     """
-    full = {**record, "Software": software_versions()}
-    stamp = str(record.get("StartTime", "")).replace(":", "").replace("+0000", "Z")
-    write_json(Path(out_dir) / ".bids-stats" / "runs" / f"{stamp}-{os.getpid()}_provenance.json", full)
-    return write_json(Path(out_dir) / "provenance.json", full)
+    return write_json(Path(out_dir) / "provenance.json", {**record, "Software": software_versions()})

@@ -16,7 +16,7 @@ from bids_app.errors import NoInputsError
 from bids_app.graph.context import Context
 from bids_app.graph.executor import execute
 from bids_app.graph.folder import check_output_dir, claim_folder, marker, release_folder
-from bids_app.graph.history import folder_record, save_call
+from bids_app.graph.history import folder_record, save_call, summary_lock
 from bids_app.graph.parallel import open_backend
 from bids_app.graph.progress import Progress
 from bids_app.io.index import FileIndex
@@ -83,10 +83,15 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                 "Warnings": ctx.log.warnings,
                 "Units": ctx.log.units,
             }
-            save_call(out_dir, record)
-            record = folder_record(out_dir, record)
-            write_provenance(out_dir, record)
-            write_report(out_dir, model, record, design_diagnostics)
+            with summary_lock(out_dir):
+                save_call(out_dir, record)
+                record = folder_record(out_dir, record)
+                write_provenance(out_dir, record)
+                failures = write_report(out_dir, model, record, design_diagnostics).figure_failures
+                if failures:
+                    # the maps are complete, so a figure is no reason to fail the run; provenance says what is missing
+                    record["Warnings"] = record["Warnings"] + [f"report: figure not drawn: {f}" for f in failures]
+                    write_provenance(out_dir, record)
         except BaseException:
             written.rollback(keep=[*ctx.log.finished, marker(out_dir)])
             release_folder(out_dir, written, keep=ctx.log.finished)

@@ -26,6 +26,7 @@ nilearn's TFCE in its permutation loop (``benchmarks/bench_permutation.py``).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,10 @@ from bids_app.inference.connectivity import VoxelGraph
 #: Smith & Nichols (2009); ``DH`` = 0.1 is the paper's step for t and z maps.
 E, H, DH = 0.5, 2.0, 0.1
 
-#: Heights above ``_MAX_STEPS * dh`` (e.g. t > 10^5 at dh = 0.1) are refused.
+#: Heights above ``_MAX_STEPS * dh`` (t > 10^5 at dh = 0.1) count as that height. Such t values
+#: occur with very few inputs (one degree of freedom: two maps nearly equal, or nearly opposite
+#: after a sign flip); a permutation test that caps the observed and every resampled map alike
+#: stays exact.
 _MAX_STEPS = 1_000_000
 
 #: Neighbour pairs handled per call when several maps are stacked (~100 MB).
@@ -68,6 +72,12 @@ def tfce(stat, graph: VoxelGraph, *, two_sided: bool = True, dh: float = DH,
         Signed TFCE values.
     """
     stat = np.asarray(stat, dtype=np.float64)
+    cap = _MAX_STEPS * dh
+    capped = int((np.abs(stat) > cap).sum())
+    if capped:
+        warnings.warn(f"TFCE: |statistic| above {cap:g} at {capped} unit(s) counted as {cap:g} (in every "
+                      "permutation too); such values come from near-zero variance across very few inputs",
+                      UserWarning, stacklevel=2)
     return np.copysign(_unsigned_tfce(stat[None], graph, two_sided, dh, e, h)[0], stat)
 
 
@@ -131,11 +141,11 @@ def _component_tree(stats, graph, two_sided, dh):
     n_maps, n_voxels = stats.shape
     stat = stats.ravel()
     height = np.abs(stat) if two_sided else np.maximum(stat, 0.0)
-    top = int(np.floor(height.max(initial=0.0) / dh))
+    top = np.floor(height.max(initial=0.0) / dh)
     if top == 0:
         return None
     if top > _MAX_STEPS:
-        raise ValueError(f"max |stat| / dh = {top} steps exceeds {_MAX_STEPS}: increase dh")
+        height, top = np.minimum(height, _MAX_STEPS * dh), _MAX_STEPS
     # 16-bit steps when they fit: less memory traffic, and radix sorting below
     steps = np.floor(height / dh).astype(np.int16 if top < 2**15 else np.int32)
     index = np.int32 if stat.size < np.iinfo(np.int32).max else np.int64

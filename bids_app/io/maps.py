@@ -61,9 +61,15 @@ def read_map(path, space: str | None = None):
         return data[0], surface, (surface.n_units,)
     try:
         img = nb.load(path)
-        return np.asarray(img.dataobj, dtype=np.float64).squeeze(), img.affine, img.shape[:3]
+        values = np.asarray(img.dataobj, dtype=np.float64)
     except Exception as exc:  # nibabel raises several types for broken files
         raise InputDataError(f"cannot read statistical map {path}: {exc}") from exc
+    # a single-slice volume keeps its z axis of length 1 (squeezing would make it 2-D);
+    # trailing length-1 axes (x, y, z, 1) are dropped
+    shape = values.shape[:3] + (1,) * (3 - values.ndim)
+    if values.size != np.prod(shape):
+        raise InputDataError(f"statistical map {path} has shape {values.shape}: one 3-D volume per file expected")
+    return values.reshape(shape), img.affine, img.shape[:3]
 
 
 def load_maps(effect_paths, variance_paths, spaces):

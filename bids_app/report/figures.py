@@ -50,6 +50,8 @@ class FigureBudget:
         self.drawn = {kind: 0 for kind in self.limits}
         self.seconds = {kind: 0.0 for kind in self.limits}
         self.skipped: list[str] = []
+        #: ``"label: error"`` of each figure that could not be drawn
+        self.failed: list[str] = []
 
     def draw(self, kind: str, label: str, make: Callable[[], str]) -> str:
         """The ``<img>`` that ``make`` returns, or a note when over budget or when drawing fails.
@@ -66,6 +68,7 @@ class FigureBudget:
             return make()
         except Exception as exc:  # noqa: BLE001 - see docstring
             log.warning("report figure %r failed: %s", label, exc)
+            self.failed.append(f"{label}: {exc}")
             return f'<p class="alert bad">Figure could not be drawn ({esc(label)}): {esc(exc)}</p>'
         finally:
             self.seconds[kind] += time.perf_counter() - start
@@ -202,7 +205,8 @@ def stat_map(img: nib.Nifti1Image, threshold: float, title: str, *, glass: bool,
         box = (*extent[horizontal], *extent[vertical])
         ax.imshow(np.ma.array(picture, mask=shown.mask).T, origin="lower", extent=box, cmap=cmap, norm=norm,
                   interpolation="nearest")
-        if contour is not None:
+        # matplotlib draws no contour on a slice one voxel thick (single-slice acquisitions)
+        if contour is not None and min(contour[0].shape) > 1:
             ax.contour(contour[0].T, levels=[0.5], colors="0.45", linewidths=1, origin="lower",
                        extent=(*contour[1][horizontal], *contour[1][vertical]))
         ax.set_xlim(*extent[horizontal])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -67,7 +68,15 @@ def _peak_labels(summary, mni: bool):
         return None
 
 
-def write_report(out_dir: Path, model, record: dict, diagnose) -> Path:
+@dataclass(frozen=True)
+class WrittenReport:
+    """The report written, and the figures it could not draw (each ``"label: error"``)."""
+
+    path: Path
+    figure_failures: list[str]
+
+
+def write_report(out_dir: Path, model, record: dict, diagnose) -> WrittenReport:
     """Write ``OUTPUT_DIR/report.html`` from the run record and the files on disk.
 
     Parameters
@@ -83,7 +92,10 @@ def write_report(out_dir: Path, model, record: dict, diagnose) -> Path:
 
     Returns
     -------
-    Path of the report.
+    WrittenReport
+        Its path, and the figures that failed: they are shown where they
+        would be and listed with the checks; the caller adds them to
+        provenance's warnings.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -136,8 +148,9 @@ def write_report(out_dir: Path, model, record: dict, diagnose) -> Path:
         toc += '<li><a href="#skipped">Figures not drawn</a></li>'
     nav = (f'<nav><ul><li><a href="#warnings">Warnings and checks</a></li><li><a href="#model">Model graph</a></li>'
            f"{toc}</ul></nav>")
+    own_checks = design_checks + [f"Figure not drawn: {failure}" for failure in budget.failed]
     body = "".join([summary_section(model, record, read_software(out_dir)), nav,
-                    alerts_section(record, nodes, summaries, design_checks), graph, *node_html, skipped])
+                    alerts_section(record, nodes, summaries, own_checks), graph, *node_html, skipped])
     path = write_text(out_dir / "report.html", page(f"bids-stats report: {model.name}", body))
     log.info("report written in %.2f s: %s", time.perf_counter() - start, budget.cost())
-    return path
+    return WrittenReport(path, list(budget.failed))

@@ -65,7 +65,7 @@ def alerts_section(record: dict, nodes: list[NodeOutputs],
     maps : list of (node name, ContrastFiles, MapSummary)
         The z maps the report shows.
     design_checks : list of str
-        Design diagnostics the report computed itself.
+        Checks the report made itself: design diagnostics, figures it could not draw.
     """
     parts = ['<h2 id="warnings">Warnings and checks</h2>']
     warnings = list(dict.fromkeys(record["Warnings"]))
