@@ -432,10 +432,10 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
 
     data, model = _maps(tmp_path, subjects=["01", "02"]), _subject_model(tmp_path)
     out = tmp_path / "out"
-    real_unit = executor.group_unit
+    real_unit = executor.run_group
     done = {}
 
-    def interleaved(ctx, node, group, members):
+    def interleaved(ctx, plan):
         if not done:
             job_a = subprocess.run([sys.executable, "-m", "bids_app", str(data), str(out), "subject",
                                     "--model", str(model), "--participant-label", "01"],
@@ -444,7 +444,7 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
             done["a"] = _files(out)
         raise RuntimeError("job B killed (simulated)")
 
-    monkeypatch.setattr(executor, "group_unit", interleaved)
+    monkeypatch.setattr(executor, "run_group", interleaved)
     with pytest.raises(RuntimeError, match="simulated"):
         _cli(data, out, "subject", "--model", model, "--participant-label", "02")
     after = _files(out)
@@ -452,7 +452,7 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
     assert not lost, f"job B removed or changed job A's files: {sorted(lost)}"
     assert after == done["a"] and any("node-subject/sub-01" in k for k in after)
 
-    monkeypatch.setattr(executor, "group_unit", real_unit)
+    monkeypatch.setattr(executor, "run_group", real_unit)
     assert _cli(data, out, "subject", "--model", model, "--participant-label", "02") == 0
     assert {k: v for k, v in _files(out).items() if "sub-01" in k} == {k: v for k, v in done["a"].items()
                                                                         if "sub-01" in k}
@@ -464,13 +464,13 @@ def test_hpc_array_failing_job_keeps_the_other_jobs_files(tmp_path, monkeypatch)
 
 def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path, monkeypatch):
     """A user's file in OUTPUT_DIR, a finished unit, and a crash in the middle of the next unit's writing."""
-    import bids_app.graph.groups as group_units
+    import bids_app.graph.space as space
 
     data, model = _maps(tmp_path, subjects=["01", "02"]), _subject_model(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    real_write, writes = group_units.write_map, []
+    real_write, writes = space.write_map, []
 
     def crash_on_the_second_unit(*args, **kwargs):
         writes.append(args[0])
@@ -478,7 +478,7 @@ def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path
             raise KeyboardInterrupt
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(group_units, "write_map", crash_on_the_second_unit)
+    monkeypatch.setattr(space, "write_map", crash_on_the_second_unit)
     with pytest.raises(KeyboardInterrupt):
         _cli(data, out, "subject", "--model", model)
     assert (out / "notes.txt").read_text() == "mine"

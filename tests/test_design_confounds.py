@@ -55,15 +55,15 @@ def test_globs_select_fmriprep_columns(name):
         if not ok.all():  # fMRIPrep leaves row 0 of derivatives/FD empty
             assert not ok[0] and ok[1:].all()
             assert ours[0] == raw[1]  # nilearn load_confounds: first row takes the second's value
-    filled = design.info["nan_policy"]["filled"]
+    filled = design.info.nan_policy["filled"]
     assert filled["framewise_displacement"] == {"leading": 1, "other": 0}
     assert "trans_x" not in filled
     has_outliers = any(fnmatch.fnmatchcase(c, "motion_outlier*") for c in table.columns)
-    assert (design.info["dropped"] == []) == has_outliers
+    assert (design.info.dropped == []) == has_outliers
     if not has_outliers:  # older fMRIPrep: no spike columns -> dropped with a warning
-        assert design.info["dropped"] == [{"entry": "motion_outlier*", "kind": "confound",
+        assert design.info.dropped == [{"entry": "motion_outlier*", "kind": "confound",
                                            "reason": "no such confound column"}]
-        assert any("motion_outlier*" in w and path.name in w for w in design.info["warnings"])
+        assert any("motion_outlier*" in w and path.name in w for w in design.info.warnings)
 
 
 def test_missing_confound_policy_error_names_file_and_column():
@@ -79,7 +79,7 @@ def test_missing_confound_policy_error_names_file_and_column():
 
 def test_missing_confounds_file_follows_policy():
     design = build_run_design(run_node(["trans_x"]), EVENTS, tr=TR, n_vols=N_VOLS)
-    assert design.info["dropped"][0]["reason"] == "the run has no confounds file"
+    assert design.info.dropped[0]["reason"] == "the run has no confounds file"
     with pytest.raises(DesignError, match="no confounds file"):
         build_run_design(run_node(["trans_x"]), EVENTS, tr=TR, n_vols=N_VOLS,
                          missing_confounds="error")
@@ -92,12 +92,12 @@ def test_gaps_all_na_and_interior():
     design = build_run_design(run_node(["trans_y", "rot_x"]), EVENTS, tr=TR, n_vols=N_VOLS,
                               confounds=table)
     assert "rot_x" not in design.matrix.columns
-    assert design.info["dropped"] == [{"entry": "rot_x", "kind": "confound",
+    assert design.info.dropped == [{"entry": "rot_x", "kind": "confound",
                                        "reason": "the confound column is all n/a"}]
     np.testing.assert_array_equal(design.matrix["trans_y"].to_numpy()[10:12],
                                   table["trans_y"].to_numpy()[[9, 9]])
-    assert design.info["nan_policy"]["filled"]["trans_y"] == {"leading": 0, "other": 2}
-    assert any("non-leading" in w and "trans_y" in w for w in design.info["warnings"])
+    assert design.info.nan_policy["filled"]["trans_y"] == {"leading": 0, "other": 2}
+    assert any("non-leading" in w and "trans_y" in w for w in design.info.warnings)
 
 
 def test_row_count_mismatch_is_an_input_error():
@@ -118,4 +118,4 @@ def test_fmriprep_cosines_with_our_drift_warn():
     design = build_run_design(run_node(["cosine*"], options={"HighPassFilterCutoffHz": 0.01}),
                               EVENTS, tr=TR, n_vols=N_VOLS, confounds=table)
     assert any("cosine" in w and "HighPassFilterCutoffHz to 0" in w
-               for w in design.info["warnings"])
+               for w in design.info.warnings)

@@ -74,11 +74,11 @@ def test_equals_nilearn_design(events, hrf_model):
     n_cond = events["trial_type"].nunique()
     per = 1 + hrf_model.count("+")
     assert list(design.matrix.columns[n_cond * per:]) == (
-        ["intercept"] + [f"drift_{k}" for k in range(1, len(design.info["high_pass"]["drift_columns"]) + 1)]
+        ["intercept"] + [f"drift_{k}" for k in range(1, len(design.info.high_pass["drift_columns"]) + 1)]
     )
     if per > 1:
         assert design.matrix.columns[1] == design.matrix.columns[0] + "_derivative"
-    assert design.info["high_pass"] == {"cutoff_hz": 0.01, "source": "model", "applied": True,
+    assert design.info.high_pass == {"cutoff_hz": 0.01, "source": "model", "applied": True,
                                         "drift_columns": [c for c in ref.columns if c.startswith("drift")]}
 
 
@@ -90,7 +90,7 @@ def test_fir_equals_nilearn(events):
     assert sorted(ours.columns) == sorted(ref.columns)
     np.testing.assert_allclose(ours[ref.columns].to_numpy(), ref.to_numpy(), atol=1e-6, rtol=0)
     assert "trial_type.face" not in design.matrix.columns  # replaced by its delay columns
-    assert design.info["convolved"]["trial_type.face"]["columns"] == [
+    assert design.info.convolved["trial_type.face"]["columns"] == [
         f"trial_type.face_delay_{d}" for d in delays]
 
 
@@ -138,9 +138,9 @@ def test_fir_delays_are_in_scans():
 
 def test_default_high_pass_is_recorded(events):
     design = build_run_design(run_node("spm", options={}), events, tr=TR, n_vols=N_VOLS)
-    hp = design.info["high_pass"]
+    hp = design.info.high_pass
     assert hp["source"] == "default" and hp["cutoff_hz"] == pytest.approx(1 / 128)
-    assert any("HighPassFilterCutoffHz is not set" in w for w in design.info["warnings"])
+    assert any("HighPassFilterCutoffHz is not set" in w for w in design.info.warnings)
     ref = nilearn_matrix(events, "spm", TR * np.arange(N_VOLS), high_pass=1 / 128)
     drifts = [c for c in ref.columns if c.startswith("drift")]
     assert hp["drift_columns"] == drifts
@@ -150,8 +150,8 @@ def test_default_high_pass_is_recorded(events):
 def test_zero_high_pass_adds_no_drift(events):
     design = build_run_design(run_node("spm", options={"HighPassFilterCutoffHz": 0}), events, tr=TR, n_vols=N_VOLS)
     assert not any(c.startswith("drift") for c in design.matrix.columns)
-    assert design.info["high_pass"]["applied"] is False
-    assert design.info["low_pass"] is None
+    assert design.info.high_pass["applied"] is False
+    assert design.info.low_pass is None
 
 
 def test_low_pass_filters_every_design_column_as_nilearn_butterworth(events):
@@ -165,8 +165,8 @@ def test_low_pass_filters_every_design_column_as_nilearn_butterworth(events):
     np.testing.assert_allclose(design.matrix.to_numpy(), expected, rtol=1e-12, atol=1e-12)
     assert not np.allclose(design.matrix.to_numpy(), plain.to_numpy(), atol=1e-3)  # it did something
     np.testing.assert_allclose(design.matrix["intercept"], 1.0, atol=1e-12)  # constant stays constant
-    assert design.info["low_pass"]["cutoff_hz"] == 0.1 and design.info["low_pass"]["applied"] is True
-    assert any("low-pass filter at 0.1 Hz" in w for w in design.info["warnings"])
+    assert design.info.low_pass["cutoff_hz"] == 0.1 and design.info.low_pass["applied"] is True
+    assert any("low-pass filter at 0.1 Hz" in w for w in design.info.warnings)
 
 
 @pytest.mark.parametrize("cutoff", [0.2, 0.3, 0.0])
@@ -184,7 +184,7 @@ def test_all_runs_build_and_info_is_json(events):
                                   tr=TR, n_vols=N_VOLS, source=str(path))
         assert design.matrix.shape == (N_VOLS, 8 * 2 + 1 + 6)
         assert design.matrix.dtypes.eq(np.float64).all()
-        json.dumps(design.info)
+        json.dumps(design.info.to_dict())
 
 
 # Run node of model-zoo's exhibits/ds003/model-001_smdl.json (bids-standard/model-zoo)
@@ -215,16 +215,16 @@ def test_model_zoo_ds003_convolve_equals_nilearn():
         assert list(ours.columns) == ["word", "pseudoword", "intercept", *ref.columns[2:-1]]
         np.testing.assert_allclose(ours[ref.columns].to_numpy(), ref.to_numpy(), atol=1e-6)
         # no confounds file: the 13 confound entries are dropped, with a warning each
-        assert [d["entry"] for d in design.info["dropped"]] == DS003_NODE["Model"]["X"][2:-1]
-        assert design.info["convolved"]["trial_type.word"]["by"] == \
+        assert [d["entry"] for d in design.info.dropped] == DS003_NODE["Model"]["X"][2:-1]
+        assert design.info.convolved["trial_type.word"]["by"] == \
             "Transformations.Instructions[1]"
 
 
 def test_x_columns_leave_out_derivatives_and_drifts(events):
     design = build_run_design(run_node("spm + derivative"), events, tr=TR, n_vols=N_VOLS)
     levels = sorted(events["trial_type"].unique())
-    assert design.info["x_columns"] == [f"trial_type.{c}" for c in levels] + ["intercept"]
+    assert design.info.x_columns == [f"trial_type.{c}" for c in levels] + ["intercept"]
     fir = build_run_design(run_node("fir", {"fir_delays": [0, 1]}), events, tr=TR, n_vols=N_VOLS)
-    assert fir.info["x_columns"] == [f"trial_type.{c}_delay_{d}" for c in levels
+    assert fir.info.x_columns == [f"trial_type.{c}_delay_{d}" for c in levels
                                      for d in (0, 1)] + ["intercept"]
-    assert set(fir.info["x_columns"]) <= set(fir.matrix.columns)
+    assert set(fir.info.x_columns) <= set(fir.matrix.columns)

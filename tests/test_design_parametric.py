@@ -47,7 +47,7 @@ def test_demeaned_gain_loss_via_convolve(run):
     r_demeaned = abs(np.corrcoef(design.matrix["gain"], design.matrix["task"])[0, 1])
     r_raw = abs(np.corrcoef(raw, design.matrix["task"])[0, 1])
     assert r_demeaned < 0.5 < r_raw
-    assert design.info["convolved"]["gain"]["by"] == "Transformations.Instructions[3]"
+    assert design.info.convolved["gain"]["by"] == "Transformations.Instructions[3]"
 
 
 def test_scaled_gain_via_model_hrf_with_derivative():
@@ -82,9 +82,9 @@ def test_all_na_column_is_dropped_as_absent_event():
                     hrf={"Variables": ["gain", "parametric loss"], "Model": "spm"})
     design = build_run_design(node, events, tr=TR, n_vols=N_VOLS, missing_confounds="error")
     assert "parametric loss" not in design.matrix.columns
-    assert design.info["dropped"] == [{"entry": "parametric loss", "kind": "event",
+    assert design.info.dropped == [{"entry": "parametric loss", "kind": "event",
                                        "reason": "no such event variable in this run"}]
-    assert any("parametric loss" in w for w in design.info["warnings"])
+    assert any("parametric loss" in w for w in design.info.warnings)
 
 
 def test_model_file_builds_the_hand_checked_design():

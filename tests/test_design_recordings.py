@@ -99,12 +99,12 @@ def test_column_equals_filter_then_interpolation(tmp_path, events, start, slice_
     design = _design(events, [path], slice_time_ref=slice_time_ref)
     np.testing.assert_allclose(design.matrix[COLUMNS].to_numpy(), _expected(t, x, slice_time_ref),
                                rtol=0, atol=1e-10)
-    assert design.info["recordings"] == [{
+    assert design.info.recordings == [{
         "path": str(path), "source": "physio", "sampling_frequency_hz": FS, "start_time_s": start,
         "columns": COLUMNS, "covered_s": [start, start + len(t) / FS], "samples_in_run": 15125,
         "first_sample_s": pytest.approx(t[t >= 0][0], abs=1e-12)}]
-    assert design.info["anti_aliasing"]["cutoff_hz"] == pytest.approx(0.16)
-    assert design.info["anti_aliasing"]["columns"] == COLUMNS
+    assert design.info.anti_aliasing["cutoff_hz"] == pytest.approx(0.16)
+    assert design.info.anti_aliasing["columns"] == COLUMNS
 
 
 def test_anti_aliasing_removes_what_point_sampling_folds_in(tmp_path, events):

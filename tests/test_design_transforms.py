@@ -58,8 +58,8 @@ def test_convolve_flags_and_no_double_convolution(events):
     assert list(d.matrix.columns) == ["gain_hrf", "gain_hrf_derivative"]
     np.testing.assert_allclose(d.matrix.to_numpy(), spm(events, events["gain"], "spm + derivative"),
                                atol=1e-10)
-    assert any("already convolved" in w for w in d.info["warnings"])
-    assert d.info["convolved"]["gain_hrf"]["model"] == "spm + derivative"
+    assert any("already convolved" in w for w in d.info.warnings)
+    assert d.info.convolved["gain_hrf"]["model"] == "spm + derivative"
 
 
 def test_convolve_fir(events):
@@ -106,7 +106,7 @@ def test_unconvolved_and_dense_variables(events):
     expected = boxcar(events, events["gain"], times)
     np.testing.assert_allclose(d.matrix["gain"], expected, atol=1e-12)        # sparse, no HRF
     np.testing.assert_allclose(d.matrix["gain_dense"], expected, atol=1e-12)  # 10 Hz -> frames
-    assert d.info["not_convolved"] == ["gain"]
+    assert d.info.not_convolved == ["gain"]
     # a dense variable in Model.HRF is convolved as its piecewise-constant time course
     conv = design(events, [{"Name": "ToDense", "Input": ["gain"], "SamplingRate": 10}], ["gain"],
                   {"Variables": ["gain"], "Model": "spm"})
@@ -125,7 +125,7 @@ def test_condition_absent_from_run_is_dropped():
                   "Options": {"HighPassFilterCutoffHz": 0}}}]}).nodes[0]
     d = build_run_design(node, events, tr=2.5, n_vols=121, missing_confounds="error")
     assert list(d.matrix.columns) == ["trial_type.face", "intercept"]
-    assert d.info["dropped"] == [{"entry": "trial_type.cat", "kind": "event",
+    assert d.info.dropped == [{"entry": "trial_type.cat", "kind": "event",
                                   "reason": "no such event variable in this run"}]
 
 
@@ -181,10 +181,10 @@ def test_select_and_delete_control_which_variables_exist(events):
     dropped = design(events, [{"Name": "Select", "Input": ["gain"]}], ["gain", "loss"],
                      {"Variables": ["gain", "loss"], "Model": "spm"})
     assert list(dropped.matrix.columns) == ["gain"]
-    assert [e["entry"] for e in dropped.info["dropped"]] == ["loss"]
+    assert [e["entry"] for e in dropped.info.dropped] == ["loss"]
     deleted = design(events, [{"Name": "Delete", "Input": ["loss"]}], ["gain", "loss"],
                      {"Variables": ["gain", "loss"], "Model": "spm"})
-    assert list(deleted.matrix.columns) == ["gain"] and deleted.info["dropped"][0]["entry"] == "loss"
+    assert list(deleted.matrix.columns) == ["gain"] and deleted.info.dropped[0]["entry"] == "loss"
 
 
 def test_dropna_removes_the_events_with_missing_values(events):

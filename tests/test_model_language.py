@@ -59,9 +59,9 @@ def test_column_value_names_without_factor_equal_explicit_factor():
     explicit = _design(_run_node(x, x[:2], [{"Name": "Factor", "Input": ["trial_type"]}]), events)
     pd.testing.assert_frame_equal(implicit.matrix, explicit.matrix)
     assert implicit.matrix["trial_type.word"].abs().sum() > 1  # a real convolved regressor
-    assert [r["name"] for r in implicit.info["resolved"]] == ["trial_type.word", "trial_type.pseudoword"]
-    assert all(r["column"] == "trial_type" for r in implicit.info["resolved"])
-    assert explicit.info["resolved"] == []
+    assert [r["name"] for r in implicit.info.resolved] == ["trial_type.word", "trial_type.pseudoword"]
+    assert all(r["column"] == "trial_type" for r in implicit.info.resolved)
+    assert explicit.info.resolved == []
 
 
 def test_bare_trial_type_values_are_their_indicators():
@@ -71,9 +71,9 @@ def test_bare_trial_type_values_are_their_indicators():
     dotted = _design(_run_node(["trial_type.word", "trial_type.pseudoword", 1]), events)
     np.testing.assert_array_equal(bare.matrix["word"], dotted.matrix["trial_type.word"])
     np.testing.assert_array_equal(bare.matrix["pseudoword"], dotted.matrix["trial_type.pseudoword"])
-    assert {r["name"]: r["column"] for r in bare.info["resolved"]} == {"word": "trial_type",
+    assert {r["name"]: r["column"] for r in bare.info.resolved} == {"word": "trial_type",
                                                                        "pseudoword": "trial_type"}
-    assert "Factor(trial_type)" in bare.info["resolved"][0]["how"]
+    assert "Factor(trial_type)" in bare.info.resolved[0]["how"]
 
 
 def test_bare_value_of_two_columns_is_ambiguous():
@@ -91,7 +91,7 @@ def test_transformation_inputs_resolve_column_value_names():
     convolved = _design(node, events)
     reference = _design(_run_node(["trial_type.word", 1]), events)
     np.testing.assert_allclose(convolved.matrix["trial_type.word"], reference.matrix["trial_type.word"])
-    assert convolved.info["resolved"][0]["name"] == "trial_type.word"
+    assert convolved.info.resolved[0]["name"] == "trial_type.word"
 
 
 def test_numeric_replace_and_group_at_run_level():

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,83 @@ LOW_PASS_METHOD = ("zero-phase Butterworth, order 5 (nilearn.signal.butterworth)
 
 
 @dataclass
+class DesignRecord:
+    """How one run's design was built: the design sidecar's record.
+
+    Attributes
+    ----------
+    source : str
+        The run's file (BOLD or events) as messages name it.
+    tr : float
+        Repetition time, seconds.
+    n_vols : int
+    slice_time_ref : float
+        Fraction of the TR at which volumes are sampled.
+    missing_confounds : {"drop", "error"}
+    transformations : list of str
+        Names of the node's transformation instructions, in order.
+    nan_policy : dict
+        ``events`` and ``confounds`` rules, and ``filled``: confound column ->
+        ``{"leading": n, "other": n}`` gaps filled.
+    dropped : list of dict
+        X entries absent from this run: ``entry``, ``kind`` (event or
+        confound), ``reason``.
+    convolved : dict
+        Column -> how it was convolved (``by``, ``model``, ``fir_delays``,
+        ``columns``), transformations first, then ``Model.HRF``.
+    not_convolved : list of str
+        Sparse columns used as unconvolved boxcars.
+    warnings : list of str
+    recordings : list of dict
+        The physio/stim files read (path, sampling frequency, StartTime,
+        columns, interval covered).
+    anti_aliasing : dict or None
+        None without recordings, else the filter and the ``columns`` it was
+        applied to.
+    resolved : list
+        Names the model uses that no variable had, resolved as
+        :mod:`bids_app.design.names` says.
+    hrf : dict or None
+        ``model``, ``fir_delays``, ``variables`` convolved.
+    x_columns : list of str
+        The columns standing for Model.X entries: no HRF derivatives, no
+        drifts; FIR delay columns replace their variable.
+    high_pass : dict
+        ``cutoff_hz``, ``source`` ("model" or "default"), ``applied``,
+        ``drift_columns``.
+    low_pass : dict or None
+        None, or the cutoff in Hz: the matrix is already filtered and the
+        data must be filtered with :func:`low_pass_filter` before fitting.
+    columns : list of str
+        Every column of the matrix, in order.
+    """
+
+    source: str
+    tr: float
+    n_vols: int
+    slice_time_ref: float
+    missing_confounds: str
+    transformations: list
+    nan_policy: dict
+    dropped: list
+    convolved: dict
+    not_convolved: list
+    warnings: list
+    recordings: list
+    anti_aliasing: dict | None
+    resolved: list
+    hrf: dict | None
+    x_columns: list
+    high_pass: dict
+    low_pass: dict | None
+    columns: list
+
+    def to_dict(self) -> dict:
+        """A JSON-able copy, keys in field order (the sidecar's order)."""
+        return asdict(self)
+
+
+@dataclass
 class RunDesign:
     """A run's design matrix and how it was built.
 
@@ -60,21 +137,8 @@ class RunDesign:
     ----------
     matrix : DataFrame, shape (n_vols, n_regressors)
         float64; index = frame times in seconds.
-    info : dict
-        JSON-able record: ``columns`` (all), ``x_columns`` (the columns
-        standing for Model.X entries: no HRF derivatives, no drifts; FIR
-        delay columns replace their variable), ``hrf``, ``convolved``,
-        ``not_convolved``, ``high_pass`` (cutoff in Hz, ``source`` "model" or
-        "default", drift columns), ``low_pass`` (None, or the cutoff in Hz:
-        the matrix is already filtered and the data must be filtered with
-        :func:`low_pass_filter` before fitting), ``nan_policy`` (with filled
-        confound gaps), ``dropped`` (X entries absent from this run),
-        ``recordings`` (the physio/stim files read: path, sampling
-        frequency, StartTime, columns, interval covered), ``anti_aliasing``
-        (None without recordings, else the filter and the columns it was
-        applied to), ``slice_time_ref``, ``transformations``, ``resolved``
-        (names the model uses that no variable had, resolved as
-        :mod:`bids_app.design.names` says), ``warnings``.
+    info : DesignRecord
+        How it was built (written to the design sidecar).
     inventory : dict
         What the run offers, for messages when a name matches nothing:
         ``events`` (column -> its levels, or ``"numeric"``), ``confounds``
@@ -82,7 +146,7 @@ class RunDesign:
     """
 
     matrix: pd.DataFrame
-    info: dict
+    info: DesignRecord
     inventory: dict = field(default_factory=dict)
 
 
@@ -147,15 +211,14 @@ def _is_event_entry(entry, event_columns, hrf_variables) -> bool:
     )
 
 
-def _high_pass(options: dict, times: np.ndarray, info: dict) -> tuple[np.ndarray, list[str]]:
+def _high_pass(options: dict, times: np.ndarray) -> tuple[np.ndarray, dict, list[str]]:
+    """Cosine drifts (n_vols, n_drifts), the ``high_pass`` record and warnings."""
     cutoff = options.get("HighPassFilterCutoffHz")
-    source = "model"
+    source, notes = "model", []
     if cutoff is None:
         cutoff, source = DEFAULT_HIGH_PASS_HZ, "default"
-        info["warnings"].append(
-            "Model.Options.HighPassFilterCutoffHz is not set: using the default "
-            f"{DEFAULT_HIGH_PASS_HZ} Hz (1/128 s) cosine drift"
-        )
+        notes.append("Model.Options.HighPassFilterCutoffHz is not set: using the default "
+                     f"{DEFAULT_HIGH_PASS_HZ} Hz (1/128 s) cosine drift")
     cutoff = float(cutoff)
     if cutoff < 0:
         raise DesignError(f"Model.Options.HighPassFilterCutoffHz must be >= 0, got {cutoff}")
@@ -166,25 +229,24 @@ def _high_pass(options: dict, times: np.ndarray, info: dict) -> tuple[np.ndarray
             from nilearn.signal import create_cosine_drift  # imported by run-level designs only
 
             drift = create_cosine_drift(cutoff, times)[:, :-1]  # last column is a constant
-        info["warnings"] += [f"high-pass: {w.message}" for w in caught]
+        notes += [f"high-pass: {w.message}" for w in caught]
         names = [f"drift_{k}" for k in range(1, drift.shape[1] + 1)]
-    info["high_pass"] = {"cutoff_hz": cutoff, "source": source, "applied": cutoff > 0,
-                         "drift_columns": names}
-    return drift, names
+    record = {"cutoff_hz": cutoff, "source": source, "applied": cutoff > 0, "drift_columns": names}
+    return drift, record, notes
 
 
-def _low_pass(options: dict, tr: float, info: dict) -> dict | None:
+def _low_pass(options: dict, tr: float, source: str) -> tuple[dict | None, list[str]]:
+    """The ``low_pass`` record (None without a cutoff) and its warning."""
     cutoff = options.get("LowPassFilterCutoffHz")
     if cutoff is None:
-        return None
+        return None, []
     cutoff, nyquist = float(cutoff), 0.5 / tr
     if not 0 < cutoff < nyquist:
-        raise DesignError(f"{info['source']}: Model.Options.LowPassFilterCutoffHz={cutoff} Hz must be "
+        raise DesignError(f"{source}: Model.Options.LowPassFilterCutoffHz={cutoff} Hz must be "
                           f"between 0 and the Nyquist frequency {nyquist:g} Hz of TR = {tr:g} s")
-    info["warnings"].append(
-        f"low-pass filter at {cutoff:g} Hz: the data and the design are filtered alike; the filter "
-        "makes the noise smoother than the AR(1) model assumes, so t values are approximate")
-    return {"cutoff_hz": cutoff, "applied": True, "method": LOW_PASS_METHOD}
+    note = (f"low-pass filter at {cutoff:g} Hz: the data and the design are filtered alike; the filter "
+            "makes the noise smoother than the AR(1) model assumes, so t values are approximate")
+    return {"cutoff_hz": cutoff, "applied": True, "method": LOW_PASS_METHOD}, [note]
 
 
 def low_pass_filter(values: np.ndarray, tr: float, cutoff_hz: float) -> np.ndarray:
@@ -214,37 +276,31 @@ def low_pass_filter(values: np.ndarray, tr: float, cutoff_hz: float) -> np.ndarr
     return butterworth(values, sampling_rate=1.0 / tr, low_pass=cutoff_hz, order=LOW_PASS_ORDER)
 
 
-def _sample_dense(var, times: np.ndarray, tr: float, info: dict) -> np.ndarray:
+def _sample_dense(var, times: np.ndarray, tr: float) -> tuple[np.ndarray, bool]:
+    """A dense variable at the frame times (n_vols,), and whether it was anti-alias filtered."""
     values = np.asarray(var.values, dtype=np.float64).reshape(-1)
     if np.isclose(var.sampling_rate * tr, 1.0) and values.size == times.size:
-        return values
+        return values, False
     if var.source in RECORDING_SOURCES:
-        sampled, filtered = sample_recording(var, times, tr)
-        if filtered:
-            info["anti_aliasing"]["columns"].append(var.name)
-        return sampled
-    return np.interp(times, np.arange(values.size) / var.sampling_rate, values)
+        return sample_recording(var, times, tr)
+    return np.interp(times, np.arange(values.size) / var.sampling_rate, values), False
 
 
-def _prepare(confounds, node: Node, events: pd.DataFrame, n_vols: int, info: dict):
-    """Referenced confound columns after the missing-value policy, or None."""
+def _prepare(confounds, node: Node, events: pd.DataFrame, n_vols: int) -> tuple[object, list[str]]:
+    """Referenced confound columns after the missing-value policy (or None), and warnings."""
     if confounds is None:
-        return None
+        return None, []
     prepared = prepare_confounds(confounds[referenced_columns(confounds.columns, node)], n_vols,
                                  source=confounds.attrs.get("source") or "confounds")
+    notes = []
     clash = [c for c in prepared.table.columns if c in events.columns]
     if clash:
-        info["warnings"].append(
-            f"{prepared.source}: confound column(s) {', '.join(clash)} have the name of an "
-            "events column; the events column is used")
+        notes.append(f"{prepared.source}: confound column(s) {', '.join(clash)} have the name of an "
+                     "events column; the events column is used")
         prepared.table = prepared.table.drop(columns=clash)
-    info["nan_policy"]["filled"] = prepared.filled
-    for col, n in prepared.filled.items():
-        if n["other"]:
-            info["warnings"].append(
-                f"{prepared.source}: {n['other']} non-leading n/a in {col!r} filled with the "
-                "previous value")
-    return prepared
+    notes += [f"{prepared.source}: {n['other']} non-leading n/a in {col!r} filled with the previous value"
+              for col, n in prepared.filled.items() if n["other"]]
+    return prepared, notes
 
 
 def uses_recording(node: Node, file: RecordingFile) -> bool:
@@ -252,8 +308,7 @@ def uses_recording(node: Node, file: RecordingFile) -> bool:
     return bool(referenced_columns(file.columns, node))
 
 
-def _cut_recordings(files, node: Node, *, taken: dict, duration: float,
-                    info: dict) -> tuple[Recording, ...]:
+def _cut_recordings(files, node: Node, *, taken: dict, duration: float) -> tuple[Recording, ...]:
     """The recordings whose sidecar ``Columns`` the node references, cut to the run.
 
     A referenced name must come from one file only: ``taken`` maps the run's
@@ -270,34 +325,32 @@ def _cut_recordings(files, node: Node, *, taken: dict, duration: float,
             owners[col] = str(file.path)
         if used:
             wanted.append((file, used))
-    recordings = tuple(cut_to_run(file, used, duration=duration) for file, used in wanted)
-    info["recordings"] = [r.record() for r in recordings]
-    info["anti_aliasing"] = {**anti_alias_record(info["tr"]), "columns": []} if recordings else None
-    return recordings
+    return tuple(cut_to_run(file, used, duration=duration) for file, used in wanted)
 
 
-def _hrf(node: Node, available: list[str], info: dict):
-    """The node's HRF model (or None) and the available columns it convolves."""
+def _hrf(node: Node, available: list[str]) -> tuple[object, list[str], dict | None, list[str]]:
+    """The node's HRF model (or None), the available columns it convolves, its record and warnings."""
     hrf = node.model.hrf
     if hrf is None:
-        info["hrf"] = None
-        return None, []
+        return None, [], None, []
     model, notes = parse_hrf_model(hrf.model, hrf.parameters)
-    info["warnings"] += notes
     columns: list[str] = []
     for entry in hrf.variables:
         columns += [c for c in match_entry(entry, available) if c not in columns]
-    info["hrf"] = {"model": model.name, "fir_delays": list(model.fir_delays),
-                   "variables": columns}
-    return model, columns
+    record = {"model": model.name, "fir_delays": list(model.fir_delays), "variables": columns}
+    return model, columns, record, list(notes)
 
 
 def _select(node: Node, available: list[str], *, event_columns: list[str], prepared,
             all_confounds: list[str], events_source: str, missing_confounds: str,
-            info: dict) -> list[str]:
-    """Expand Model.X over the available columns, applying the missing-column policies."""
+            source: str) -> tuple[list[str], list[dict], list[str]]:
+    """Expand Model.X over the available columns, applying the missing-column policies.
+
+    Returns the selected columns, the dropped X entries and warnings.
+    """
     hrf_names = set(node.model.hrf.variables) if node.model.hrf is not None else set()
     selected: list[str] = []
+    dropped, notes = [], []
     for entry in node.model.x:
         matched = match_entry(entry, available)
         if matched:
@@ -305,11 +358,9 @@ def _select(node: Node, available: list[str], *, event_columns: list[str], prepa
             continue
         hint = did_you_mean(entry, [*available, *all_confounds], n=3)
         if _is_event_entry(entry, event_columns, hrf_names):
-            info["dropped"].append({"entry": str(entry), "kind": "event",
-                                    "reason": "no such event variable in this run"})
-            info["warnings"].append(
-                f"{events_source}: Model.X entry {entry!r} matches no event variable in this "
-                f"run (condition absent?){hint}; dropped")
+            dropped.append({"entry": str(entry), "kind": "event", "reason": "no such event variable in this run"})
+            notes.append(f"{events_source}: Model.X entry {entry!r} matches no event variable in this "
+                         f"run (condition absent?){hint}; dropped")
             continue
         if prepared is None:
             reason = "the run has no confounds file"
@@ -321,50 +372,63 @@ def _select(node: Node, available: list[str], *, event_columns: list[str], prepa
         message = f"{where}: Model.X entry {entry!r} matches no column ({reason}){hint}"
         if missing_confounds == "error":
             raise DesignError(message)
-        info["dropped"].append({"entry": str(entry), "kind": "confound", "reason": reason})
-        info["warnings"].append(f"{message}; dropped")
+        dropped.append({"entry": str(entry), "kind": "confound", "reason": reason})
+        notes.append(f"{message}; dropped")
     if not selected:
-        raise DesignError(f"{info['source']}: Model.X resolves to no column in this run")
-    return selected
+        raise DesignError(f"{source}: Model.X resolves to no column in this run")
+    return selected, dropped, notes
+
+
+@dataclass
+class _Sampled:
+    """The selected columns at the frame times, and how each was made."""
+
+    names: list = field(default_factory=list)
+    #: (n_vols, k) arrays, one per selected column
+    blocks: list = field(default_factory=list)
+    convolved: dict = field(default_factory=dict)
+    not_convolved: list = field(default_factory=list)
+    #: recording columns low-pass filtered before interpolation
+    anti_aliased: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
 
 def _sample(selected: list[str], variables: dict, *, hrf_model, hrf_columns: list[str],
-            pre_convolved: set[str], times: np.ndarray, tr: float,
-            info: dict) -> tuple[list[str], list[np.ndarray]]:
-    """Each selected column at the frame times: names and (n_vols, k) blocks."""
+            pre_convolved: set[str], times: np.ndarray, tr: float) -> _Sampled:
+    """Each selected column at the frame times."""
     from bids.variables import SparseRunVariable
 
-    names: list[str] = []
-    blocks: list[np.ndarray] = []
+    out = _Sampled()
     for col in selected:
         if col == INTERCEPT:
-            names.append(col)
-            blocks.append(np.ones((times.size, 1)))
+            out.names.append(col)
+            out.blocks.append(np.ones((times.size, 1)))
             continue
         var = variables[col]
         if col in hrf_columns and col in pre_convolved:
-            info["warnings"].append(
-                f"Model.HRF: {col!r} was already convolved by a Convolve transformation; "
-                "not convolved again")
+            out.warnings.append(f"Model.HRF: {col!r} was already convolved by a Convolve transformation; "
+                                "not convolved again")
         elif col in hrf_columns or isinstance(var, SparseRunVariable):
             kernel = hrf_model if col in hrf_columns else None
             where = "Model.HRF" if kernel else "Model.X"
             regressors, cols, notes = convolve(*variable_events(var, where), kernel, times, col)
-            info["warnings"] += notes
+            out.warnings += notes
             if kernel:
-                info["convolved"][col] = {"by": "Model.HRF", "model": kernel.name,
-                                          "fir_delays": list(kernel.fir_delays), "columns": cols}
+                out.convolved[col] = {"by": "Model.HRF", "model": kernel.name,
+                                      "fir_delays": list(kernel.fir_delays), "columns": cols}
             else:
-                info["not_convolved"].append(col)
-                info["warnings"].append(
-                    f"event column {col!r} is not in Model.HRF.Variables: used as an "
-                    "unconvolved boxcar")
-            names += cols
-            blocks.append(regressors)
+                out.not_convolved.append(col)
+                out.warnings.append(f"event column {col!r} is not in Model.HRF.Variables: used as an "
+                                    "unconvolved boxcar")
+            out.names += cols
+            out.blocks.append(regressors)
             continue
-        names.append(col)
-        blocks.append(_sample_dense(var, times, tr, info)[:, None])
-    return names, blocks
+        values, filtered = _sample_dense(var, times, tr)
+        if filtered:
+            out.anti_aliased.append(var.name)
+        out.names.append(col)
+        out.blocks.append(values[:, None])
+    return out
 
 
 def build_run_design(
@@ -405,7 +469,7 @@ def build_run_design(
         run lacks is dropped with a warning, or raises :class:`DesignError`
         naming the file and column. Absent event variables (a condition not
         shown in this run) are always dropped with a warning and listed in
-        ``info["dropped"]``.
+        ``info.dropped``.
     recordings : tuple of RecordingFile
         The run's ``*_physio.tsv.gz``/``*_stim.tsv.gz`` files with their
         sidecar metadata; their columns are variables named by the sidecar's
@@ -437,70 +501,65 @@ def build_run_design(
     times = frame_times(tr, n_vols, slice_time_ref)
     events_source = events.attrs.get("source") or source or "events"
     events = validate_events(events, events_source)
-    info: dict = {
-        "source": source or events_source, "tr": float(tr), "n_vols": int(n_vols),
-        "slice_time_ref": float(slice_time_ref), "missing_confounds": missing_confounds,
-        "transformations": [str(i.get("Name")) for i in
-                            (node.transformations or {}).get("Instructions") or []],
-        "nan_policy": {"events": EVENTS_NAN_POLICY, "confounds": NAN_POLICY, "filled": {}},
-        "dropped": [], "convolved": {}, "not_convolved": [], "warnings": [],
-    }
-    if node.model.formula:
-        info["warnings"].append("Model.Formula is not used: the design is built from Model.X")
+    source = source or events_source
+    notes = ["Model.Formula is not used: the design is built from Model.X"] if node.model.formula else []
 
-    prepared = _prepare(confounds, node, events, n_vols, info)
+    prepared, prepare_notes = _prepare(confounds, node, events, n_vols)
     taken = {**({c: prepared.source for c in prepared.table.columns} if prepared else {}),
              **{c: events_source for c in events.columns}}
-    recorded = _cut_recordings(recordings, node, taken=taken, duration=n_vols * tr, info=info)
+    recorded = _cut_recordings(recordings, node, taken=taken, duration=n_vols * tr)
     from bids_app.design.transforms import apply_transformations, make_collection  # pybids: ~1 s
 
     collection = make_collection(events, prepared.table if prepared else None, tr=tr,
-                                 n_vols=n_vols, entities=_entities(source or events_source),
+                                 n_vols=n_vols, entities=_entities(source),
                                  source=events_source, recordings=recorded)
     outcome = apply_transformations(collection, node.transformations, times=times, tr=tr)
-    info["warnings"] += outcome.warnings
-    info["convolved"].update(outcome.convolved)
-    info["resolved"] = outcome.resolved + resolve_run_names(outcome.collection, node_names(node),
-                                                            where=events_source)
+    resolved = outcome.resolved + resolve_run_names(outcome.collection, node_names(node), where=events_source)
     variables = outcome.collection.variables if outcome.collection is not None else {}
     available = list(variables)
 
-    hrf_model, hrf_columns = _hrf(node, available, info)
-    selected = _select(
+    hrf_model, hrf_columns, hrf_record, hrf_notes = _hrf(node, available)
+    selected, dropped, select_notes = _select(
         node, available, event_columns=[c for c in events.columns if c not in REQUIRED],
         prepared=prepared, missing_confounds=missing_confounds, events_source=events_source,
         all_confounds=[*(map(str, confounds.columns) if confounds is not None else []),
                        *(c for file in recordings for c in file.columns)],
-        info=info)
-    for c in hrf_columns:
-        if c not in selected:
-            info["warnings"].append(f"Model.HRF.Variables {c!r} is not in Model.X: left out")
+        source=source)
+    left_out = [f"Model.HRF.Variables {c!r} is not in Model.X: left out" for c in hrf_columns if c not in selected]
     pre_convolved = {c for entry in outcome.convolved.values() for c in entry["columns"]}
-    names, blocks = _sample(selected, variables, hrf_model=hrf_model, hrf_columns=hrf_columns,
-                            pre_convolved=pre_convolved, times=times, tr=tr, info=info)
-    fir = {c: e["columns"] for c, e in info["convolved"].items()
-           if e["by"] == "Model.HRF" and e["fir_delays"]}
-    info["x_columns"] = [x for c in selected for x in fir.get(c, [c])]
+    sampled = _sample(selected, variables, hrf_model=hrf_model, hrf_columns=hrf_columns,
+                      pre_convolved=pre_convolved, times=times, tr=tr)
+    convolved = {**outcome.convolved, **sampled.convolved}
+    fir = {c: e["columns"] for c, e in convolved.items() if e["by"] == "Model.HRF" and e["fir_delays"]}
 
-    drift, drift_names = _high_pass(node.model.options, times, info)
-    if drift_names and any(c.startswith("cosine") for c in selected):
-        info["warnings"].append(
-            "Model.X includes fMRIPrep cosine regressors and a cosine drift is added too: "
-            "set HighPassFilterCutoffHz to 0 to use only fMRIPrep's")
-    info["low_pass"] = _low_pass(node.model.options, tr, info)
+    drift, high_pass, high_notes = _high_pass(node.model.options, times)
+    if high_pass["drift_columns"] and any(c.startswith("cosine") for c in selected):
+        high_notes.append("Model.X includes fMRIPrep cosine regressors and a cosine drift is added too: "
+                          "set HighPassFilterCutoffHz to 0 to use only fMRIPrep's")
+    low_pass, low_notes = _low_pass(node.model.options, tr, source)
 
-    names += drift_names
-    values = np.column_stack([*blocks, drift]).astype(np.float64)
-    if info["low_pass"]:
-        values = low_pass_filter(values, tr, info["low_pass"]["cutoff_hz"])
+    names = sampled.names + high_pass["drift_columns"]
+    values = np.column_stack([*sampled.blocks, drift]).astype(np.float64)
+    if low_pass:
+        values = low_pass_filter(values, tr, low_pass["cutoff_hz"])
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise DesignError(f"{info['source']}: duplicate design columns {', '.join(duplicates)}")
+        raise DesignError(f"{source}: duplicate design columns {', '.join(duplicates)}")
     bad = [n for n, ok in zip(names, np.isfinite(values).all(axis=0)) if not ok]
     if bad:
-        raise DesignError(f"{info['source']}: non-finite values in design column(s) "
-                          f"{', '.join(bad)}")
-    info["columns"] = names
+        raise DesignError(f"{source}: non-finite values in design column(s) {', '.join(bad)}")
+    record = DesignRecord(
+        source=source, tr=float(tr), n_vols=int(n_vols), slice_time_ref=float(slice_time_ref),
+        missing_confounds=missing_confounds,
+        transformations=[str(i.get("Name")) for i in (node.transformations or {}).get("Instructions") or []],
+        nan_policy={"events": EVENTS_NAN_POLICY, "confounds": NAN_POLICY,
+                    "filled": prepared.filled if prepared else {}},
+        dropped=dropped, convolved=convolved, not_convolved=sampled.not_convolved,
+        warnings=[*notes, *prepare_notes, *outcome.warnings, *hrf_notes, *select_notes, *left_out,
+                  *sampled.warnings, *high_notes, *low_notes],
+        recordings=[r.record() for r in recorded],
+        anti_aliasing={**anti_alias_record(float(tr)), "columns": sampled.anti_aliased} if recorded else None,
+        resolved=resolved, hrf=hrf_record, x_columns=[x for c in selected for x in fir.get(c, [c])],
+        high_pass=high_pass, low_pass=low_pass, columns=names)
     matrix = pd.DataFrame(values, columns=names, index=pd.Index(times, name="frame_time"))
-    return RunDesign(matrix, info, _inventory(events, confounds, recordings,
-                                              _entities(source or events_source)))
+    return RunDesign(matrix, record, _inventory(events, confounds, recordings, _entities(source)))

@@ -2,14 +2,17 @@
 
 A *unit* is one design fitted once: a run at the Run level
 (:mod:`bids_app.graph.runs`), or one GroupBy group of incoming maps at a
-higher level (:mod:`bids_app.graph.groups`). Finished units leave resume
-records (:mod:`bids_app.graph.records`). This module plans: which nodes run,
-which maps flow along each edge, and checks every run's inputs before the
-first fit.
+higher level (:mod:`bids_app.graph.groups`). This module checks every run's
+inputs before the first fit, decides which nodes run and which maps flow
+along each edge, and, node by node, plans every unit before the first of
+them writes, then loads, fits and writes each plan (docs/architecture.md,
+"A unit of work"). Finished units leave resume records
+(:mod:`bids_app.graph.records`).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nb
@@ -21,13 +24,14 @@ from bids_app.graph.context import Context
 from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import runs
-from bids_app.graph.groups import group_maps, group_unit, tag_group
+from bids_app.graph.groups import group_maps, plan_group, run_group, tag_group
 from bids_app.graph.inference_step import scope_notes
 from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.plan import plan_graph
 from bids_app.graph.progress import Progress
-from bids_app.graph.runs import check_variants, collect_runs, exclude_bad_voxels, note_missing_columns, prepare_design
-from bids_app.graph.units import StatMap
+from bids_app.graph.runs import (check_variants, collect_runs, exclude_bad_voxels, note_missing_columns, plan_run,
+                                 prepare_design)
+from bids_app.graph.units import StatMap, UnitPlan
 from bids_app.levels import LEVEL_RANK
 from bids_app.io.entities import parse_entities
 from bids_app.io.index import FileIndex, read_json
@@ -144,13 +148,14 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
             runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
-            designs = [prepare_design(run, node, ctx.settings) for run in runs]
-            note_missing_columns(runs, designs, ctx.settings.missing_confounds)
+            designs, late = zip(*[prepare_design(run, node, ctx.settings) for run in runs])
+            missing = note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks = run_masks(runs)
-            ctx.log.exclusions += [{**e, "node": node.name} for e in
-                                   exclude_bad_voxels(runs, masks, designs, ctx.settings.qc_policy)]
+            checks = exclude_bad_voxels(runs, masks, ctx.settings.qc_policy)
+            ctx.log.exclusions += [{**c.exclusion, "node": node.name} for c in checks if c.exclusion]
+            checks = [replace(found, warnings=[*a, *b, *found.warnings]) for a, b, found in zip(late, missing, checks)]
             regions = roi.plan_regions(runs, masks)
-            planned[node.name] = [(run, designs[i], masks[i], regions[i]) for i, run in enumerate(runs)]
+            planned[node.name] = [(run, designs[i], masks[i], regions[i], checks[i]) for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     for note in scope_notes(nodes, ctx.settings.inference):
         ctx.log.warn(note)
@@ -194,27 +199,50 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
         if node.level == "Run":
             if node.name not in planned:
                 raise DesignError(f"node {node.name!r}: a Run-level node must be the model's first node")
-            units = [(node, *unit) for unit in planned[node.name]]
-            labels = [_label(unit[0].entities) for unit in planned[node.name]]
-            fn, keep_index = _run_unit, False
+            outputs[node.name] = _run_node(ctx, backend, progress, node, planned[node.name])
         else:
             incoming = planned[node.name] if node.name == root.name else edge_inputs(ctx, node, outputs)
-            for m in incoming:
-                for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
-                    ctx.log.hash(f)
-            groups = group_maps(incoming, node.group_by, ctx.index.participants)
-            units = [(node, group, tag_group(group, members)) for group, members in groups]
-            labels = [_label(group) for group, _ in groups]
-            fn, keep_index = group_unit, True
-        with progress.node(node.name, len(units)) as tick:
-            results = map_units(ctx, backend, fn, units, lambda i: tick(labels[i]), keep_index=keep_index)
-        outputs[node.name] = [m for maps in results for m in maps]
+            outputs[node.name] = _group_node(ctx, backend, progress, node, incoming)
     return outputs
 
 
-def _run_unit(ctx: Context, *unit) -> list[StatMap]:
+def _run_node(ctx: Context, backend, progress: Progress, node: Node, planned: list[tuple]) -> list[StatMap]:
+    """Plan every run of a Run node from its checked inputs, then fit and write the planned ones."""
+    labels = [_label(unit[0].entities) for unit in planned]
+    return _fit_planned(ctx, backend, progress, node, plan_run, _run_unit, [(node, *unit) for unit in planned],
+                        labels, keep_index=False)
+
+
+def _group_node(ctx: Context, backend, progress: Progress, node: Node, incoming: list[StatMap]) -> list[StatMap]:
+    """Plan every GroupBy group of a node (each read and checked), then fit and write the planned ones."""
+    for m in incoming:
+        for f in ([m.effect] if m.is_region_table else map_files(m.effect)):
+            ctx.log.hash(f)
+    groups = group_maps(incoming, node.group_by, ctx.index.participants)
+    return _fit_planned(ctx, backend, progress, node, plan_group, run_group,
+                        [(node, group, tag_group(group, members)) for group, members in groups],
+                        [_label(group) for group, _ in groups], keep_index=True)
+
+
+def _fit_planned(ctx: Context, backend, progress: Progress, node: Node, plan, run, units: list[tuple],
+                 labels: list[str], keep_index: bool) -> list[StatMap]:
+    """``plan(ctx, *unit)`` for every unit before the first writes, then ``run(ctx, plan)`` (load, fit,
+    write) for each plan; a unit its record reuses is planned as its maps. The flowing maps in unit order."""
+    plans = map_units(ctx, backend, plan, units, keep_index=keep_index)
+    todo = [i for i, planned in enumerate(plans) if isinstance(planned, UnitPlan)]
+    with progress.node(node.name, len(plans)) as tick:
+        for i in sorted(set(range(len(plans))) - set(todo)):
+            tick(labels[i])
+        fitted = map_units(ctx, backend, run, [(plans[i],) for i in todo], lambda k: tick(labels[todo[k]]),
+                           keep_index=keep_index)
+    for i, maps in zip(todo, fitted):
+        plans[i] = maps
+    return [m for maps in plans for m in maps]
+
+
+def _run_unit(ctx: Context, plan) -> list[StatMap]:
     # looked up when called, so a worker process runs the run_unit its module holds (tests replace it)
-    return runs.run_unit(ctx, *unit)
+    return runs.run_unit(ctx, plan)
 
 
 def _label(entities: dict) -> str:

@@ -1,17 +1,22 @@
-"""Session, Subject and Dataset units: group incoming maps (or region tables) by GroupBy, fit each group, write its outputs."""
+"""Session, Subject and Dataset units: group incoming maps (or region tables) by GroupBy, then plan,
+fit and write each group.
+
+:func:`plan_group` reads and checks a group (inputs, QC, design, contrasts,
+its unit space); :func:`load_group` reads the data a plan fits;
+:func:`fit_group` fits and runs inference on arrays; :func:`write_group`
+writes every file and then the resume record.
+"""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import nibabel as nb
 import numpy as np
 import pandas as pd
 
 from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, camel_keys, output_dir, sanitize_label
-from bids_app.derivatives.statmaps import unmask
 from bids_app.design.contrasts import plan_contrasts
 from bids_app.design.diagnostics import check_design
 from bids_app.design.group import build_group_design
@@ -24,17 +29,21 @@ from bids_app.graph.context import Context
 from bids_app.graph.filters import match_frame
 from bids_app.graph.inference_step import (
     contrast_inference,
+    inference_reference,
     inference_settings,
     permute_contrast,
     region_table_notes,
     threshold_contrast,
+    write_permuted,
+    write_thresholded,
 )
 from bids_app.graph.records import fingerprint, record_path, reuse, save
+from bids_app.graph.space import RegionSpace, SurfaceSpace, VoxelSpace, smooth
 from bids_app.graph.surfaces import unit_parts
-from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
-from bids_app.graph.units import Settings, StatMap
+from bids_app.graph.unit_files import contrast_sidecar, ref
+from bids_app.graph.units import ContrastFit, Settings, StatMap, UnitData, UnitPlan, UnitResult
 from bids_app.io.images import load_image, mask_on_grid, template_brain_mask
-from bids_app.io.maps import is_surface, load_maps, map_files, write_map
+from bids_app.io.maps import is_surface, load_maps, map_files
 from bids_app.io.regions import read_tables
 from bids_app.spec.model import Node
 
@@ -137,132 +146,171 @@ def make_estimator(node: Node, settings: Settings, dofs):
     raise InputDataError(f"node {node.name!r}: unknown estimator {name!r} (use 'ols' or 'mixed')")
 
 
-def group_unit(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> list[StatMap]:
-    """Fit one GroupBy group at a higher level and write its maps, or its region
-    tables when the inputs are region tables (regions are then the columns of ``Y``)."""
+@dataclass
+class GroupPlan(UnitPlan):
+    """A group unit as planned (:class:`~bids_app.graph.units.UnitPlan`), and what only groups have.
+
+    Attributes
+    ----------
+    inputs : list of StatMap
+        The incoming maps QC kept, one per row of ``design``.
+    fwhm : float or None
+        Smoothing (mm) of the incoming maps before the fit.
+    diagnostics : Diagnostics
+        Of the design and contrasts; its warnings come last.
+    inference : dict or None
+        Threshold and permutation settings of the node.
+    blocks : ndarray of int, (n_inputs,), or None
+        Exchangeability block of each input, for permutations.
+    seed : int
+    """
+
+    inputs: list = field(default_factory=list)
+    fwhm: float | None = None
+    diagnostics: object = None
+    inference: dict | None = None
+    blocks: np.ndarray | None = None
+    seed: int = 0
+
+
+def plan_group(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> GroupPlan | list[StatMap]:
+    """Read and check one GroupBy group: inputs, QC, design, contrasts, the units to fit.
+
+    Returns
+    -------
+    GroupPlan, or list of StatMap
+        The plan; or the unit's maps when its record says it is finished
+        with these inputs and settings (nothing to fit).
+
+    Raises
+    ------
+    NoInputsError, InputDataError, DesignError
+        Every input excluded, mixed spaces, a design or option that cannot apply.
+    """
     entities = common_entities(maps)
     contrast_names = sorted({m.entities.get("contrast") for m in maps})
     incoming = contrast_names[0] if len(contrast_names) == 1 else None
-    files_in = list(dict.fromkeys(f for m in maps for p in (m.effect, m.variance) if p
-                                  for f in (map_files(p) if not m.is_region_table else [p])))
     record = record_path(ctx, node, entities)
     inference = inference_settings(node, ctx.settings.inference)
-    # participants.tsv rows enter the design: a changed covariate must refit. Columns are
-    # sorted because reused maps come back from their records with their entities sorted.
-    covariates = input_table(maps, ctx.index.participants).sort_index(axis=1).to_json(orient="split")
-    fp = fingerprint(ctx, node, files_in, {"n": len(maps), "inference": inference, "table": covariates})
+    fp = _fingerprint(ctx, node, maps, inference)
     reused = reuse(ctx, record, fp)
     if reused is not None:
         return reused
 
-    # only the root Run node aggregates, so inputs are all region tables or all maps
-    tables = read_tables([m.effect for m in maps]) if maps[0].is_region_table else None
-    names = [ref(ctx, m.effect) for m in maps]
-    surface = None
-    if tables is None:
-        effects, variances, grids, shapes = load_maps([m.effect for m in maps], [m.variance for m in maps],
-                                                      [m.entities.get("space") for m in maps])
-        surface = _one_surface(grids, names)
-        # surfaces have no affine: their geometry is the unit count (and the Surface, checked above)
-        affines = grids if surface is None else [np.eye(4)] * len(grids)
-        qc = qc_maps(effects, variances, names, affines, shapes, policy=ctx.settings.qc_policy)
-    else:
-        effects, variances = list(tables.effects), list(tables.variances)
-        qc = qc_maps(effects, variances, names, policy=ctx.settings.qc_policy, constant=False)
-    keep = list(qc.kept)
-    for exc in qc.excluded:
-        ctx.log.exclusions.append({"node": node.name, "file": exc["name"], "reasons": exc["reasons"]})
-        ctx.log.warn(f"node {node.name}: excluded {exc['name']}: {'; '.join(exc['reasons'])}")
-    maps = [maps[i] for i in keep]
-    if not maps:
-        raise NoInputsError(f"node {node.name!r}, group {group}: every input map was excluded by QC")
+    inputs = read_group_inputs(maps, [ref(ctx, m.effect) for m in maps], ctx.settings.qc_policy)
+    maps = _kept(ctx, node, group, maps, inputs.qc)
     table = input_table(maps, ctx.index.participants)
     blocks = _exchangeability_blocks(node, table, inference)
     X, design_info = design_for(node, table)
     columns = list(X.columns)
-    x_columns = design_info.get("x") or columns
-    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming)
+    contrasts, warnings = plan_contrasts(node, columns, design_info.get("x") or columns, incoming)
     diagnostics = check_design(X, [(c.name, c.weights) for c in contrasts],
                                require_residual_dof=node.model.type != "meta")
-
-    data = np.stack([effects[i] for i in keep])
-    var = np.stack([variances[i] for i in keep]) if all(variances[i] is not None for i in keep) else None
     fwhm = ctx.settings.smoothing_at(node.level)
-    affine, in_mni, geometry = None, False, None
-    if surface is not None:
-        affine = surface
-        if fwhm or node.model.options.get("Mask"):
-            raise DesignError(f"node {node.name!r}: --smoothing and Options.Mask apply to volumes; "
-                              "surface maps are fitted as given, on their own vertices")
-        mask, surface_info = surface_mask(data, unit_parts(surface))
-        mask_info = {"Mask": surface_info, "Surface": surface.describe()}
-        geometry = surfaces.geometry(surface, ctx.settings.surface_mesh)
-    elif tables is None:
-        affine = affines[keep[0]]
-        in_mni = "MNI" in str(entities.get("space", "")).upper()
-        data, mask, mask_info = _voxel_mask(ctx, node, data, var, affine, fwhm, in_mni)
-    else:
-        mask = np.isfinite(data).all(axis=0)
-    if var is not None:
-        # variances must be usable wherever we fit (fixed and mixed effects divide by them)
-        mask &= (np.isfinite(var) & (var > 0)).all(axis=0)
-    if tables is not None:
-        mask_info, notes = roi.fitted_regions(tables.names, mask)
-        warnings += notes
-    Y = data[:, mask]
-    V = var[:, mask] if var is not None else None
-    dofs = np.array([m.dof if m.dof is not None else np.inf for m in maps])
-    estimator, est_name = make_estimator(node, ctx.settings, dofs)
-    if node.model.type == "meta" and V is None:
+    space, notes = inputs.space(ctx, node, list(inputs.qc.kept), entities, fwhm)
+    estimator, est_name = make_estimator(node, ctx.settings, np.array([m.dof if m.dof is not None else np.inf
+                                                                       for m in maps]))
+    if node.model.type == "meta" and not all(m.variance for m in maps):
         raise DesignError(f"node {node.name!r} is a fixed-effects ('meta') node but its inputs have no variance maps")
-    fit = estimator.fit(Y, X.to_numpy(dtype=np.float64), variances=V)
-    folder = output_dir(ctx.out, node.name, entities)
-    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
-    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
-        "Node": node.name, "Level": node.level, "Estimator": est_name, "SmoothingFWHM": fwhm,
-        "Inputs": [ref(ctx, m.effect) for m in maps], "Design": design_info,
-        "Diagnostics": diagnostics.to_dict(), **mask_info, "QC": qc.to_dict()})))
-    if tables is None:
-        files += write_map(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), affine)
-        for key, values in fit.model_maps().items():
-            files += write_map(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
-                               unmask(values, mask), affine)
-    sidecar_extra = {"Inputs": [ref(ctx, m.effect) for m in maps], **({} if tables is None else tables.inherited())}
-    out = []
-    for c in contrasts:
+    sidecar = {"Node": node.name, "Level": node.level, "Estimator": est_name, "SmoothingFWHM": fwhm,
+               "Inputs": [ref(ctx, m.effect) for m in maps], "Design": design_info,
+               "Diagnostics": diagnostics.to_dict(), **space.sidecar, "QC": inputs.qc.to_dict()}
+    return GroupPlan(node, entities, record, fp, space, X, contrasts, estimator, est_name, sidecar,
+                     [*warnings, *notes], inputs=maps, fwhm=fwhm, diagnostics=diagnostics, inference=inference,
+                     blocks=blocks, seed=ctx.settings.seed)
+
+
+def _fingerprint(ctx: Context, node: Node, maps: list[StatMap], inference) -> str:
+    """The group's inputs (files, participants rows) and settings, as its record holds them."""
+    files = list(dict.fromkeys(f for m in maps for p in (m.effect, m.variance) if p
+                               for f in (map_files(p) if not m.is_region_table else [p])))
+    # participants.tsv rows enter the design: a changed covariate must refit. Columns are
+    # sorted because reused maps come back from their records with their entities sorted.
+    covariates = input_table(maps, ctx.index.participants).sort_index(axis=1).to_json(orient="split")
+    return fingerprint(ctx, node, files, {"n": len(maps), "inference": inference, "table": covariates})
+
+
+def _kept(ctx: Context, node: Node, group: dict, maps: list[StatMap], qc) -> list[StatMap]:
+    """The maps QC kept; each exclusion goes to provenance and the warnings."""
+    for exc in qc.excluded:
+        ctx.log.exclusions.append({"node": node.name, "file": exc["name"], "reasons": exc["reasons"]})
+        ctx.log.warn(f"node {node.name}: excluded {exc['name']}: {'; '.join(exc['reasons'])}")
+    kept = [maps[i] for i in qc.kept]
+    if not kept:
+        raise NoInputsError(f"node {node.name!r}, group {group}: every input map was excluded by QC")
+    return kept
+
+
+def load_group(plan: GroupPlan) -> UnitData:
+    """The kept inputs' values over the plan's units (smoothed as planned), and what inference reads."""
+    Y, V = plan.space.load(plan.inputs, plan.fwhm)
+    reference = inference_reference(plan.space) if plan.inference is not None and plan.space.map_inference else {}
+    return UnitData(Y, V, reference)
+
+
+def fit_group(plan: GroupPlan, data: UnitData) -> UnitResult:
+    """Fit the group's model and evaluate every contrast with its inference; arrays in, arrays out."""
+    X = plan.design.to_numpy(dtype=np.float64)
+    fit = plan.estimator.fit(data.Y, X, variances=data.V)
+    fitted, warnings = [], []
+    for c in plan.contrasts:
         res = fit.contrast(c.weights, c.test)
-        ents = {**entities, "contrast": c.name}
-        applied, notes = (None, []) if inference is None else contrast_inference(inference, c.test, est_name)
-        if tables is not None and inference is not None:
-            notes = region_table_notes(node, ctx.settings.inference)
+        applied, notes = (None, []) if plan.inference is None else contrast_inference(
+            plan.inference, c.test, plan.estimator_name)
+        if plan.inference is not None and not plan.space.map_inference:
+            notes = plan.space.inference_notes
         warnings += [f"contrast {c.name}: {note}" for note in notes]
-        sidecar = contrast_sidecar(node, c, est_name, {**sidecar_extra, **({"InferenceNotes": notes} if notes else {})})
-        written, effect, variance = write_result(ctx, node, ents, res, sidecar,
-                                                  affine, mask, None if tables is None else tables.names)
-        files += written
-        # thresholds, clusters and permutations are voxel-map inference; region tables keep their p column
-        if applied is not None and tables is None:
-            inf_files, inf_warnings = threshold_contrast(ctx.out, node, ents, res.z, mask, affine, applied, in_mni,
-                                                         geometry)
-            files += inf_files
-            warnings += inf_warnings
+        out = ContrastFit(c, res, notes)
+        # thresholds, clusters and permutations are map inference; region tables keep their p column
+        if applied is not None and plan.space.map_inference:
+            ents = {**plan.entities, "contrast": c.name}
+            out.thresholded = threshold_contrast(ents, res.z, plan.space, applied, data.reference)
+            warnings += out.thresholded.warnings
             if applied["NPerm"]:
-                perm_files, perm_warnings = permute_contrast(
-                    ctx.out, node, ents, Y, X.to_numpy(dtype=np.float64), c.weights, mask, affine, applied,
-                    ctx.settings.seed, blocks, geometry)
-                files += perm_files
-                warnings += perm_warnings
+                out.permuted = permute_contrast(ents, data.Y, X, c.weights, plan.space, applied, plan.seed,
+                                                plan.blocks)
+                warnings += out.permuted.warnings
+        fitted.append(out)
+    return UnitResult(fit.model_maps() if plan.space.map_inference else {}, fitted, warnings)
+
+
+def write_group(ctx: Context, plan: GroupPlan, result: UnitResult) -> list[StatMap]:
+    """Write the group's design, maps (or region tables) and inference, then its resume record."""
+    node, entities, space = plan.node, plan.entities, plan.space
+    folder = output_dir(ctx.out, node.name, entities)
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), plan.design)]
+    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys(plan.sidecar)))
+    files += space.write_mask(folder, entities)
+    files += space.write_maps(folder, entities, result.model_maps)
+    extra = {"Inputs": [ref(ctx, m.effect) for m in plan.inputs], **space.inherited}
+    out = []
+    for fitted in result.contrasts:
+        c, res = fitted.contrast, fitted.result
+        ents = {**entities, "contrast": c.name}
+        sidecar = contrast_sidecar(node, c, plan.estimator_name,
+                                   {**extra, **({"InferenceNotes": fitted.notes} if fitted.notes else {})})
+        written, effect, variance = space.write_contrast(ctx, node, ents, res, sidecar)
+        files += written
+        if fitted.thresholded is not None:
+            files += write_thresholded(ctx.out, node, ents, fitted.thresholded, space.grid)
+        if fitted.permuted is not None:
+            files += write_permuted(ctx.out, node, ents, fitted.permuted, space)
         if c.flows:
             dof = float(res.dof) if np.ndim(res.dof) == 0 else float(np.nanmedian(res.dof))
             out.append(StatMap(ents, effect, variance, dof, node.name))
-    all_warnings = warnings + list(diagnostics.warnings)
+    all_warnings = [*plan.warnings, *result.warnings, *plan.diagnostics.warnings]
     for w in all_warnings:
         ctx.log.warn(f"node {node.name} {entities}: {w}")
-    summary = {"node": node.name, "entities": entities, "n_inputs": len(maps), "estimator": est_name,
-               "contrasts": [c.name for c in contrasts], "warnings": all_warnings, "design": ref(ctx, files[0]),
-               ("n_voxels" if tables is None else "n_regions"): int(mask.sum())}
-    save(ctx, record, fp, out, files, summary)
+    summary = {"node": node.name, "entities": entities, "n_inputs": len(plan.inputs),
+               "estimator": plan.estimator_name, "contrasts": [c.name for c in plan.contrasts],
+               "warnings": all_warnings, "design": ref(ctx, files[0]), space.count_key: space.n_units}
+    save(ctx, plan.record, plan.fingerprint, out, files, summary)
     return out
+
+
+def run_group(ctx: Context, plan: GroupPlan) -> list[StatMap]:
+    """Load, fit and write one planned group."""
+    return write_group(ctx, plan, fit_group(plan, load_group(plan)))
 
 
 def _exchangeability_blocks(node: Node, table, inference):
@@ -276,6 +324,109 @@ def _exchangeability_blocks(node: Node, table, inference):
     return table[column].factorize()[0]
 
 
+@dataclass
+class GroupInputs:
+    """A group's incoming maps or region tables as read, and their QC.
+
+    Attributes
+    ----------
+    effects, variances : list of ndarray
+        One per input: (x, y, z) volumes, (n_units,) surface maps or
+        (n_regions,) table columns; a variance is None when the input has none.
+    qc : QCReport
+        Which inputs enter the model.
+    affine : ndarray, (4, 4), or None
+        The volumes' grid (that of the first kept input).
+    surface : Surface or None
+        The surface all inputs share.
+    tables : RegionTables or None
+        The inputs when they are region tables.
+    """
+
+    effects: list
+    variances: list
+    qc: object
+    affine: np.ndarray | None = None
+    surface: object = None
+    tables: object = None
+
+    def space(self, ctx: Context, node: Node, keep: list[int], entities: dict, fwhm):
+        """The units the kept inputs are fitted on, and warnings (regions left out).
+
+        Units must be valid in every kept input: variances, where given,
+        finite and positive (fixed and mixed effects divide by them).
+        """
+        data = np.stack([self.effects[i] for i in keep])
+        var = np.stack([self.variances[i] for i in keep]) if all(self.variances[i] is not None for i in keep) \
+            else None
+        if self.tables is not None:
+            return _region_space(ctx, node, self.tables, data, var)
+        if self.surface is not None:
+            return _surface_space(ctx, node, self.surface, data, var, fwhm), []
+        return _voxel_space(ctx, node, self.affine, data, var, fwhm, entities), []
+
+
+def read_group_inputs(maps: list[StatMap], names: list[str], policy: str) -> GroupInputs:
+    """Read a group's inputs (all region tables or all maps: only the root Run node aggregates) and QC them.
+
+    Raises
+    ------
+    InputDataError
+        Volumes and surfaces mixed, or surfaces with different vertices;
+        ``policy == "fail"`` and an input is bad.
+    """
+    if maps[0].is_region_table:
+        tables = read_tables([m.effect for m in maps])
+        effects, variances = list(tables.effects), list(tables.variances)
+        qc = qc_maps(effects, variances, names, policy=policy, constant=False)
+        return GroupInputs(effects, variances, qc, tables=tables)
+    effects, variances, grids, shapes = load_maps([m.effect for m in maps], [m.variance for m in maps],
+                                                  [m.entities.get("space") for m in maps])
+    surface = _one_surface(grids, names)
+    # surfaces have no affine: their geometry is the unit count (and the Surface, checked above)
+    affines = grids if surface is None else [np.eye(4)] * len(grids)
+    qc = qc_maps(effects, variances, names, affines, shapes, policy=policy)
+    affine = affines[qc.kept[0]] if surface is None and len(qc.kept) else None
+    return GroupInputs(effects, variances, qc, affine, surface)
+
+
+def _usable(mask: np.ndarray, var) -> np.ndarray:
+    return mask & (np.isfinite(var) & (var > 0)).all(axis=0) if var is not None else mask
+
+
+def _region_space(ctx: Context, node: Node, tables, data, var) -> tuple[RegionSpace, list[str]]:
+    fitted = _usable(np.isfinite(data).all(axis=0), var)
+    sidecar, notes = roi.fitted_regions(tables.names, fitted)
+    return RegionSpace(tables.names, fitted, sidecar, tables.inherited(),
+                       region_table_notes(node, ctx.settings.inference)), notes
+
+
+def _surface_space(ctx: Context, node: Node, surface, data, var, fwhm) -> SurfaceSpace:
+    if fwhm or node.model.options.get("Mask"):
+        raise DesignError(f"node {node.name!r}: --smoothing and Options.Mask apply to volumes; "
+                          "surface maps are fitted as given, on their own vertices")
+    mask, surface_info = surface_mask(data, unit_parts(surface))
+    return SurfaceSpace(_usable(mask, var), {"Mask": surface_info, "Surface": surface.describe()},
+                        surface=surface, geometry=surfaces.geometry(surface, ctx.settings.surface_mesh))
+
+
+def _voxel_space(ctx: Context, node: Node, affine, data, var, fwhm, entities: dict) -> VoxelSpace:
+    """Smooth the incoming maps if asked, and choose the voxels to fit (:func:`group_mask`)."""
+    in_mni = "MNI" in str(entities.get("space", "")).upper()
+    if fwhm:
+        if var is not None:
+            raise DesignError(f"node {node.name!r}: --smoothing at level {node.level} would smooth effects but "
+                              "not their variances; smooth at the run level for nodes that use variances")
+        data = smooth(data, affine, fwhm)
+    # the MNI template fallback only makes sense for inputs in an MNI space
+    explicit = _options_mask(ctx, node)
+    mask, mask_info = group_mask(data, affine,
+                                 explicit_mask=None if explicit is None else mask_on_grid(explicit, affine, data.shape[1:]),
+                                 brain_mask="auto" if in_mni else False,
+                                 template=lambda: template_brain_mask(affine, data.shape[1:]))
+    return VoxelSpace(_usable(mask, var), {"Mask": mask_info}, affine=affine, in_mni=in_mni)
+
+
 def _one_surface(grids, names):
     """The surface all inputs share (None for volumes); mixing kinds or meshes is an error."""
     surfaces_in = [g for g in grids if is_surface(g)]
@@ -287,40 +438,6 @@ def _one_surface(grids, names):
             raise InputDataError(f"{name}: its vertices differ from those of {names[0]} "
                                  "(a group combines maps of one surface space, or volumes only)")
     return first
-
-
-def _voxel_mask(ctx: Context, node: Node, data: np.ndarray, var, affine: np.ndarray, fwhm, in_mni: bool):
-    """Smooth the incoming maps if asked, and choose the voxels to fit.
-
-    Returns
-    -------
-    data : ndarray, (n_inputs, x, y, z)
-        Smoothed when ``fwhm``.
-    mask : ndarray of bool, (x, y, z)
-    mask_info : dict
-        ``{"Mask": ...}`` for the design sidecar.
-    """
-    if fwhm:
-        if var is not None:
-            raise DesignError(f"node {node.name!r}: --smoothing at level {node.level} would smooth effects but "
-                              "not their variances; smooth at the run level for nodes that use variances")
-        data = _smooth(data, affine, fwhm)
-    # the MNI template fallback only makes sense for inputs in an MNI space
-    explicit = _options_mask(ctx, node)
-    mask, mask_info = group_mask(data, affine,
-                                 explicit_mask=None if explicit is None else mask_on_grid(explicit, affine, data.shape[1:]),
-                                 brain_mask="auto" if in_mni else False,
-                                 template=lambda: template_brain_mask(affine, data.shape[1:]))
-    return data, mask, {"Mask": mask_info}
-
-
-def _smooth(data: np.ndarray, affine: np.ndarray, fwhm: float) -> np.ndarray:
-    """Gaussian smoothing (FWHM in mm) of maps (n, x, y, z); NaN (outside the inputs) becomes 0 first."""
-    from nilearn.image import smooth_img
-
-    img = nb.Nifti1Image(np.moveaxis(np.nan_to_num(data), 0, -1), affine)
-    smoothed = np.moveaxis(np.asarray(smooth_img(img, fwhm).dataobj, dtype=np.float64), -1, 0)
-    return np.where(np.isfinite(data), smoothed, np.nan)
 
 
 def _options_mask(ctx: Context, node: Node):

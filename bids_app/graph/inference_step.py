@@ -15,6 +15,7 @@ Files beside the contrast's maps (``<e>`` = the contrast's entities)::
 from __future__ import annotations
 
 import warnings as python_warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,17 +136,60 @@ def _method_label(settings: dict) -> str:
         settings["HeightControl"]]
 
 
-def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mask: np.ndarray,
-                       grid, settings: dict, in_mni: bool, geometry=None) -> tuple[list[Path], list[str]]:
-    """Parametric thresholding of one z map (masked unit vector) and its cluster table.
+@dataclass
+class Thresholded:
+    """A thresholded z map and its cluster table, ready to write.
 
-    ``grid`` is the affine of a volume or the Surface of surface data
-    (:mod:`bids_app.io.maps`); surface clusters use ``geometry``'s mesh
-    graph (:class:`~bids_app.graph.surfaces.SurfaceGeometry`), and without
-    one no cluster extent or table can be formed, which the sidecar says.
+    Attributes
+    ----------
+    method : str
+        The ``desc-`` label (``uncorrected``, ``fdr``...).
+    z : ndarray, the grid's shape
+        z where it survives, 0 below threshold, NaN outside the fitted units.
+    meta : dict
+        The map's JSON sidecar.
+    table : DataFrame or None
+        Clusters; None on a surface without mesh (no cluster can be formed).
+    warnings : list of str
     """
-    folder = output_dir(out, node.name, entities)
+
+    method: str
+    z: np.ndarray
+    meta: dict
+    table: pd.DataFrame | None
+    warnings: list
+
+
+@dataclass
+class Permuted:
+    """FWE-corrected -log10 p maps of one contrast by permutation, ready to write.
+
+    Attributes
+    ----------
+    maps : dict of str to ndarray, (n_units,)
+        ``desc`` label (``maxT``/``maxF``, ``clusterSize``, ``clusterMass``, ``tfce``) -> values.
+    meta : dict
+        Entries every map's sidecar holds besides its ``Correction``.
+    warnings : list of str
+    """
+
+    maps: dict
+    meta: dict
+    warnings: list
+
+
+def threshold_contrast(entities: dict, z: np.ndarray, space, settings: dict, reference: dict) -> Thresholded:
+    """Parametric thresholding of one z map (values over ``space.mask``) and its cluster table.
+
+    ``space`` is a :class:`~bids_app.graph.space.VoxelSpace` or
+    :class:`~bids_app.graph.space.SurfaceSpace`; surface clusters use its
+    geometry's mesh graph, and without one no cluster extent or table can
+    be formed, which the sidecar says. ``reference`` holds what was read for
+    inference (:func:`inference_reference`): the MNI brain mask on the grid
+    and the atlases.
+    """
     method = _method_label(settings)
+    grid, mask, geometry = space.grid, space.mask, space.geometry
     surface = is_surface(grid)
     full = np.where(mask, unmask(z, mask), 0.0)
     graph = geometry.graph if geometry is not None else None
@@ -161,9 +205,6 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
     result = threshold_map(full, mask, height_control=settings["HeightControl"], alpha=settings["Alpha"],
                            cluster_min_size=min_size, two_sided=bool(settings["TwoSided"]),
                            affine=None if surface else grid, graph=graph if surface else None)
-    files = []
-    zpath = folder / build_name({**entities, "stat": "z", "desc": method}, "statmap", ".nii.gz")
-    written = write_map(zpath, np.where(mask, result.thresholded, np.nan), grid)
     meta = {"Method": settings["HeightControl"], "Alpha": settings["Alpha"], "TwoSided": settings["TwoSided"],
             "ClusterMinSizeVoxels": min_size, "ZThreshold": result.threshold,
             "NVoxelsTested": result.info["n_voxels_tested"], "NVoxelsSurviving": result.info["n_voxels_surviving"],
@@ -173,57 +214,78 @@ def threshold_contrast(out: Path, node: Node, entities: dict, z: np.ndarray, mas
         meta["Connectivity"] = graph.connectivity if geometry is not None else "none: no mesh for this space"
     else:
         meta["VoxelVolumeMm3"] = result.info["voxel_volume_mm3"]
-    if np.isfinite(result.threshold) and in_mni:
-        outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, grid,
-                                       template_brain_mask(grid, full.shape),
+    if np.isfinite(result.threshold) and space.in_mni:
+        outside = outside_brain_report(result.thresholded, result.threshold - 1e-9, grid, reference["template"],
                                        two_sided=bool(settings["TwoSided"]))
         meta["OutsideBrain"] = outside
         if outside.get("flagged"):
-            warnings.append(f"{zpath.name}: {outside['message']}")
-    for path in written:
-        files += [path, write_json(sidecar_path(path), meta)]
+            zname = build_name({**entities, "stat": "z", "desc": method}, "statmap", ".nii.gz")
+            warnings.append(f"{zname}: {outside['message']}")
+    thresholded = np.where(mask, result.thresholded, np.nan)
     if surface and geometry is None:
-        return files, warnings
+        return Thresholded(method, thresholded, meta, None, warnings)
     height = result.threshold - 1e-9 if np.isfinite(result.threshold) else np.inf
     if surface:
         table = mesh_cluster_table(np.where(np.isfinite(height), result.thresholded, 0.0), graph,
                                    geometry.coordinates, geometry.areas, geometry.parts,
                                    height if np.isfinite(height) else 1.0,
                                    two_sided=bool(settings["TwoSided"]), min_size=min_size)
-        if geometry.atlases and len(table):
-            labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), tuple(map(load_atlas, geometry.atlases)))
+        if reference["atlases"] and len(table):
+            labels = label_coordinates(table[["x", "y", "z"]].to_numpy(), reference["atlases"])
             table = pd.concat([table, labels.set_index(table.index)], axis=1)
     elif np.isfinite(result.threshold):
-        table = cluster_table(result.thresholded, grid, height,
-                              two_sided=bool(settings["TwoSided"]), min_size=min_size,
-                              atlases=tuple(map(load_atlas, CLUSTER_ATLASES)) if in_mni else ())
+        table = cluster_table(result.thresholded, grid, height, two_sided=bool(settings["TwoSided"]),
+                              min_size=min_size, atlases=reference["atlases"])
     else:
         table = cluster_table(np.zeros_like(full), grid, 1.0, atlases=())
-    files.append(write_tsv(folder / build_name({**entities, "desc": method}, "clusters", ".tsv"), table))
-    return files, warnings
+    return Thresholded(method, thresholded, meta, table, warnings)
 
 
-def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.ndarray,
-                     mask: np.ndarray, grid, settings: dict, seed: int, blocks,
-                     geometry=None) -> tuple[list[Path], list[str]]:
+def inference_reference(space) -> dict:
+    """What thresholding reads besides the maps: the MNI brain mask on a volume's grid (MNI spaces),
+    and the atlases that label cluster peaks (MNI volumes; fsaverage surfaces)."""
+    if space.in_mni:
+        return {"template": template_brain_mask(space.grid, space.mask.shape),
+                "atlases": tuple(map(load_atlas, CLUSTER_ATLASES))}
+    names = space.geometry.atlases if space.geometry is not None else ()
+    return {"template": None, "atlases": tuple(map(load_atlas, names))}
+
+
+def write_thresholded(out: Path, node: Node, entities: dict, thresholded: Thresholded, grid) -> list[Path]:
+    """The thresholded z map with its sidecar, and the cluster table."""
+    folder = output_dir(out, node.name, entities)
+    method = thresholded.method
+    files = []
+    zpath = folder / build_name({**entities, "stat": "z", "desc": method}, "statmap", ".nii.gz")
+    for path in write_map(zpath, thresholded.z, grid):
+        files += [path, write_json(sidecar_path(path), thresholded.meta)]
+    if thresholded.table is not None:
+        files.append(write_tsv(folder / build_name({**entities, "desc": method}, "clusters", ".tsv"),
+                               thresholded.table))
+    return files
+
+
+def permute_contrast(entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.ndarray, space, settings: dict,
+                     seed: int, blocks) -> Permuted:
     """FWE-corrected permutation inference (maxT or maxF, cluster size/mass, TFCE) for one t or F contrast
-    (``weights`` 1-D for t, 2-D for F).
+    (``weights`` 1-D for t, 2-D for F) of ``Y`` (n_inputs, n_units) on design ``X`` (n_inputs, n_columns).
 
-    On surface data clusters and TFCE use the mesh graph of ``geometry``
-    restricted to the fitted units; without a mesh only maxT is computed,
-    and the sidecars and a warning say so.
+    On surface data clusters and TFCE use the mesh graph of the space's
+    geometry restricted to the fitted units; without a mesh only maxT is
+    computed, and the sidecars and a warning say so.
     """
+    grid, mask = space.grid, space.mask
     graph, warnings, note = None, [], {}
     cluster_threshold, tfce = settings["ClusterThreshold"], bool(settings["TFCE"])
     if is_surface(grid):
-        if geometry is None:
+        if space.geometry is None:
             note = {"Connectivity": f"none: no mesh for space {grid.space!r}; vertex-wise maxT only"}
             if cluster_threshold is not None or tfce:
                 warnings.append(f"{build_name(entities, 'statmap', '')}: no mesh for space {grid.space!r} "
                                 "(give --surface-mesh): permutation clusters and TFCE skipped, maxT only")
             cluster_threshold, tfce = None, False
         else:
-            graph = subgraph(geometry.graph, mask)
+            graph = subgraph(space.geometry.graph, mask)
     # the engine warns when n_perm reaches the distinct resamplings: that belongs in the outputs too
     with python_warnings.catch_warnings(record=True) as caught:
         python_warnings.simplefilter("always")
@@ -235,17 +297,22 @@ def permute_contrast(out: Path, node: Node, entities: dict, Y: np.ndarray, X: np
     warnings += [f"{build_name(entities, 'statmap', '')}: {n}" for n in engine_notes]
     if engine_notes:
         note = {**note, "Notes": engine_notes}
+    max_stat = "maxT" if result.info["statistic"] == "t" else "maxF"
+    maps = {desc: values for desc, values in ((max_stat, result.logp_max_t), ("clusterSize", result.logp_max_size),
+                                              ("clusterMass", result.logp_max_mass), ("tfce", result.logp_max_tfce))
+            if values is not None}
+    return Permuted(maps, {**result.info, **note}, warnings)
+
+
+def write_permuted(out: Path, node: Node, entities: dict, permuted: Permuted, space) -> list[Path]:
+    """Each -log10 p map of ``permuted`` with its sidecar."""
     folder = output_dir(out, node.name, entities)
     files = []
-    max_stat = "maxT" if result.info["statistic"] == "t" else "maxF"
-    for desc, values in ((max_stat, result.logp_max_t), ("clusterSize", result.logp_max_size),
-                         ("clusterMass", result.logp_max_mass), ("tfce", result.logp_max_tfce)):
-        if values is None:
-            continue
+    for desc, values in permuted.maps.items():
         path = folder / build_name({**entities, "stat": "logp", "desc": desc}, "statmap", ".nii.gz")
-        for written in write_map(path, unmask(values, mask), grid):
+        for written in write_map(path, unmask(values, space.mask), space.grid):
             files.append(written)
             files.append(write_json(sidecar_path(written), {
                 "Statistic": "-log10 p, family-wise error corrected by permutation", "Correction": desc,
-                **result.info, **note}))
-    return files, warnings
+                **permuted.meta}))
+    return files

@@ -31,8 +31,9 @@ _PLANNED = Path("<planned>")
 
 
 @dataclass
-class UnitPlan:
-    """One unit as planned: its entities, design columns and output contrast names."""
+class UnitOutline:
+    """One unit as the whole-graph plan outlines it (no data read): its entities, design columns and
+    output contrast names."""
 
     entities: dict
     columns: list[str]
@@ -44,7 +45,7 @@ class UnitPlan:
 @dataclass
 class NodePlan:
     node: Node
-    units: list[UnitPlan] = field(default_factory=list)
+    units: list[UnitOutline] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
@@ -74,7 +75,7 @@ def _run_inventory(node: Node, designs) -> str:
     invs = [d.inventory for d in designs]
     confounds = list(dict.fromkeys(c for inv in invs for c in inv.get("confounds", [])))
     entities = sorted({k for inv in invs for k in inv.get("entities", {})})
-    variables = list(dict.fromkeys(c for d in designs for c in d.info.get("columns", [])))
+    variables = list(dict.fromkeys(c for d in designs for c in d.info.columns))
     return (f"events columns (levels): {_events_text(invs)}; confound columns: {_shown(confounds)}; "
             f"entities: {_shown(entities)}; design columns built: {_shown(variables)}")
 
@@ -88,16 +89,16 @@ def _check_run_names(node: Node, designs) -> None:
     n = len(designs)
     dropped_everywhere = None
     for design in designs:
-        dropped = {d["entry"] for d in design.info.get("dropped", [])}
+        dropped = {d["entry"] for d in design.info.dropped}
         dropped_everywhere = dropped if dropped_everywhere is None else dropped_everywhere & dropped
     gone = dropped_everywhere or set()
     # a confound pattern may rightly match nothing (``motion_outlier*`` when no volume is an outlier)
-    kinds = {d["entry"]: d["kind"] for design in designs for d in design.info.get("dropped", [])}
+    kinds = {d["entry"]: d["kind"] for design in designs for d in design.info.dropped}
     problems = [f"Model.X entry {e!r}" for e in node.model.x
                 if str(e) in gone and not (is_glob(str(e)) and kinds.get(str(e)) == "confound")]
 
     if node.model.hrf is not None:
-        convolved = {c for d in designs for c in (d.info.get("hrf") or {}).get("variables", [])}
+        convolved = {c for d in designs for c in (d.info.hrf or {}).get("variables", [])}
         problems += [f"Model.HRF.Variables entry {v!r}" for v in node.model.hrf.variables
                      if not _matches(v, convolved)]
     if problems:
@@ -113,7 +114,7 @@ def _contrast_names(node: Node) -> list[tuple[str, tuple]]:
     return specs + [(c.name, c.conditions) for c in node.contrasts]
 
 
-def _check_conditions(node: Node, plans: list[UnitPlan], found: dict[str, int], what_exists: str) -> None:
+def _check_conditions(node: Node, plans: list[UnitOutline], found: dict[str, int], what_exists: str) -> None:
     """Every contrast must be computable in at least one unit."""
     missing = [(name, conds) for name, conds in _contrast_names(node) if not found.get(name)]
     if not missing:
@@ -161,11 +162,11 @@ def _run_node(node: Node, units: list) -> tuple[NodePlan, list[StatMap]]:
     _check_run_names(node, designs)
     for run, design, *_ in units:
         columns = list(design.matrix.columns)
-        contrasts, warnings = plan_contrasts(node, columns, design.info.get("x_columns") or columns,
+        contrasts, warnings = plan_contrasts(node, columns, design.info.x_columns or columns,
                                              incoming=None)
         for c in contrasts:
             found[c.spec] = found.get(c.spec, 0) + 1
-        plan.units.append(UnitPlan(dict(run.entities), columns, [c.name for c in contrasts], 1, warnings))
+        plan.units.append(UnitOutline(dict(run.entities), columns, [c.name for c in contrasts], 1, warnings))
         flows += [StatMap({**run.entities, "contrast": c.name}, _PLANNED, _PLANNED, None, node.name)
                   for c in contrasts if c.flows]
     _check_conditions(node, plan.units, found, f"Runs: {_run_inventory(node, designs)}. ")
@@ -187,7 +188,7 @@ def _group_node(node: Node, incoming: list[StatMap], participants) -> tuple[Node
         contrasts, warnings = plan_contrasts(node, columns, info.get("x") or columns, single)
         for c in contrasts:
             found[c.spec] = found.get(c.spec, 0) + 1
-        plan.units.append(UnitPlan(entities, columns, [c.name for c in contrasts], len(members),
+        plan.units.append(UnitOutline(entities, columns, [c.name for c in contrasts], len(members),
                                    [*warnings, *info.get("warnings", [])]))
         flows += [StatMap({**entities, "contrast": c.name}, _PLANNED, _PLANNED, None, node.name)
                   for c in contrasts if c.flows]

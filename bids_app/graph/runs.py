@@ -1,9 +1,11 @@
-"""Run-level units: find each run's inputs, build its design, fit, write its maps (or region tables)."""
+"""Run-level units: find and check each run's inputs and design, then plan, fit and write each run
+(its maps, or its region time series and tables)."""
 from __future__ import annotations
 
 import functools
 import hashlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nb
@@ -13,28 +15,29 @@ import pandas as pd
 from bids_app.derivatives.atomic import write_json, write_tsv
 from bids_app.derivatives.naming import build_name, camel_keys, output_dir
 from bids_app.derivatives.roistats import write_region_timeseries
-from bids_app.derivatives.statmaps import unmask
 from bids_app.design.columns import expand_x
 from bids_app.design.contrasts import plan_contrasts
 from bids_app.design.events import events_after_end
 from bids_app.design.first_level import RunDesign, build_run_design, low_pass_filter, uses_recording
 from bids_app.design.recordings import RecordingFile
-from bids_app.design.regions import aggregate_method, region_timeseries
+from bids_app.design.regions import aggregate_method
 from bids_app.errors import DesignError, InputDataError, NoInputsError
 from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeseries
 from bids_app.graph import roi
 from bids_app.graph.context import Context
 from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.records import fingerprint, record_path, reuse, save
-from bids_app.graph.unit_files import contrast_sidecar, ref, write_result
-from bids_app.graph.units import RunInputs, Settings, StatMap
+from bids_app.graph.space import RegionSpace, SurfaceSpace, VoxelSpace
+from bids_app.graph.unit_files import contrast_sidecar, ref
+from bids_app.graph.units import (ContrastFit, RunChecks, RunInputs, Settings, StatMap, UnitData, UnitPlan,
+                                  UnitResult)
 from bids_app.io.bold import scan_bold
 from bids_app.io.confounds import read_confounds
 from bids_app.io.entities import ENTITY_KEYS, LONG_TO_SHORT
 from bids_app.io.events import read_events
-from bids_app.io.images import load_run_data, n_volumes, on_grid
+from bids_app.io.images import n_volumes, on_grid
 from bids_app.io.index import FileIndex
-from bids_app.io.maps import MAP_EXTENSIONS, is_surface, map_files, write_map
+from bids_app.io.maps import MAP_EXTENSIONS, map_files
 from bids_app.io.recordings import read_used
 from bids_app.io.regions import label_inputs
 from bids_app.io.surface import check_series, is_surface_file, load_series, n_samples
@@ -182,12 +185,17 @@ def binary_mask(img: nb.Nifti1Image) -> tuple[np.ndarray, str | None]:
     return data != 0, "non-binary mask: every non-zero voxel is in the mask"
 
 
-def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesign], policy: str) -> list[dict]:
+def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[RunChecks]:
     """Drop each run's unusable voxels (NaN/inf in a volume, constant over time) from its mask.
 
-    ``masks`` is updated in place with binary masks on each BOLD's grid; the
-    count of excluded voxels is added to the design's warnings (it reaches
-    provenance and the report) and returned for provenance's exclusions.
+    ``masks`` is updated in place with binary masks on each BOLD's grid.
+
+    Returns
+    -------
+    list of RunChecks
+        One per run: the mask rule applied, the voxels excluded (their count
+        is a warning: it reaches provenance and the report) and provenance's
+        exclusion record.
 
     Raises
     ------
@@ -195,15 +203,15 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
         ``policy == "fail"`` and a run has unusable voxels in its mask, or a
         run has no usable voxel at all.
     """
-    exclusions = []
-    for i, (run, design) in enumerate(zip(runs, designs)):
+    checks = []
+    for i, run in enumerate(runs):
         if run.scan is None:  # surface series: vertices are chosen when loaded (io.surface.load_series)
+            checks.append(RunChecks())
             continue
         scan = run.scan
         grid = nb.Nifti1Image(np.zeros(scan.shape[:3], dtype=np.uint8), scan.affine)
         mask, rule = binary_mask(on_grid(masks[i], grid))
-        if rule:
-            design.info["mask_rule"] = rule
+        check = RunChecks(mask_rule=rule)
         if not mask.any():
             raise InputDataError(f"{run.bold} ({run_label(run)}): its mask {run.mask or '(computed)'} has no voxel on "
                                  "the BOLD's grid; are the mask and the BOLD in the same space?")
@@ -218,14 +226,14 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, designs: list[RunDesi
             if policy == "fail":
                 raise InputDataError(f"{run.bold} ({run_label(run)}): {what}; --qc-policy fail stops here "
                                      "(use --qc-policy exclude to fit the other voxels, or fix the preprocessing)")
-            design.info["warnings"].append(f"{what}: excluded from the fit (their maps are n/a); "
-                                           "--qc-policy fail stops instead")
-            design.info["bold_qc"] = {"mask_voxels": int(mask.sum()), "excluded_nonfinite": nonfinite,
-                                      "excluded_constant": constant}
-            exclusions.append({"node": None, "file": str(run.bold), "run": run_label(run),
-                               "reasons": [what], "voxels": nonfinite + constant})
+            check.warnings.append(f"{what}: excluded from the fit (their maps are n/a); --qc-policy fail stops instead")
+            check.bold_qc = {"mask_voxels": int(mask.sum()), "excluded_nonfinite": nonfinite,
+                             "excluded_constant": constant}
+            check.exclusion = {"node": None, "file": str(run.bold), "run": run_label(run),
+                               "reasons": [what], "voxels": nonfinite + constant}
         masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
-    return exclusions
+        checks.append(check)
+    return checks
 
 
 #: entities a run's companion files (events, confounds, masks) may name; each must then equal the run's
@@ -344,8 +352,11 @@ def _label_images(index: FileIndex, node: Node, row: pd.Series) -> tuple[Path, .
     return tuple(sorted(path for n, path in ranked if n == best))
 
 
-def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
-    """Build (cheaply, before any fitting) the design of one run; raises on bad inputs."""
+def prepare_design(run: RunInputs, node: Node, settings: Settings) -> tuple[RunDesign, list[str]]:
+    """Build (cheaply, before any fitting) the design of one run; raises on bad inputs.
+
+    Returns the design and warnings about the run's events (events after its end).
+    """
     if is_surface_file(run.bold):
         if settings.smoothing_at("Run"):
             raise DesignError(f"{run.bold.name}: --smoothing applies to volumes; surface data are fitted unsmoothed "
@@ -374,20 +385,19 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> RunDesign:
         if any(p.name in str(exc) for p in named if p):
             raise
         raise type(exc)(f"{source}: {exc}") from exc
-    if n_late:
-        design.info["warnings"].append(f"{n_late} event(s) start after the run ends ({duration:g} s): "
-                                       "they do not enter the design")
+    notes = [f"{n_late} event(s) start after the run ends ({duration:g} s): they do not enter the design"
+             ] if n_late else []
     n_columns = design.matrix.shape[1]
     if n_vols <= n_columns:
         raise DesignError(
             f"{run.bold} ({run_label(run)}): {n_vols} volumes for {n_columns} design columns leave no degrees "
             "of freedom for the noise. Is the BOLD complete? Otherwise use fewer regressors (Model.X, "
             "confounds, HighPassFilterCutoffHz)")
-    return design
+    return design, notes
 
 
-def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy: str = "drop") -> None:
-    """Warn, in each design's ``info["warnings"]``, about columns other runs of the task have.
+def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy: str = "drop") -> list[list[str]]:
+    """Warnings, one list per run, about columns other runs of the task have.
 
     A ``Model.X`` pattern (``trans_*``, ``trial_type.*``) that matches fewer
     columns in one run than in the others is not an error for
@@ -398,101 +408,168 @@ def note_missing_columns(runs: list[RunInputs], designs: list[RunDesign], policy
     are not repeated.
     """
     by_task: dict = {}
-    for run, design in zip(runs, designs):
-        by_task.setdefault(run.entities.get("task"), []).append(design)
+    for i, (run, design) in enumerate(zip(runs, designs)):
+        by_task.setdefault(run.entities.get("task"), []).append((i, design.info))
+    notes: list[list[str]] = [[] for _ in runs]
     for group in by_task.values():
-        union = list(dict.fromkeys(c for d in group for c in d.info["x_columns"]))
-        for design in group:
-            dropped = {d["entry"] for d in design.info["dropped"]}
-            absent = [c for c in union if c not in design.info["x_columns"] and c not in dropped]
+        union = list(dict.fromkeys(c for _, info in group for c in info.x_columns))
+        for i, info in group:
+            dropped = {d["entry"] for d in info.dropped}
+            absent = [c for c in union if c not in info.x_columns and c not in dropped]
             if not absent:
                 continue
-            message = (f"{design.info['source']}: column(s) {', '.join(map(repr, absent))} of other runs' "
+            message = (f"{info.source}: column(s) {', '.join(map(repr, absent))} of other runs' "
                        "designs are absent from this run (a Model.X pattern matched fewer columns here)")
             if policy == "error":
                 raise DesignError(message + "; use --missing-confounds drop to fit the run without them")
-            design.info["warnings"].append(message)
+            notes[i].append(message)
+    return notes
 
 
-def run_unit(ctx: Context, node: Node, run, design, mask_img, regions) -> list[StatMap]:
-    """Fit one run and write its maps, or its region tables when the node aggregates
-    (``regions``: the run's :class:`~bids_app.design.regions.Regions` from planning, else None)."""
+@dataclass
+class RunPlan(UnitPlan):
+    """A run unit as planned (:class:`~bids_app.graph.units.UnitPlan`), and what only runs have.
+
+    Attributes
+    ----------
+    run : RunInputs
+    fwhm : float or None
+        Smoothing (mm) of the BOLD before the fit.
+    low_pass : float or None
+        Cutoff (Hz) of the low-pass filter the design had: the data are filtered alike.
+    contrast_sidecar : dict
+        Entries of every contrast's sidecar (sources, region aggregation).
+    timeseries_sidecar : dict or None
+        The region time series' sidecar (nodes aggregating to regions).
+    """
+
+    run: RunInputs = None
+    fwhm: float | None = None
+    low_pass: float | None = None
+    contrast_sidecar: dict = field(default_factory=dict)
+    timeseries_sidecar: dict | None = None
+
+
+def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_img, regions,
+             checks: RunChecks) -> RunPlan | list[StatMap]:
+    """One run's unit from what :func:`~bids_app.graph.executor.plan_inputs` checked: its space,
+    estimator, contrasts, sidecars and fingerprint.
+
+    Parameters
+    ----------
+    mask_img : Nifti1Image or None
+        The run's usable voxels (None for surface series).
+    regions : Regions or None
+        The run's regions when the node aggregates.
+
+    Returns
+    -------
+    RunPlan, or list of StatMap
+        The plan; or the unit's maps when its record says it is finished
+        with these inputs and settings.
+    """
+    rel = functools.partial(ref, ctx)
     inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *label_inputs(run.regions),
-                          *(Path(r["path"]) for r in design.info["recordings"])) if p]
+                          *(Path(r["path"]) for r in design.info.recordings)) if p]
+    inputs = [f for p in inputs for f in (map_files(p) if p == run.bold else [p])]
     entities = dict(run.entities)
     record = record_path(ctx, node, entities)
-    inputs = [f for p in inputs for f in (map_files(p) if p == run.bold else [p])]
     mask_hash = None if mask_img is None else hashlib.sha256(np.asarray(mask_img.dataobj).tobytes()).hexdigest()
     fp = fingerprint(ctx, node, inputs, {"design": design.matrix.to_json(), "mask": mask_hash})
     reused = reuse(ctx, record, fp)
     if reused is not None:
         return reused
-
-    if is_surface_file(run.bold):
-        Y, mask, grid = load_series(run.bold, run.entities.get("space"))
-    else:
-        Y, mask_img = load_run_data(run.bold, mask_img, ctx.settings.smoothing_at("Run"))
-        mask, grid = np.asarray(mask_img.dataobj).astype(bool), mask_img.affine
-    method = aggregate_method(node.model.options)
-    if regions is not None:
-        # each region series is one column of Y: the GLM below is the voxels' one
-        series = region_timeseries(Y, regions.voxels, method)
-        Y = series[:, regions.fitted]
-    Y, _ = scale_timeseries(Y)
-    if design.info.get("low_pass"):
-        Y = low_pass_filter(Y, run.tr, design.info["low_pass"]["cutoff_hz"])
-    X = design.matrix
+    space = _run_space(run, mask_img, regions, aggregate_method(node.model.options), rel)
     noise = str(node.model.ours.get("NoiseModel", ctx.settings.noise_model)).lower()
     estimator = FirstLevelEstimator(noise_model=noise, random_state=ctx.settings.seed)
-    fit = estimator.fit(Y, X.to_numpy(dtype=np.float64))
-    columns = list(X.columns)
-    x_columns = design.info.get("x_columns") or expand_x(node.model.x, columns)
-    contrasts, warnings = plan_contrasts(node, columns, x_columns, incoming=None)
-    folder = output_dir(ctx.out, node.name, entities)
-    rel = functools.partial(ref, ctx)
+    columns = list(design.matrix.columns)
+    contrasts, warnings = plan_contrasts(node, columns, design.info.x_columns or expand_x(node.model.x, columns),
+                                         incoming=None)
+    info = checks.sidecar(design.info)
+    fwhm = ctx.settings.smoothing_at("Run")
+    sidecar = {"Node": node.name, "Level": node.level, "Sources": [rel(p) for p in inputs], **space.sidecar,
+               "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref, "NoiseModel": noise,
+               "NoiseModelDetails": estimator.describe(), "SmoothingFWHM": fwhm, **info}
     # contrast sidecars name the method and label images as the model's Options do
-    aggregation = {} if regions is None else {"Aggregate": method, "Mask": [rel(p) for p in run.regions]}
-    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), X)]
-    files += write_map(folder / build_name(entities, "mask", ".nii.gz"), mask.astype(np.float32), grid)
-    if is_surface(grid):
-        mask_source = (f"vertices with a finite, non-constant signal: {int(mask.sum())} of {mask.size} "
-                       "(medial wall and unsampled vertices excluded)")
-    else:
-        mask_source = rel(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)"
-    # the design's own copies of RepetitionTime and SliceTimeRef would repeat them in other units
-    info = {k: v for k, v in design.info.items() if k not in ("tr", "slice_time_ref")}
-    files.append(write_json(folder / build_name(entities, "design", ".json"), camel_keys({
-        "Node": node.name, "Level": node.level, "Sources": [ref(ctx, p) for p in inputs],
-        "Mask": mask_source, **({"Surface": grid.describe()} if is_surface(grid) else {}),
-        "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref,
-        "NoiseModel": noise, "NoiseModelDetails": {**estimator.describe(), "NFilters": len(fit.group_covariance)},
-        "SmoothingFWHM": ctx.settings.smoothing_at("Run"), **info,
-        **({} if regions is None else {"Aggregate": method, "Regions": roi.region_list(regions, rel)})})))
-    if regions is None:
-        for key, values in fit.model_maps().items():
-            files += write_map(folder / build_name({**entities, "stat": key}, "statmap", ".nii.gz"),
-                               unmask(values, mask), grid)
-    else:
-        files += write_region_timeseries(folder, entities, method, series, regions.names,
-                                         {**roi.timeseries_sidecar(method, regions, run.tr, rel), **aggregation})
+    aggregation, series_sidecar = {}, None
+    if regions is not None:
+        sidecar.update({"Aggregate": space.method, "Regions": roi.region_list(regions, rel)})
+        aggregation = {"Aggregate": space.method, "Mask": [rel(p) for p in run.regions]}
+        series_sidecar = {**roi.timeseries_sidecar(space.method, regions, run.tr, rel), **aggregation}
         warnings += [*regions.notes, *roi.empty_region_notes(regions)]
+    return RunPlan(node, entities, record, fp, space, design.matrix, contrasts, estimator, f"first-level-{noise}",
+                   sidecar, [*info["warnings"], *warnings], run=run, fwhm=fwhm,
+                   low_pass=design.info.low_pass["cutoff_hz"] if design.info.low_pass else None,
+                   contrast_sidecar={"Sources": [rel(run.bold)], **aggregation}, timeseries_sidecar=series_sidecar)
+
+
+def _run_space(run: RunInputs, mask_img, regions, method: str | None, rel):
+    """The units a run is fitted on: its usable voxels, its surface's vertices with a varying signal
+    (read here, so a series without one stops the run while planning), or its regions."""
+    if mask_img is None:
+        _, mask, surface = load_series(run.bold, run.entities.get("space"))
+        return SurfaceSpace(mask, {"Mask": f"vertices with a finite, non-constant signal: {int(mask.sum())} of "
+                                           f"{mask.size} (medial wall and unsampled vertices excluded)",
+                                   "Surface": surface.describe()}, surface=surface)
+    source = rel(run.mask) if run.mask else "EPI mask computed over the subject's runs (nilearn)"
+    brain = VoxelSpace(np.asarray(mask_img.dataobj).astype(bool), {"Mask": source}, affine=mask_img.affine)
+    if regions is None:
+        return brain
+    return RegionSpace(regions.names, regions.fitted, brain.sidecar, brain=brain, regions=regions, method=method)
+
+
+def load_run(plan: RunPlan) -> UnitData:
+    """The run's data over the plan's units; region runs: every region's series (n_vols, n_regions),
+    ``Y`` the fitted ones'."""
+    Y = plan.space.load_run(plan.run, plan.fwhm)
+    if isinstance(plan.space, RegionSpace):
+        # each region series is one column of Y: the GLM is the voxels' one
+        return UnitData(Y[:, plan.space.fitted], timeseries=Y)
+    return UnitData(Y)
+
+
+def fit_run(plan: RunPlan, data: UnitData) -> UnitResult:
+    """Scale (percent signal change) and filter the data as the design was, fit the GLM, evaluate every contrast."""
+    Y, _ = scale_timeseries(data.Y)
+    if plan.low_pass:
+        Y = low_pass_filter(Y, plan.run.tr, plan.low_pass)
+    fit = plan.estimator.fit(Y, plan.design.to_numpy(dtype=np.float64))
+    contrasts = [ContrastFit(c, fit.contrast(c.weights, c.test)) for c in plan.contrasts]
+    details = {"NoiseModelDetails": {**plan.sidecar["NoiseModelDetails"], "NFilters": len(fit.group_covariance)}}
+    return UnitResult(fit.model_maps() if plan.space.map_inference else {}, contrasts, details=details,
+                      timeseries=data.timeseries)
+
+
+def write_run(ctx: Context, plan: RunPlan, result: UnitResult) -> list[StatMap]:
+    """Write the run's design, mask, maps (or region time series and tables), then its resume record."""
+    node, entities, space = plan.node, plan.entities, plan.space
+    folder = output_dir(ctx.out, node.name, entities)
+    files = [write_tsv(folder / build_name(entities, "design", ".tsv"), plan.design)]
+    files += space.write_mask(folder, entities)
+    files.append(write_json(folder / build_name(entities, "design", ".json"),
+                            camel_keys({**plan.sidecar, **result.details})))
+    files += space.write_maps(folder, entities, result.model_maps)
+    if result.timeseries is not None:
+        files += write_region_timeseries(folder, entities, space.method, result.timeseries, space.names,
+                                         plan.timeseries_sidecar)
     maps = []
-    for c in contrasts:
-        res = fit.contrast(c.weights, c.test)
+    for fitted in result.contrasts:
+        c, res = fitted.contrast, fitted.result
         ents = {**entities, "contrast": c.name}
-        written, effect, variance = write_result(
-            ctx, node, ents, res, contrast_sidecar(node, c, f"first-level-{noise}",
-                                           {"Sources": [ref(ctx, run.bold)], **aggregation}),
-            grid, mask if regions is None else regions.fitted, None if regions is None else regions.names)
+        written, effect, variance = space.write_contrast(
+            ctx, node, ents, res, contrast_sidecar(node, c, plan.estimator_name, plan.contrast_sidecar))
         files += written
         if c.flows:
             maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))
-    for w in design.info.get("warnings", []) + warnings:
-        ctx.log.warn(f"{run.bold.name}: {w}")
-    summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in contrasts],
-               "warnings": design.info.get("warnings", []) + warnings, "design": ref(ctx, files[0]),
-               "estimator": f"first-level-{noise}",
-               **({"n_voxels": int(mask.sum())} if regions is None else {"n_regions": int(regions.fitted.sum())})}
-    save(ctx, record, fp, maps, files, summary)
+    for w in plan.warnings:
+        ctx.log.warn(f"{plan.run.bold.name}: {w}")
+    summary = {"node": node.name, "entities": entities, "n_inputs": 1, "contrasts": [c.name for c in plan.contrasts],
+               "warnings": plan.warnings, "design": ref(ctx, files[0]), "estimator": plan.estimator_name,
+               space.count_key: space.n_units}
+    save(ctx, plan.record, plan.fingerprint, maps, files, summary)
     return maps
 
+
+def run_unit(ctx: Context, plan: RunPlan) -> list[StatMap]:
+    """Load, fit and write one planned run."""
+    return write_run(ctx, plan, fit_run(plan, load_run(plan)))

@@ -1,7 +1,7 @@
 """``bids-stats design``: one run's design matrix from files, without images.
 
 Writes ``<output>.tsv`` (one row per volume, one column per regressor), a
-JSON sidecar with the build record (:attr:`RunDesign.info`, including every
+JSON sidecar with the build record (:meth:`DesignRecord.to_dict`, including every
 warning) and a PNG picture of the matrix, each replaced atomically so a
 reader never sees a half-written file.
 """
@@ -106,7 +106,7 @@ def synthesize(
                                                    functools.partial(uses_recording, node)))
     output = Path(output_tsv)
     write_tsv(output, design.matrix)
-    record = {"model": str(model_path), "node": node.name, **design.info}
+    record = {"model": str(model_path), "node": node.name, **design.info.to_dict()}
     write_text(output.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     if png:
         with atomic_path(output.with_suffix(".png")) as tmp:
