@@ -30,7 +30,7 @@ def node_header(outputs: NodeOutputs) -> str:
             for u in units]
     parts = [f'<h2 id="node-{esc(node.name)}">Node {esc(node.name)} ({esc(node.level)} level, '
              f"{esc(node.model.type)})</h2>",
-             f"<p>{len(units)} model(s) fitted on {sum(u.record['n_inputs'] for u in units)} input(s); "
+             f"<p>{len(units)} model(s) fitted on {sum(u.record['NInputs'] for u in units)} input(s); "
              f"GroupBy {esc(', '.join(node.group_by) or '(none)')}; estimator {esc(', '.join(estimators))}.</p>",
              table(rows, fold="units of work")]
     if outputs.exclusions:
