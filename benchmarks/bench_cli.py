@@ -343,7 +343,8 @@ for run in runs:
         effects[name].append(res["effect_size"])
         variances[name].append(res["effect_variance"])
 for name in effects:
-    maps = compute_fixed_effects(effects[name], variances[name], mask)
+    # precision-weighted, as a fixed-effects ('meta') node (nilearn's default is the plain mean)
+    maps = compute_fixed_effects(effects[name], variances[name], mask, precision_weighted=True)
     for key, img in zip(("effect", "variance", "t", "z"), maps):
         img.to_filename(out / f"sub-1_{name}_{key}.nii.gz")
 """
@@ -501,7 +502,8 @@ for sub in sorted(p.name for p in root.glob("sub-*"))[:n_subjects]:
             res[key].to_filename(out / f"{stem}_{key}.nii.gz")
         effects.append(res["effect_size"])
         variances.append(res["effect_variance"])
-    fx = compute_fixed_effects(effects, variances, mask)
+    # precision-weighted, as a fixed-effects ('meta') node (nilearn's default is the plain mean)
+    fx = compute_fixed_effects(effects, variances, mask, precision_weighted=True)
     for key, img in zip(("effect", "variance", "t", "z"), fx):
         img.to_filename(out / f"{sub}_{key}.nii.gz")
     subject_maps.append(str(out / f"{sub}_effect.nii.gz"))
