@@ -557,7 +557,7 @@ def write_run(ctx: Context, plan: RunPlan, result: UnitResult) -> list[StatMap]:
         c, res = fitted.contrast, fitted.result
         ents = {**entities, "contrast": c.name}
         written, effect, variance = space.write_contrast(
-            ctx, node, ents, res, contrast_sidecar(node, c, plan.estimator_name, plan.contrast_sidecar))
+            ctx.out, node.name, ents, res, contrast_sidecar(node, c, plan.estimator_name, plan.contrast_sidecar))
         files += written
         if c.flows:
             maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))
