@@ -150,8 +150,7 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
             runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
             designs, late = zip(*[prepare_design(run, node, ctx.settings) for run in runs])
             missing = note_missing_columns(runs, designs, ctx.settings.missing_confounds)
-            masks = run_masks(runs)
-            checks = exclude_bad_voxels(runs, masks, ctx.settings.qc_policy)
+            masks, checks = exclude_bad_voxels(runs, run_masks(runs), ctx.settings.qc_policy)
             ctx.log.exclusions += [{**c.exclusion, "node": node.name} for c in checks if c.exclusion]
             checks = [replace(found, warnings=[*a, *b, *found.warnings]) for a, b, found in zip(late, missing, checks)]
             regions = roi.plan_regions(runs, masks)

@@ -185,13 +185,14 @@ def binary_mask(img: nb.Nifti1Image) -> tuple[np.ndarray, str | None]:
     return data != 0, "non-binary mask: every non-zero voxel is in the mask"
 
 
-def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[RunChecks]:
+def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> tuple[dict, list[RunChecks]]:
     """Drop each run's unusable voxels (NaN/inf in a volume, constant over time) from its mask.
-
-    ``masks`` is updated in place with binary masks on each BOLD's grid.
 
     Returns
     -------
+    dict
+        ``masks`` (position in ``runs`` -> image, None for surface series)
+        as binary masks of the usable voxels, on each BOLD's grid.
     list of RunChecks
         One per run: the mask rule applied, the voxels excluded (their count
         is a warning: it reaches provenance and the report) and provenance's
@@ -203,9 +204,9 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[
         ``policy == "fail"`` and a run has unusable voxels in its mask, or a
         run has no usable voxel at all.
     """
-    checks = []
+    usable_masks, checks = dict(masks), []
     for i, run in enumerate(runs):
-        if run.scan is None:  # surface series: vertices are chosen when loaded (io.surface.load_series)
+        if run.scan is None:  # surface series: vertices are chosen from the data (io.surface.load_series)
             checks.append(RunChecks())
             continue
         scan = run.scan
@@ -231,9 +232,9 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[
                              "excluded_constant": constant}
             check.exclusion = {"node": None, "file": str(run.bold), "run": run_label(run),
                                "reasons": [what], "voxels": nonfinite + constant}
-        masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
+        usable_masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
         checks.append(check)
-    return checks
+    return usable_masks, checks
 
 
 #: entities a run's companion files (events, confounds, masks) may name; each must then equal the run's
