@@ -19,8 +19,6 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from bids_app.design.first_level import _strings  # every string inside a JSON value
-
 TR = 2.0
 N_VOLS = 40
 SPACE = "MNI152NLin2009cAsym"

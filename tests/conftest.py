@@ -8,9 +8,10 @@ here (:func:`participants`, the ``pain21_maps`` and ``wager_maps`` fixtures).
 
 ``tests/data/registry.json`` lists every file of the data with its sha256 and
 its source. ``../shared/data`` is the local mirror; elsewhere a file with a
-direct download URL in the registry is fetched with pooch into a cache when
-``BIDS_STATS_FETCH_TEST_DATA=1`` (``tests/test_data_registry.py`` exercises
-that path on a local server). The app never downloads anything.
+direct download URL in the registry (or a folder whose files all have one) is
+fetched with pooch, its sha256 checked, into a cache (``BIDS_STATS_TEST_DATA_CACHE``)
+when ``BIDS_STATS_FETCH_TEST_DATA=1``; ``tests/test_data_registry.py`` exercises
+that path on a local server. The app never downloads anything.
 """
 import functools
 import json
@@ -46,17 +47,24 @@ def real_data(name: str) -> Path:
 
 
 def _fetch(name: str) -> Path | None:
-    """A registered file with a download URL, fetched into the cache when allowed; else None."""
-    url = registry()["urls"].get(name)
-    if url is None or os.environ.get("BIDS_STATS_FETCH_TEST_DATA") != "1":
+    """A registered file, or a folder whose every registered file has a download URL, fetched
+    with pooch (sha256 checked) into the cache, keeping the folder layout; None when that is not
+    possible or not allowed (``BIDS_STATS_FETCH_TEST_DATA=1``)."""
+    if os.environ.get("BIDS_STATS_FETCH_TEST_DATA") != "1":
+        return None
+    files, urls = registry()["files"], registry()["urls"]
+    names = [name] if name in files else [f for f in files if f.startswith(name.rstrip("/") + "/")]
+    if not names or any(n not in urls for n in names):
         return None
     try:
         import pooch
     except ImportError:
         return None
     cache = Path(os.environ.get("BIDS_STATS_TEST_DATA_CACHE", pooch.os_cache("bids-stats-test-data")))
-    return Path(pooch.retrieve(url, known_hash=f"sha256:{registry()['files'][name]}",
-                               fname=name.replace("/", "__"), path=cache, progressbar=False))
+    for n in names:
+        pooch.retrieve(urls[n], known_hash=f"sha256:{files[n]}", fname=Path(n).name,
+                       path=cache / Path(n).parent, progressbar=False)
+    return cache / name
 
 
 def participants(name: str):

@@ -12,7 +12,6 @@ import warnings
 import nibabel as nb
 import numpy as np
 import pandas as pd
-import pytest
 
 from bids_app.cli import main
 from conftest import real_data

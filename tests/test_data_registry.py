@@ -53,7 +53,7 @@ def server(tmp_path):
             super().do_GET()
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield www, f"http://127.0.0.1:{httpd.server_port}", requested
@@ -62,14 +62,15 @@ def server(tmp_path):
         httpd.server_close()
 
 
-def _fetch_from(monkeypatch, tmp_path, server, name, content, digest):
-    """Serve ``content`` as ``name`` (registered with ``digest``, URL on the local server), with
-    the data folder absent and fetching allowed: the cache folder."""
+def _fetch_from(monkeypatch, tmp_path, server, files):
+    """Serve ``files`` ({registered name: (bytes, sha256)}) from the local server, registered with
+    those URLs, with the data folder absent and fetching allowed: the cache folder."""
     pytest.importorskip("pooch", reason="pooch is in the [test] extra")
     www, base, _ = server
-    (www / "file.bin").write_bytes(content)
-    entries = {**registry(), "files": {**registry()["files"], name: digest},
-               "urls": {name: f"{base}/file.bin"}}
+    for i, (content, _) in enumerate(files.values()):
+        (www / f"{i}.bin").write_bytes(content)
+    entries = {**registry(), "files": {**registry()["files"], **{n: d for n, (_, d) in files.items()}},
+               "urls": {n: f"{base}/{i}.bin" for i, n in enumerate(files)}}
     monkeypatch.setattr(conftest, "registry", lambda: entries)
     monkeypatch.setattr(conftest, "DATA", tmp_path / "absent")
     cache = tmp_path / "cache"
@@ -80,18 +81,18 @@ def _fetch_from(monkeypatch, tmp_path, server, name, content, digest):
 
 
 def _check_fetch(monkeypatch, tmp_path, server, name, content, digest):
-    cache = _fetch_from(monkeypatch, tmp_path, server, name, content, digest)
+    cache = _fetch_from(monkeypatch, tmp_path, server, {name: (content, digest)})
     path = real_data(name)
-    assert path.parent == cache and path.read_bytes() == content
+    assert path == cache / name and path.read_bytes() == content
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
-    assert server[2] == ["/file.bin"]
-    assert real_data(name) == path and server[2] == ["/file.bin"]  # cached: not downloaded again
+    assert server[2] == ["/0.bin"]
+    assert real_data(name) == path and server[2] == ["/0.bin"]  # cached: not downloaded again
     # the same name, its bytes corrupted on the server: the sha256 check refuses them
-    (server[0] / "file.bin").write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    (server[0] / "0.bin").write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
     path.unlink()
     with pytest.raises(ValueError, match="(?i)hash"):
         real_data(name)
-    assert not any(cache.iterdir()), "a rejected download stayed in the cache"
+    assert not [p for p in cache.rglob("*") if p.is_file()], "a rejected download stayed in the cache"
     # fetching is opt-in: without BIDS_STATS_FETCH_TEST_DATA=1 the test skips
     monkeypatch.delenv("BIDS_STATS_FETCH_TEST_DATA")
     with pytest.raises(pytest.skip.Exception, match="not found"):
@@ -110,3 +111,19 @@ def test_fetch_of_a_registered_file_with_its_registered_sha256(monkeypatch, tmp_
     name = "pain21/participants.tsv"
     content = real_data(name).read_bytes()
     _check_fetch(monkeypatch, tmp_path, server, name, content, registry()["files"][name])
+
+
+def test_a_folder_is_fetched_whole_only_when_every_file_has_a_url(monkeypatch, tmp_path, server):
+    files = {f"made_up/sub-0{i}/func/events.tsv": (f"onset\n{i}\n".encode(),) for i in (1, 2)}
+    files = {n: (c, hashlib.sha256(c).hexdigest()) for n, (c,) in files.items()}
+    cache = _fetch_from(monkeypatch, tmp_path, server, files)
+    folder = real_data("made_up")
+    assert folder == cache / "made_up"
+    assert {str(p.relative_to(cache)): p.read_bytes() for p in folder.rglob("*.tsv")} == {
+        n: c for n, (c, _) in files.items()}
+    # one registered file of the folder without a URL: the folder cannot be had, the test skips
+    entries = conftest.registry()
+    entries["files"]["made_up/participants.tsv"] = "0" * 64
+    monkeypatch.setattr(conftest, "DATA", tmp_path / "absent")
+    with pytest.raises(pytest.skip.Exception, match="not found"):
+        real_data("made_up")

@@ -1,11 +1,12 @@
-"""Run designs against nilearn and closed forms, on the real Haxby events."""
+"""Run designs against nilearn and closed forms, on simulated events in memory and the real Haxby events."""
 import numpy as np
+import pandas as pd
 import pytest
 from nilearn.glm.first_level import make_first_level_design_matrix
 from scipy.stats import gamma
 
 from bids_app.design import build_run_design
-from bids_app.io.events import read_events
+from bids_app.io.events import read_events, validate_events
 from bids_app.design.hrf import HRFModel, convolve, frame_times
 from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict
@@ -14,8 +15,21 @@ from conftest import real_data
 HAXBY = "haxby2001_sub1/sub-1/func"
 TR, N_VOLS = 2.5, 121  # task-objectviewing_bold.json, 121 volumes per run
 
-@pytest.fixture(scope="module")
-def events():
+def simulated_events():
+    """Events in memory: three conditions of varied durations (1.5 to 12 s) over the 302 s run,
+    on the 0.05 s grid of nilearn's 50x oversampling (as the Haxby events, on the TR grid)."""
+    rng = np.random.default_rng(3)
+    onsets = np.sort(rng.choice(np.arange(0, 290, 0.05), 24, replace=False)).round(2)
+    table = pd.DataFrame({"onset": onsets, "duration": rng.choice([1.5, 3.0, 12.0], 24),
+                          "trial_type": np.resize(["face", "house", "cat"], 24)})
+    return validate_events(table, "simulated events")
+
+
+@pytest.fixture(scope="module", params=["simulated", "haxby2001_sub1"])
+def events(request):
+    """The events of a run: simulated in memory, and the real Haxby run 1."""
+    if request.param == "simulated":
+        return simulated_events()
     return read_events(real_data(f"{HAXBY}/sub-1_task-objectviewing_run-01_events.tsv"))
 
 

@@ -396,6 +396,7 @@ def test_max_t_fwe_equals_exhaustive_enumeration(name):
         warnings.simplefilter("ignore")  # 2^7 < n_perm: draws repeat, as warned
         result = permutation_test(Y, X, contrast, n_perm=n_perm, seed=4, two_sided=two_sided)
     np.testing.assert_allclose(result.t, observed, rtol=1e-9)
+    assert result.info["n_possible"] == len(resamplings)
     # every null maximum is the maximum of one of the listed resamplings (float32 products)
     distance = np.abs(result.null["max_t"][:, None] - maxima[None, :]).min(1)
     assert (distance <= 1e-4 * maxima.max()).all()

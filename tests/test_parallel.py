@@ -16,7 +16,7 @@ from bids_app.cli import main
 from bids_app.report.html import WrittenReport
 from bids_app.graph.parallel import DaskBackend, ProcessBackend, SerialBackend, open_backend
 from bids_app.graph.progress import Progress
-from conftest import MODELS, REPO
+from conftest import REPO
 from simulate_maps import simulate_maps
 from test_graph_semantics import SUBJECTS, TASK, _model, _node, _participants
 from test_run_level_e2e import _haxby, _haxby_model, _write_model

@@ -29,6 +29,29 @@ def wager_maps():
     return np.vstack([read_surface(f)[0] for f in files])
 
 
+def _smooth_on_mesh(values, faces, n_vertices, steps):
+    """Values averaged with their triangle neighbours ``steps`` times (a smooth field on the mesh)."""
+    pairs = np.vstack([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    adjacency = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_vertices,) * 2)
+    adjacency = ((adjacency + adjacency.T) > 0).astype(float).tocsr()
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    for _ in range(steps):
+        values = (values + (adjacency @ values.T).T / degree) / 2
+    return values
+
+
+@pytest.fixture(scope="module", params=["simulated", "wager2008_emoreg"])
+def mesh_maps(request, fsaverage5):
+    """30 maps on both fsaverage5 hemispheres: smooth simulated fields in memory, and the real set."""
+    if request.param == "wager2008_emoreg":
+        return request.getfixturevalue("wager_maps")
+    rng = np.random.default_rng(5)
+    hemis = [_smooth_on_mesh(rng.standard_normal((31, 10242)), fsaverage5[h].faces, 10242, 8) for h in "LR"]
+    fields = np.hstack(hemis)
+    fields /= fields.std(1, keepdims=True)
+    return 0.6 * fields[:1] + fields[1:]  # a shared smooth effect of both signs plus subject noise
+
+
 def _reference_labels(faces, n_vertices, selected):
     """Connected components of the selected vertices of a mesh, straight from its triangles."""
     rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
@@ -68,13 +91,14 @@ def test_mesh_graph_is_the_triangle_edges(fsaverage5):
     assert 6e4 < vertex_areas(mesh.coordinates, mesh.faces).sum() < 1.2e5
 
 
-def test_mesh_clusters_equal_csgraph_reference(fsaverage5, wager_maps):
-    """Cluster labels on real maps (both hemispheres) equal connected components of the triangle graph."""
+def test_mesh_clusters_equal_csgraph_reference(fsaverage5, mesh_maps):
+    """Cluster labels (both hemispheres) equal connected components of the triangle graph."""
     surface = Surface("fsaverage5", (("L", 10242), ("R", 10242)))
     graph = surface_graph(surface, fsaverage5)
     faces = np.vstack([fsaverage5["L"].faces, fsaverage5["R"].faces + 10242])
-    t = wager_maps.mean(0) / wager_maps.std(0, ddof=1) * np.sqrt(len(wager_maps))
+    t = mesh_maps.mean(0) / mesh_maps.std(0, ddof=1) * np.sqrt(len(mesh_maps))
     labeller = ClusterLabeller(graph)
+    assert (np.abs(t) > 3).sum() > 100 and (t < -1).sum() > 100  # clusters at every threshold, both signs
     for threshold in (1.0, 2.0, 3.0):
         for sign in (1, -1):
             selected = sign * t > threshold
@@ -90,10 +114,10 @@ def test_mesh_clusters_equal_csgraph_reference(fsaverage5, wager_maps):
     assert not set(label[:10242][label[:10242] > 0]) & set(label[10242:][label[10242:] > 0])
 
 
-def test_tfce_on_mesh_equals_definition(fsaverage5, wager_maps):
+def test_tfce_on_mesh_equals_definition(fsaverage5, mesh_maps):
     """TFCE on the mesh graph equals the sum over heights of cluster extents (label-every-height)."""
     graph = mesh_graph(fsaverage5["L"].faces, 10242)
-    t = wager_maps[:, :10242].mean(0) / wager_maps[:, :10242].std(0, ddof=1) * np.sqrt(len(wager_maps))
+    t = mesh_maps[:, :10242].mean(0) / mesh_maps[:, :10242].std(0, ddof=1) * np.sqrt(len(mesh_maps))
     dh = 0.2
     ours = tfce(t, graph, two_sided=True, dh=dh)
     expected = np.zeros(10242)
