@@ -29,8 +29,8 @@ from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.space import RegionSpace, SurfaceSpace, VoxelSpace
 from bids_app.graph.unit_files import contrast_sidecar, ref
-from bids_app.graph.units import (ContrastFit, RunChecks, RunInputs, Settings, StatMap, UnitData, UnitPlan,
-                                  UnitResult)
+from bids_app.graph.units import (CheckedRun, ContrastFit, RunChecks, RunInputs, Settings, StatMap, UnitData,
+                                  UnitPlan, UnitResult)
 from bids_app.io.bold import scan_bold
 from bids_app.io.confounds import read_confounds
 from bids_app.io.entities import ENTITY_KEYS, LONG_TO_SHORT
@@ -451,17 +451,9 @@ class RunPlan(UnitPlan):
     timeseries_sidecar: dict | None = None
 
 
-def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_img, regions,
-             checks: RunChecks) -> RunPlan | list[StatMap]:
+def plan_run(ctx: Context, node: Node, checked: CheckedRun) -> RunPlan | list[StatMap]:
     """One run's unit from what :func:`~bids_app.graph.executor.plan_inputs` checked: its space,
     estimator, contrasts, sidecars and fingerprint.
-
-    Parameters
-    ----------
-    mask_img : Nifti1Image or None
-        The run's usable voxels (None for surface series).
-    regions : Regions or None
-        The run's regions when the node aggregates.
 
     Returns
     -------
@@ -469,6 +461,7 @@ def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_i
         The plan; or the unit's maps when its record says it is finished
         with these inputs and settings.
     """
+    run, design, mask_img, regions = checked.run, checked.design, checked.mask, checked.regions
     rel = functools.partial(ref, ctx)
     inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *label_inputs(run.regions),
                           *(Path(r["path"]) for r in design.info.recordings)) if p]
@@ -486,7 +479,7 @@ def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_i
     columns = list(design.matrix.columns)
     contrasts, warnings = plan_contrasts(node, columns, design.info.x_columns or expand_x(node.model.x, columns),
                                          incoming=None)
-    info = checks.sidecar(design.info)
+    info = checked.checks.sidecar(design.info)
     fwhm = ctx.settings.smoothing_at("Run")
     sidecar = {"Node": node.name, "Level": node.level, "Sources": [rel(p) for p in inputs], **space.sidecar,
                "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref, "NoiseModel": noise,
