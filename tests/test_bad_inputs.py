@@ -291,7 +291,7 @@ def test_copied_output_folder_resumes_from_its_own_files(tmp_path):
     shutil.rmtree(out)
     assert _cli(data, moved, "subject", "--model", model) == 0
     units = json.loads((moved / "provenance.json").read_text())["Units"]
-    assert len(units) == len(SUBJECTS) and all(u.get("reused") for u in units)
+    assert len(units) == len(SUBJECTS) and all(u.get("Reused") for u in units)
     assert _statmaps(moved) == maps
     assert not out.exists()
     for record in (moved / ".bids-stats").rglob("*_unit.json"):
@@ -530,7 +530,7 @@ def test_bad_voxels_are_excluded_and_counted(tmp_path, value, count, kind):
     assert len(warnings) == 1 and "sub-02_task-loc_bold.nii.gz" in warnings[0]
     assert f"{count} of the 144 mask voxels are unusable ({kind}" in warnings[0]
     [excl] = _prov(out)["Exclusions"]
-    assert excl["voxels"] == count and excl["run"] == "sub-02 task-loc"
+    assert excl["Voxels"] == count and excl["Run"] == "sub-02 task-loc"
     z = _z(out, "02")
     assert np.isnan(z[2:4, 2:4, 2:4]).all()
     assert np.isfinite(z[BRAIN]).sum() == BRAIN.sum() - count
@@ -846,7 +846,7 @@ def test_kill_and_resume_is_exact(tmp_path):
     assert not list(killed.rglob(".tmp-*"))
     assert _cli(data, killed, "subject", "--model", model) == 0
     units = _prov(killed)["Units"]
-    assert sum(bool(u.get("reused")) for u in units) == 2 and len(units) == len(SUBJECTS)
+    assert sum(bool(u.get("Reused")) for u in units) == 2 and len(units) == len(SUBJECTS)
     assert _cli(data, fresh, "subject", "--model", model) == 0
     assert _statmaps(killed) == _statmaps(fresh)
 

@@ -135,7 +135,7 @@ def test_participant_label_and_rerun_reuses(tmp_path):
     assert main(args) == 0
     assert tmap.stat().st_mtime_ns == mtime  # reused, not rewritten
     prov = json.loads((out / "provenance.json").read_text())
-    assert all(u.get("reused") for u in prov["Units"])
+    assert all(u.get("Reused") for u in prov["Units"])
     # a fresh run with the same inputs and seed gives byte-identical maps
     out2 = tmp_path / "out2"
     assert main([str(data), str(out2), "dataset", "--model", str(MODELS / "one_sample_existing_maps.json")]) == 0
@@ -146,7 +146,7 @@ def test_participant_label_and_rerun_reuses(tmp_path):
     assert main([str(data), str(out3), "dataset", "--participant-label", *labels,
                  "--model", str(MODELS / "one_sample_existing_maps.json")]) == 0
     prov3 = json.loads((out3 / "provenance.json").read_text())
-    assert prov3["Units"][0]["n_inputs"] == 5
+    assert prov3["Units"][0]["NInputs"] == 5
     t3 = np.asarray(nb.load(out3 / tmap.relative_to(out)).dataobj)
     assert not np.allclose(np.nan_to_num(t3), np.nan_to_num(np.asarray(nb.load(tmap).dataobj)))
 
@@ -159,7 +159,7 @@ def test_relative_paths_give_the_same_outputs_and_a_complete_report(tmp_path, mo
     out = tmp_path / "out"
     prov = json.loads((out / "provenance.json").read_text())
     unit = prov["Units"][0]
-    assert not unit["design"].startswith("/") and (out / unit["design"]).exists()
+    assert not unit["Design"].startswith("/") and (out / unit["Design"]).exists()
     assert all(p["Path"].startswith(str(tmp_path / "wager")) for p in prov["Inputs"])
     report = (out / "report.html").read_text()
     assert "design matrix file not found" not in report and "Design matrices (1 distinct" in report

@@ -36,6 +36,6 @@ def test_demo_recovers_planted_activation(tmp_path, capsys):
     assert f"{distance:.1f} mm from the planted centre" in printed
     # the whole chain ran: run -> subject (fixed effects) -> dataset
     prov = json.loads((out / "provenance.json").read_text())
-    nodes = {u["node"] for u in prov["Units"]}
+    nodes = {u["Node"] for u in prov["Units"]}
     assert len(nodes) == 3
     assert (out / "dataset_description.json").exists() and (out / "report.html").exists()

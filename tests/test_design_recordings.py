@@ -219,11 +219,11 @@ def test_run_level_uses_the_recording_and_refits_when_it_changes(tmp_path):
     assert f"bids:raw:{path.relative_to(bids).as_posix()}" in sidecar["Sources"]
 
     assert _cli(bids, out, "run", model) == 0
-    assert [u.get("reused") for u in _provenance(out)["Units"]] == [True]
+    assert [u.get("Reused") for u in _provenance(out)["Units"]] == [True]
     x[:, 1] = x[:, 1] ** 2  # sharper pulses
     _write(path, x, None)
     assert _cli(bids, out, "run", model) == 0
-    assert [u.get("reused", False) for u in _provenance(out)["Units"]] == [False]
+    assert [u.get("Reused", False) for u in _provenance(out)["Units"]] == [False]
     refit = pd.read_csv(_only(out, "*_design.tsv"), sep="\t")
     np.testing.assert_allclose(refit["cardiac"], _expected(t, x[:, 1:2])[:, 0], rtol=0, atol=1e-10)
 

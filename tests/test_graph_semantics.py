@@ -83,7 +83,7 @@ def _prov(out):
 
 
 def _units(out, node):
-    return [u for u in _prov(out)["Units"] if u["node"] == node]
+    return [u for u in _prov(out)["Units"] if u["Node"] == node]
 
 
 def _fixed_effects(maps):
@@ -150,8 +150,8 @@ def test_implicit_chain_fixed_effects_then_one_sample(tmp_path, runs_data):
         assert _sidecar(tpath)["DegreesOfFreedom"] == len(SUBJECTS) - 1
         _close(load(_map(out, "dataset", con, "p")), stats.t.sf(t, len(SUBJECTS) - 1), atol=1e-6)
     # 2 inputs (runs) per subject unit, 6 per dataset unit
-    assert sorted(u["n_inputs"] for u in _units(out, "subject")) == [2] * 12
-    assert sorted(u["n_inputs"] for u in _units(out, "dataset")) == [6, 6]
+    assert sorted(u["NInputs"] for u in _units(out, "subject")) == [2] * 12
+    assert sorted(u["NInputs"] for u in _units(out, "dataset")) == [6, 6]
     mask = load(out / "node-dataset" / f"{SPACE_PART}_contrast-a_mask.nii.gz") > 0
     np.testing.assert_array_equal(mask, BRAIN)
 
@@ -173,11 +173,11 @@ def test_edge_filters_on_an_entity_and_on_a_participants_column(tmp_path, runs_d
 
     assert {p.name.split("_contrast-")[1].split("_")[0] for p in (out / "node-onlyA").glob("*stat-t_*.nii.gz")} \
         == {"a"}
-    assert [u["n_inputs"] for u in _units(out, "onlyA")] == [6]
+    assert [u["NInputs"] for u in _units(out, "onlyA")] == [6]
     females = [s for s in SUBJECTS if SEX[s] == "F"]
     units = _units(out, "females")
-    assert sorted(u["entities"]["contrast"] for u in units) == ["a", "b"]
-    assert [u["n_inputs"] for u in units] == [len(females)] * 2
+    assert sorted(u["Entities"]["contrast"] for u in units) == ["a", "b"]
+    assert [u["NInputs"] for u in units] == [len(females)] * 2
     for con in ("a", "b"):
         effects = [_fixed_effects(_select(maps, subject=s, contrast=con))[0] for s in females]
         tpath = _map(out, "females", con, "t")
@@ -198,7 +198,7 @@ def test_edge_filter_on_a_numeric_participants_column_with_missing_values(tmp_pa
                    edges=[{"Source": "subject", "Destination": "patients", "Filter": {"patient": [1]}}])
     assert _run(data, out, model) == 0
     patients = ["01", "03", "05"]
-    assert [u["n_inputs"] for u in _units(out, "patients")] == [3]
+    assert [u["NInputs"] for u in _units(out, "patients")] == [3]
     _close(load(_map(out, "patients", "a", "t")),
            _one_sample_t([_select(maps, subject=s)[0].effect for s in patients]))
 
@@ -223,12 +223,12 @@ def test_two_parents_feed_one_dataset_node_and_each_runs_once(tmp_path):
     assert _run(data, out, model) == 0
 
     units = _prov(out)["Units"]
-    keys = [(u["node"], json.dumps(u["entities"], sort_keys=True)) for u in units]
+    keys = [(u["Node"], json.dumps(u["Entities"], sort_keys=True)) for u in units]
     assert len(keys) == len(set(keys)), "a unit was fitted twice"
     assert len(_units(out, "session")) == 6 * 2 * 2
-    assert [u["entities"]["contrast"] for u in _units(out, "subjectA")] == ["a"] * 6
-    assert [u["entities"]["contrast"] for u in _units(out, "subjectB")] == ["b"] * 6
-    assert sorted((u["entities"]["contrast"], u["n_inputs"]) for u in _units(out, "dataset")) \
+    assert [u["Entities"]["contrast"] for u in _units(out, "subjectA")] == ["a"] * 6
+    assert [u["Entities"]["contrast"] for u in _units(out, "subjectB")] == ["b"] * 6
+    assert sorted((u["Entities"]["contrast"], u["NInputs"]) for u in _units(out, "dataset")) \
         == [("a", 6), ("b", 6)]
     # the Session level writes one folder per session and combines that session's two runs
     for ses in ("1", "2"):
@@ -261,7 +261,7 @@ def test_f_contrasts_are_terminal(tmp_path, runs_data):
     meta = _sidecar(fpath)
     assert (meta["Test"], meta["NumeratorDegreesOfFreedom"], meta["DegreesOfFreedom"]) == ("F", 1, 100)
     # only the t contrasts reach the dataset node
-    assert sorted(u["entities"]["contrast"] for u in _units(out, "dataset")) == ["a", "b"]
+    assert sorted(u["Entities"]["contrast"] for u in _units(out, "dataset")) == ["a", "b"]
     assert not list((out / "node-dataset").glob("*AnyF*"))
 
 
@@ -300,12 +300,12 @@ def test_contrast_naming_rule_at_subject_and_dataset_levels(tmp_path, runs_data)
     _close(load(neg), -effect)
     assert _sidecar(neg)["Contrast"] == "b_neg"
     # both flow on and keep their names through a GroupBy [contrast] node
-    assert sorted(u["entities"]["contrast"] for u in _units(out, "dataset")) == ["a", "a_neg", "b", "b_neg"]
+    assert sorted(u["Entities"]["contrast"] for u in _units(out, "dataset")) == ["a", "a_neg", "b", "b_neg"]
     _close(load(_map(out, "dataset", "aNeg", "t")),
            -_one_sample_t([_fixed_effects(_select(maps, subject=s, contrast="a"))[0] for s in SUBJECTS]))
     # GroupBy [] with several incoming contrasts: names as written (dummies after their column)
     [unit] = _units(out, "pooled")
-    assert unit["contrasts"] == ["a", "b", "a vs b"] and unit["n_inputs"] == 12
+    assert unit["Contrasts"] == ["a", "b", "a vs b"] and unit["NInputs"] == 12
     ya = np.stack([_fixed_effects(_select(maps, subject=s, contrast="a"))[0] for s in SUBJECTS])
     yb = np.stack([_fixed_effects(_select(maps, subject=s, contrast="b"))[0] for s in SUBJECTS])
     n = len(SUBJECTS)
@@ -325,7 +325,7 @@ def test_group_by_key_absent_from_the_data_forms_one_group(tmp_path, runs_data):
     model = _model(tmp_path, [_node("subject", "Subject", ["subject", "session", "contrast"], "meta")])
     assert _run(data, out, model, "subject") == 0
     units = _units(out, "subject")
-    assert len(units) == 12 and all(u["n_inputs"] == 2 for u in units)
+    assert len(units) == 12 and all(u["NInputs"] == 2 for u in units)
     assert not list(out.rglob("ses-*"))
     _, _, t = _fixed_effects(_select(maps, subject="06", contrast="a"))
     _close(load(_map(out, "subject", "a", "t", "06")), t)
@@ -340,7 +340,7 @@ def test_subject_level_stops_before_dataset_and_labels_restrict(tmp_path, runs_d
     assert not (out / "node-dataset").exists()
     assert sorted(p.name for p in (out / "node-subject").iterdir()) == ["sub-01", "sub-03"]
     prov = _prov(out)
-    assert {u["node"] for u in prov["Units"]} == {"subject"}
+    assert {u["Node"] for u in prov["Units"]} == {"subject"}
     assert len(prov["Units"]) == 4
     assert not [p for p in prov["Inputs"] if "sub-02" in p["Path"]]
 
@@ -355,8 +355,8 @@ def test_dataset_after_subject_resumes_and_matches_a_fresh_run(tmp_path, runs_da
     assert _run(data, out, model, "dataset") == 0
 
     units = _prov(out)["Units"]
-    assert [u.get("reused", False) for u in units if u["node"] == "subject"] == [True] * 12
-    assert [u.get("reused", False) for u in units if u["node"] == "dataset"] == [False] * 2
+    assert [u.get("Reused", False) for u in units if u["Node"] == "subject"] == [True] * 12
+    assert [u.get("Reused", False) for u in units if u["Node"] == "dataset"] == [False] * 2
     assert subject_t.stat().st_mtime_ns == stamp
     fresh = tmp_path / "fresh"
     assert _run(data, fresh, model, "dataset") == 0
@@ -377,7 +377,7 @@ def test_changed_covariate_in_participants_tsv_refits(tmp_path):
     participants.assign(age=[50, 22, 31, 27, 40, 36]).to_csv(data / "participants.tsv", sep="\t", index=False)
     assert _run(data, out, model) == 0
 
-    assert [u.get("reused", False) for u in _units(out, "age")] == [False]
+    assert [u.get("Reused", False) for u in _units(out, "age")] == [False]
     X = np.column_stack([np.ones(6), [50, 22, 31, 27, 40, 36]])
     Y = np.stack([m.effect[BRAIN] for m in maps])
     fit = np.linalg.lstsq(X, Y, rcond=None)
@@ -442,10 +442,10 @@ def test_all_nan_map_is_excluded_with_a_recorded_warning(tmp_path):
     assert _run(data, out, model) == 0
     prov = _prov(out)
     [exclusion] = prov["Exclusions"]
-    assert exclusion["node"] == "dataset" and exclusion["file"].endswith(bad.path.name)
-    assert exclusion["reasons"] == ["all values are NaN"]
+    assert exclusion["Node"] == "dataset" and exclusion["File"].endswith(bad.path.name)
+    assert exclusion["Reasons"] == ["all values are NaN"]
     assert any(bad.path.name in w for w in prov["Warnings"])
-    assert sorted((u["entities"]["contrast"], u["n_inputs"]) for u in prov["Units"]) == [("a", 5), ("b", 6)]
+    assert sorted((u["Entities"]["contrast"], u["NInputs"]) for u in prov["Units"]) == [("a", 5), ("b", 6)]
     kept = [m.effect for m in _select(maps, contrast="a") if m is not bad]
     _close(load(_map(out, "dataset", "a", "t")), _one_sample_t(kept))
 

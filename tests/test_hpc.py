@@ -41,8 +41,8 @@ def test_array_tasks_then_dataset_job(tmp_path):
 
     prov = json.loads((out / "provenance.json").read_text())
     assert [c["ParticipantLabel"] for c in prov["Calls"]] == [["01"], ["02"], ["03"], None]
-    assert sorted(u["entities"]["subject"] for u in prov["Units"] if u["node"] == "subject") == SUBJECTS
-    assert [u["reused"] for u in prov["Units"] if u["node"] == "dataset"] == [False]
+    assert sorted(u["Entities"]["subject"] for u in prov["Units"] if u["Node"] == "subject") == SUBJECTS
+    assert [u["Reused"] for u in prov["Units"] if u["Node"] == "dataset"] == [False]
     assert not list(tmp_path.glob("bids-stats.*")), "the job's scratch folder is removed"
 
     bad = subprocess.run(["bash", str(SLURM / "bids-stats.sbatch")], env={**env, "SLURM_ARRAY_TASK_ID": "4"},

@@ -119,9 +119,9 @@ def test_group_levels_on_processes_and_dask_equal_serial(tmp_path, maps_data):
     for name in ("procs", "dask"):
         assert _files(outs[name]) == serial, name
         for key in ("Units", "Warnings"):
-            strip = [{k: v for k, v in u.items() if k not in ("finished", "command")} if key == "Units" else u
+            strip = [{k: v for k, v in u.items() if k not in ("Finished", "Command")} if key == "Units" else u
                      for u in _prov(outs[name])[key]]
-            assert strip == [{k: v for k, v in u.items() if k not in ("finished", "command")}
+            assert strip == [{k: v for k, v in u.items() if k not in ("Finished", "Command")}
                              if key == "Units" else u for u in _prov(outs["serial"])[key]], (name, key)
 
 
@@ -187,13 +187,13 @@ def test_two_subject_shards_then_dataset_describe_every_unit_in_provenance_and_r
     assert _cli(data, out, model, "dataset") == 0
 
     prov = _prov(out)
-    subject_units = [u for u in prov["Units"] if u["node"] == "subject"]
-    assert sorted((u["entities"]["subject"], u["entities"]["contrast"]) for u in subject_units) == \
+    subject_units = [u for u in prov["Units"] if u["Node"] == "subject"]
+    assert sorted((u["Entities"]["subject"], u["Entities"]["contrast"]) for u in subject_units) == \
         [(s, c) for s in SUBJECTS for c in ("a", "b")]
-    assert len([u for u in prov["Units"] if u["node"] == "dataset"]) == 2
+    assert len([u for u in prov["Units"] if u["Node"] == "dataset"]) == 2
     for u in subject_units:  # each unit keeps the command of the shard that fitted it
-        shard = ["01", "02", "03"] if u["entities"]["subject"] <= "03" else ["04", "05", "06"]
-        assert u["command"][-len(shard):] == shard and u["reused"] and u["finished"]
+        shard = ["01", "02", "03"] if u["Entities"]["subject"] <= "03" else ["04", "05", "06"]
+        assert u["Command"][-len(shard):] == shard and u["Reused"] and u["Finished"]
     assert [c["ParticipantLabel"] for c in prov["Calls"]] == [["01", "02", "03"], ["04", "05", "06"], None]
     assert [(c["UnitsFitted"], c["UnitsReused"]) for c in prov["Calls"]] == [(6, 0), (6, 0), (2, 12)]
     assert {p["Path"].split("/")[-1][:6] for p in prov["Inputs"]} >= {f"sub-{s}" for s in SUBJECTS}

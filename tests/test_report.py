@@ -125,7 +125,7 @@ def test_sections_contrasts_and_provenance(wager):
     assert {"summary", "warnings", "model", "node-group"} <= ids
     titles = " | ".join(h[2] for h in page.headings)
     for unit in record["Units"]:
-        for name in unit["contrasts"]:
+        for name in unit["Contrasts"]:
             assert f"{name} (" in titles, name
     assert record["Model"]["SHA256"] in text
     software = json.loads((out / "provenance.json").read_text())["Software"]
@@ -144,7 +144,7 @@ def test_warnings_and_exclusions_come_first(wager):
         position = text.find(escape(warning))
         assert 0 < position < first_figure, warning
     for exclusion in record["Exclusions"]:
-        assert escape(exclusion["file"]) in text[:first_figure]
+        assert escape(exclusion["File"]) in text[:first_figure]
 
 
 def test_negative_effects_are_flagged(wager):
@@ -175,7 +175,7 @@ def test_figures_are_embedded_pngs(wager):
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
     for src in page.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    n_maps = sum(len(u["contrasts"]) for u in record["Units"])
+    n_maps = sum(len(u["Contrasts"]) for u in record["Units"])
     alts = re.findall(r'<img alt="([^"]*)"', text)
     assert [a.split()[0] for a in alts[:3]] == ["model", "design", "regressor"]
     assert sum(a.startswith("z ") for a in alts) == n_maps
@@ -212,7 +212,7 @@ def test_peak_tables_equal_the_z_maps(wager):
 
 def test_design_diagnostics_equal_the_design(wager):
     out, record, text, page, _ = wager
-    design = pd.read_csv(out / record["Units"][0]["design"], sep="\t")
+    design = pd.read_csv(out / record["Units"][0]["Design"], sep="\t")
     X = design.to_numpy(dtype=float)
     X = X / np.linalg.norm(X, axis=0)
     s = np.linalg.svd(X, compute_uv=False)
@@ -273,7 +273,7 @@ def test_files_found_by_entities_in_any_order(wager, tmp_path, monkeypatch):
     z_path = _z_maps(copy)[0]
     # report only this contrast, and draw only maps, to keep the test quick
     contrast = _sidecar(z_path)["Contrast"]
-    record["Units"] = [{**u, "contrasts": [contrast]} for u in record["Units"]]
+    record["Units"] = [{**u, "Contrasts": [contrast]} for u in record["Units"]]
     monkeypatch.setattr(figures, "LIMITS", {"graph": 0, "design": 0, "map": 10})
     z, affine = _load(z_path)
     stem = z_path.name.replace("_stat-z_statmap.nii.gz", "")
@@ -330,15 +330,15 @@ def haxby(tmp_path_factory):
 
 def test_run_level_design_settings(haxby):
     out, record, text = haxby
-    run = next(u for u in record["Units"] if u["node"] == "run")
-    info = json.loads(open(out / run["design"].replace(".tsv", ".json")).read())
+    run = next(u for u in record["Units"] if u["Node"] == "run")
+    info = json.loads(open(out / run["Design"].replace(".tsv", ".json")).read())
     assert "Run-level model (first run:" in text
     cutoff = info["HighPass"]["CutoffHz"]
     assert f"{cutoff:g} Hz (period {1 / cutoff:.0f} s), {len(info['HighPass']['DriftColumns'])} cosine drift" in text
     assert f"{info['HRF']['Model']} on {', '.join(info['HRF']['Variables'])}" in text
     assert escape(info["NanPolicy"]["Confounds"]) in text
     assert f"{info['NVols']} volumes" in text
-    design = pd.read_csv(out / run["design"], sep="\t")
+    design = pd.read_csv(out / run["Design"], sep="\t")
     varying = [c for c in design.columns if not c.startswith("drift") and design[c].nunique() > 1]
     r = np.abs(design[varying].corr().to_numpy())
     np.fill_diagonal(r, 0)

@@ -365,9 +365,9 @@ def test_absent_condition_skips_contrasts_in_that_run_only(tmp_path):
     for contrast in ("faceVsHouse", "faceVsScrambled"):
         assert [w for w in messages if "run-02" in w and f"'{contrast}' skipped" in w]
 
-    units = {u["entities"].get("contrast"): u for u in _provenance(out)["Units"] if u["node"] == "subject"}
-    assert units["faceVsHouse"]["n_inputs"] == 2 and units["faceVsScrambled"]["n_inputs"] == 2
-    assert units["houseVsScrambled"]["n_inputs"] == 3
+    units = {u["Entities"].get("contrast"): u for u in _provenance(out)["Units"] if u["Node"] == "subject"}
+    assert units["faceVsHouse"]["NInputs"] == 2 and units["faceVsScrambled"]["NInputs"] == 2
+    assert units["houseVsScrambled"]["NInputs"] == 3
     inputs = json.loads(_only(subject_node, "*contrast-faceVsHouse_design.json").read_text())["Inputs"]
     assert sorted(p.split("_run-")[1][:2] for p in inputs) == ["01", "03"]
 
@@ -477,7 +477,7 @@ def test_fmriprep_space_desc_and_participant_selection(tmp_path, capsys, simulat
         t1w = _load(bids / "derivatives/fmriprep/sub-02/func" / f"{name}_desc-brain_mask.nii.gz") > 0
         np.testing.assert_array_equal(mask, t1w)
     assert not (out / "node-run" / "sub-01").exists()
-    assert {u["entities"]["subject"] for u in _provenance(out)["Units"]} == {"02"}
+    assert {u["Entities"]["subject"] for u in _provenance(out)["Units"]} == {"02"}
 
     out = tmp_path / "smoothed"
     assert _cli(bids, out, "run", model, "--space", "T1w", "--desc-label", "smoothed",
@@ -499,5 +499,5 @@ def test_parallel_run_fits_equal_serial_ones(tmp_path):
     assert len(maps) > 10 and maps == sorted(p.relative_to(parallel) for p in parallel.rglob("*_statmap.nii.gz"))
     for rel in maps:
         assert (serial / rel).read_bytes() == (parallel / rel).read_bytes(), rel
-    assert [u["entities"] for u in _provenance(serial)["Units"]] == [u["entities"] for u in _provenance(parallel)["Units"]]
+    assert [u["Entities"] for u in _provenance(serial)["Units"]] == [u["Entities"] for u in _provenance(parallel)["Units"]]
     assert _provenance(serial)["Warnings"] == _provenance(parallel)["Warnings"]

@@ -185,7 +185,7 @@ def test_rerun_reuses_region_units(roi_mean, tmp_path):
     bids, _, out = roi_mean
     before = _table(_only(out / "node-subject", "*contrast-faceVsHouse_roistats.tsv"))
     assert _cli(bids, out, "subject", _write_model(tmp_path, _roi_model("mean"))) == 0
-    assert all(u.get("reused") for u in _provenance(out)["Units"])
+    assert all(u.get("Reused") for u in _provenance(out)["Units"])
     pd.testing.assert_frame_equal(_table(_only(out / "node-subject", "*contrast-faceVsHouse_roistats.tsv")), before)
 
 

@@ -112,7 +112,7 @@ def test_surface_rerun_resumes(wager_covariate):
     assert main([str(data), str(out), "dataset", "--model", str(MODELS / "covariate_existing_maps.json"),
                  "--space", "fsaverage5", "--height-control", "fdr", "--two-sided"]) == 0
     units = json.loads((out / "provenance.json").read_text())["Units"]
-    assert units and all(u.get("reused") for u in units)
+    assert units and all(u.get("Reused") for u in units)
     assert t_file.stat().st_mtime_ns == before
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bids_app.derivatives.atomic import write_json
 from bids_app.derivatives.dataset import software_versions
+from bids_app.derivatives.naming import camel_keys
 from bids_app.graph.records import finished_units
 
 CALLS = Path(".bids-stats", "calls")
@@ -59,21 +60,24 @@ def folder_record(out: Path, record: dict) -> dict:
     ``Units`` lists every finished unit (``reused``: not fitted by this call);
     ``Calls`` every call (command, level, participants, times, units fitted);
     ``Inputs``, ``Warnings`` and ``Exclusions`` are the union over calls.
-    The other keys (command, settings, model, seed) are this call's.
+    The other keys (command, settings, model, seed) are this call's. Units and
+    exclusions, snake_case in the records kept for ourselves, get CamelCase
+    keys like every key of ``provenance.json`` (entity names stay).
     """
     calls = [json.loads(p.read_text()) for p in sorted((Path(out) / CALLS).glob("*.json"))]
     calls.sort(key=lambda c: c["StartTime"])
     fitted = {_key(u) for u in record["Units"] if not u.get("reused")}
     units = [{**u, "reused": _key(u) not in fitted} for u in finished_units(out)]
+    exclusions = _unique(e for call in calls for e in call["Exclusions"])
     inputs = {}
     for call in calls:
         inputs.update({i["Path"]: i["SHA256"] for i in call["Inputs"]})
     return {
         **record,
-        "Units": units,
+        "Units": camel_keys(units),
         "Inputs": [{"Path": p, "SHA256": h} for p, h in sorted(inputs.items())],
         "Warnings": list(dict.fromkeys(w for call in calls for w in call["Warnings"])),
-        "Exclusions": _unique(e for call in calls for e in call["Exclusions"]),
+        "Exclusions": camel_keys(exclusions),
         "Calls": [{"Command": c["Command"], "AnalysisLevel": c["AnalysisLevel"],
                    "ParticipantLabel": c["Settings"].get("ParticipantLabel"),
                    "StartTime": c["StartTime"], "EndTime": c["EndTime"],

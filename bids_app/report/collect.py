@@ -91,7 +91,7 @@ class UnitOutputs:
     @property
     def label(self) -> str:
         """Entities that identify the unit, e.g. ``subject-01 run-2``."""
-        return " ".join(f"{k}-{v}" for k, v in self.record["entities"].items()) or "all inputs"
+        return " ".join(f"{k}-{v}" for k, v in self.record["Entities"].items()) or "all inputs"
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,9 @@ def collect(out_dir: Path, model: StatsModel, record: dict) -> list[NodeOutputs]
     nodes = []
     listings: dict[Path, list] = {}   # runs of a subject share a folder: list and parse it once
     for node in model.topological_order():
-        units = [_unit(out_dir, node, u, listings) for u in record["Units"] if u["node"] == node.name]
+        units = [_unit(out_dir, node, u, listings) for u in record["Units"] if u["Node"] == node.name]
         if units:
-            nodes.append(NodeOutputs(node, units, [e for e in record["Exclusions"] if e["node"] == node.name]))
+            nodes.append(NodeOutputs(node, units, [e for e in record["Exclusions"] if e["Node"] == node.name]))
     return nodes
 
 
@@ -120,15 +120,15 @@ def read_software(out_dir: Path) -> dict:
 
 
 def _unit(out_dir: Path, node: Node, unit: dict, listings: dict) -> UnitOutputs:
-    design = Path(unit["design"])
+    design = Path(unit["Design"])
     design = design if design.is_absolute() else out_dir / design
-    folder = output_dir(out_dir, node.name, unit["entities"])
+    folder = output_dir(out_dir, node.name, unit["Entities"])
     if folder not in listings:
         listings[folder] = [(p, parse_entities(p)) for p in sorted(folder.iterdir())] if folder.exists() else []
     neighbours = listings[folder]
     contrasts, tables = [], []
-    for name in unit["contrasts"]:
-        entities = {**unit["entities"], "contrast": name}
+    for name in unit["Contrasts"]:
+        entities = {**unit["Entities"], "contrast": name}
         table = folder / build_name(entities, ROI_SUFFIX, ".tsv")
         if table.exists():
             tables.append(RegionTableFiles(name, table, _sidecar(table)))
@@ -145,7 +145,7 @@ def _unit(out_dir: Path, node: Node, unit: dict, listings: dict) -> UnitOutputs:
         clusters = tuple(p for p, e in mine if e.get("suffix") == "clusters" and e["extension"] == ".tsv")
         contrasts.append(ContrastFiles(name, entities, z, _sidecar(z), _derived(mine, "z"), _derived(mine, "logp"),
                                        clusters))
-    return UnitOutputs(unit, design, _sidecar(design), folder / build_name(unit["entities"], "mask", ".nii.gz"),
+    return UnitOutputs(unit, design, _sidecar(design), folder / build_name(unit["Entities"], "mask", ".nii.gz"),
                        contrasts, tables)
 
 

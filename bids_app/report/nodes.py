@@ -18,24 +18,24 @@ MAX_DESIGNS = 3
 
 def node_header(outputs: NodeOutputs) -> str:
     node, units = outputs.node, outputs.units
-    estimators = sorted({u.record.get("estimator", f"first-level ({u.design_json.get('NoiseModel', '?')})")
+    estimators = sorted({u.record.get("Estimator", f"first-level ({u.design_json.get('NoiseModel', '?')})")
                          for u in units})
-    rows = [{"unit": u.label, "inputs": u.record["n_inputs"],
-             "estimator": u.record.get("estimator", "first-level"),
-             "voxels": u.record.get("n_voxels", ""), "contrasts": ", ".join(u.record["contrasts"]),
-             "warnings": len(u.record.get("warnings", [])), "reused": bool(u.record.get("reused")),
+    rows = [{"unit": u.label, "inputs": u.record["NInputs"],
+             "estimator": u.record.get("Estimator", "first-level"),
+             "voxels": u.record.get("NVoxels", ""), "contrasts": ", ".join(u.record["Contrasts"]),
+             "warnings": len(u.record.get("Warnings", [])), "reused": bool(u.record.get("Reused")),
              # the call that fitted the unit (sharded runs: each shard's own), after BIDS_DIR OUTPUT_DIR
-             "fitted by": " ".join(map(str, u.record.get("command", [])[3:])),
-             "finished": u.record.get("finished", "")[:19].replace("T", " ")}
+             "fitted by": " ".join(map(str, u.record.get("Command", [])[3:])),
+             "finished": u.record.get("Finished", "")[:19].replace("T", " ")}
             for u in units]
     parts = [f'<h2 id="node-{esc(node.name)}">Node {esc(node.name)} ({esc(node.level)} level, '
              f"{esc(node.model.type)})</h2>",
-             f"<p>{len(units)} model(s) fitted on {sum(u.record['n_inputs'] for u in units)} input(s); "
+             f"<p>{len(units)} model(s) fitted on {sum(u.record['NInputs'] for u in units)} input(s); "
              f"GroupBy {esc(', '.join(node.group_by) or '(none)')}; estimator {esc(', '.join(estimators))}.</p>",
              table(rows, fold="units of work")]
     if outputs.exclusions:
         parts.append("<h3>Inputs excluded by quality control</h3>" + table(
-            [{"file": e["file"], "reasons": "; ".join(e["reasons"])} for e in outputs.exclusions]))
+            [{"file": e["File"], "reasons": "; ".join(e["Reasons"])} for e in outputs.exclusions]))
     return "".join(parts)
 
 
@@ -99,7 +99,7 @@ def mask_table(units: list[UnitOutputs]) -> str:
     info = units[0].design_json.get("Mask")
     if not isinstance(info, dict):
         return ""
-    voxels = [u.record["n_voxels"] for u in units if "n_voxels" in u.record]
+    voxels = [u.record["NVoxels"] for u in units if "NVoxels" in u.record]
     pairs = {"Rule": esc(info.get("Rule", "?")),
              "Voxels": esc(f"{info.get('NVoxelsMask')} in the mask of {info.get('NVoxelsBox')} in the box; "
                            f"{info.get('NVoxelsCovered')} valid in enough inputs")}

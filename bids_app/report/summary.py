@@ -25,7 +25,7 @@ def summary_section(model, record: dict, software: dict) -> str:
         duration = ""
     versions = ", ".join(f"{k} {software[k]}" for k in _SOFTWARE_SHOWN if k in software)
     others = {k: v for k, v in software.items() if k not in _SOFTWARE_SHOWN}
-    n_reused = sum(bool(u.get("reused")) for u in record["Units"])
+    n_reused = sum(bool(u.get("Reused")) for u in record["Units"])
     pairs = {
         "Command": f"<code>{esc(' '.join(map(str, record['Command'])))}</code>",
         "Started / ended": f"{esc(start)} / {esc(end)}{esc(duration)}",
@@ -74,7 +74,7 @@ def alerts_section(record: dict, nodes: list[NodeOutputs],
         parts.append(bullet_list(warnings))
     if record["Exclusions"]:
         parts.append(f"<h3>{len(record['Exclusions'])} input(s) excluded by quality control</h3>")
-        parts.append(table([{"node": e["node"], "file": e["file"], "reasons": "; ".join(e["reasons"])}
+        parts.append(table([{"node": e["Node"], "file": e["File"], "reasons": "; ".join(e["Reasons"])}
                             for e in record["Exclusions"]], fold="excluded inputs"))
     checks = _map_checks(maps) + _mask_checks(nodes) + list(design_checks)
     dropped = _dropped_columns(nodes)
