@@ -19,6 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +73,6 @@ def _fetch(name: str) -> Path | None:
 def participants(name: str):
     """A real ``participants.tsv`` (``"wager2008_emoreg"``) as a DataFrame whose
     ``subject`` column holds the ids without ``sub-``; skips when absent."""
-    import pandas as pd
-
     table = pd.read_csv(real_data(f"{name}/participants.tsv"), sep="\t",
                         dtype={"participant_id": str, "subject_id": str})
     ids = table.pop("participant_id" if "participant_id" in table else "subject_id")
@@ -82,10 +83,6 @@ def participants(name: str):
 def pain21_maps():
     """The 21 pain21 studies' effect and variance maps (float64, (21, n_voxels)) in the
     >= 10-studies coverage mask, and the participants table (study sizes)."""
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
-
     root = real_data("pain21")
     mask = np.asarray(nib.load(root / "group_mask_min10studies.nii.gz").dataobj) > 0
     table = pd.read_csv(root / "participants.tsv", sep="\t")
@@ -99,10 +96,6 @@ def pain21_maps():
 def wager_maps():
     """The 30 wager2008_emoreg effect images, their data stacked (30, x, y, z) float64,
     and the participants table in the same order."""
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
-
     root = real_data("wager2008_emoreg")
     files = sorted(root.glob("sub-*/*_stat-effect_statmap.nii.gz"))
     images = tuple(nib.load(f) for f in files)
@@ -115,24 +108,19 @@ def wager_maps():
 class Group:
     """Masked subject maps and what is needed to put them back in space."""
 
-    Y: object               # ndarray (n_subjects, n_voxels) effect maps, mask order
-    mask: object            # ndarray (x, y, z) bool
-    affine: object          # ndarray (4, 4)
-    images: tuple           # the subjects' Nifti1Images (for nilearn)
-    participants: object    # DataFrame, one row per subject
+    Y: np.ndarray | None            # (n_subjects, n_voxels) effect maps, mask order
+    mask: np.ndarray                # (x, y, z) bool
+    affine: np.ndarray              # (4, 4)
+    images: tuple                   # the subjects' Nifti1Images (for nilearn)
+    participants: pd.DataFrame | None
 
     def volume(self, values):
         """Masked values back to an (x, y, z) float64 array, 0 outside the mask."""
-        import numpy as np
-
         out = np.zeros(self.mask.shape)
         out[self.mask] = values
         return out
 
     def mask_img(self):
-        import nibabel as nib
-        import numpy as np
-
         return nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
 
 
@@ -142,7 +130,6 @@ def wager_group(wager_maps) -> Group:
     map, inside nilearn's packaged MNI152 brain mask resampled (nearest) to the data grid."""
     import warnings
 
-    import numpy as np
     from nilearn.datasets import load_mni152_brain_mask
     from nilearn.image import resample_to_img
 
@@ -159,7 +146,6 @@ def wager_group(wager_maps) -> Group:
 
 def one_sample_z(group: Group):
     """OLS one-sample t of the group mean, as z (same tail probability), masked."""
-    import numpy as np
     from scipy import stats
 
     n = group.Y.shape[0]
@@ -173,7 +159,6 @@ def simulated_z_map(seed: int = 0):
     large blobs (two positive, one negative) and three one-voxel spikes of about 4.
 
     Returns the :class:`Group` (mask, affine; no subject maps) and the (x, y, z) float64 map."""
-    import numpy as np
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)

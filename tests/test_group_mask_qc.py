@@ -122,20 +122,37 @@ def test_outside_brain_report_on_the_unmasked_wager_t_map(wager):
 
 # --- input QC ---------------------------------------------------------------------------
 
+@pytest.fixture(scope="module", params=["simulated", "pain21"])
+def qc_pain(request):
+    """Five studies' effect and variance maps: simulated in memory (an ellipsoid of values,
+    0 outside, on a 2 mm grid), and five real pain21 studies."""
+    if request.param == "pain21":
+        return request.getfixturevalue("pain")
+    rng = np.random.default_rng(11)
+    shape = (20, 24, 18)
+    grid = np.indices(shape) - (np.array(shape) - 1)[:, None, None, None] / 2
+    inside = ((grid / (np.array(shape) / 2)[:, None, None, None]) ** 2).sum(0) <= 1
+    effects = [np.where(inside, rng.normal(1.0, 1.0, shape), 0.0) for _ in range(5)]
+    variances = [np.where(inside, rng.uniform(0.5, 2.0, shape), 0.0) for _ in range(5)]
+    affine = np.array([[2.0, 0, 0, -20], [0, 2.0, 0, -40], [0, 0, 2.0, -10], [0, 0, 0, 1]])
+    return effects, variances, [f"sub-0{i}_stat-effect_statmap.nii.gz" for i in range(1, 6)], \
+        nib.Nifti1Image(effects[0], affine)
+
+
 def _qc_inputs(pain):
     effects, variances, names, img = pain
     return ([e.copy() for e in effects], [v.copy() for v in variances], list(names),
             [img.affine.copy() for _ in names], [e.shape for e in effects])
 
 
-def test_real_inputs_pass_qc(pain):
-    effects, variances, names, affines, shapes = _qc_inputs(pain)
+def test_good_inputs_pass_qc(qc_pain):
+    effects, variances, names, affines, shapes = _qc_inputs(qc_pain)
     report = qc_maps(effects, variances, names, affines, shapes)
     assert report.kept == list(range(len(names))) and report.excluded == []
 
 
-def test_all_nan_map_is_excluded_with_a_reason(pain):
-    effects, variances, names, affines, shapes = _qc_inputs(pain)
+def test_all_nan_map_is_excluded_with_a_reason(qc_pain):
+    effects, variances, names, affines, shapes = _qc_inputs(qc_pain)
     effects[2][:] = np.nan
     report = qc_maps(effects, variances, names, affines, shapes)
     assert report.kept == [0, 1, 3, 4]
@@ -143,8 +160,8 @@ def test_all_nan_map_is_excluded_with_a_reason(pain):
     assert json.loads(json.dumps(report.to_dict()))["excluded"][0]["name"] == names[2]
 
 
-def test_every_kind_of_bad_file_is_flagged(pain):
-    effects, variances, names, affines, shapes = _qc_inputs(pain)
+def test_every_kind_of_bad_file_is_flagged(qc_pain):
+    effects, variances, names, affines, shapes = _qc_inputs(qc_pain)
     effects[0][:] = 0.0
     effects[1] = np.where(effects[1] != 0, 2.5, 0.0)
     inside = np.flatnonzero(np.isfinite(effects[2]) & (effects[2] != 0))
@@ -152,8 +169,9 @@ def test_every_kind_of_bad_file_is_flagged(pain):
     variances[2].reshape(-1)[inside[7:10]] = np.nan
     variances[2].reshape(-1)[np.flatnonzero(effects[2] == 0)[:50]] = -1.0  # outside: ignored
     affines[3][0, 3] += 2.0
-    shapes[4] = (91, 109, 90)
-    good = _qc_inputs(pain)
+    shape = shapes[4]
+    shapes[4] = (*shape[:2], shape[2] - 1)
+    good = _qc_inputs(qc_pain)
     report = qc_maps(effects + good[0][:2], variances + good[1][:2], names + ["a", "b"],
                      affines + good[3][:2], shapes + good[4][:2])
     reasons = {e["index"]: e["reasons"] for e in report.excluded}
@@ -164,12 +182,12 @@ def test_every_kind_of_bad_file_is_flagged(pain):
         2: [f"variance has 3 NaN/inf and 7 zero or negative values in {inside.size} voxels "
             "where the effect is defined"],
         3: ["affine differs from that of most inputs (max difference 2 mm)"],
-        4: ["shape (91, 109, 90) differs from (91, 109, 91) of most inputs"],
+        4: [f"shape {shapes[4]} differs from {shape} of most inputs"],
     }
 
 
-def test_fail_policy_lists_every_bad_file(pain):
-    effects, variances, names, affines, shapes = _qc_inputs(pain)
+def test_fail_policy_lists_every_bad_file(qc_pain):
+    effects, variances, names, affines, shapes = _qc_inputs(qc_pain)
     effects[1][:] = np.nan
     effects[3][:] = 0.0
     with pytest.raises(InputDataError) as err:

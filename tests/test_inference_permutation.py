@@ -375,34 +375,67 @@ EXHAUSTIVE = {
 }
 
 
+def _max_cluster_size(stat, threshold, two_sided):
+    """Largest run of supra-threshold values along a line of units (both signs if two-sided)."""
+    sizes = [np.bincount(ndimage.label(sign * stat > threshold)[0])[1:].max(initial=0)
+             for sign in ((1, -1) if two_sided else (1,))]
+    return max(sizes)
+
+
 @pytest.mark.parametrize("name", list(EXHAUSTIVE))
-def test_max_t_fwe_equals_exhaustive_enumeration(name):
-    """A tiny problem (7 samples, 6 voxels) whose every resampling can be listed: the exact
-    FWE p of each voxel is the fraction of resamplings whose maximum statistic reaches the
-    observed one. The only nuisance is the intercept, so Freedman-Lane resamples the data
-    rows themselves; our Monte-Carlo p must agree within its sampling error."""
+def test_fwe_equals_exhaustive_enumeration(name):
+    """A tiny problem (7 samples, 6 voxels in a line) whose every resampling can be listed: the
+    exact FWE p of a voxel (max-t) or of its cluster (max cluster size, z > 1 forming) is the
+    fraction of resamplings whose maximum reaches the observed value. The only nuisance is the
+    intercept, so Freedman-Lane resamples the data rows themselves; our Monte-Carlo p must agree
+    within its sampling error."""
     X, contrast, resamplings = EXHAUSTIVE[name]
     rng = np.random.default_rng(12)
     Y = rng.standard_normal((7, 6)) + np.array([0.0, 0.3, 0.6, 0.9, 1.2, 1.5]) * X[:, [-1]]
     two_sided = np.ndim(contrast) == 1
+    rank = np.atleast_2d(contrast).shape[0]
+    dof = 7 - X.shape[1]
+    forming = stats.t.isf(stats.norm.sf(1.0), dof) if two_sided else stats.f.isf(stats.norm.sf(1.0), rank, dof)
     observed = _t_and_f(Y, X, contrast)
-    maxima = np.array([np.abs(_t_and_f(s[:, None] * Y if kind == "flip" else Y[s], X, contrast)).max()
-                       for kind, s in resamplings])
+    # every resampled data set side by side as columns: one fit for all
+    resampled = _t_and_f(np.hstack([s[:, None] * Y if kind == "flip" else Y[s] for kind, s in resamplings]),
+                         X, contrast).reshape(len(resamplings), 6)
+    maxima = np.abs(resampled).max(1)
     exact_p = (maxima[None, :] >= np.abs(observed)[:, None] - 1e-9).mean(1)
     assert 0 < exact_p.min() < 0.2 and exact_p.max() > 0.5  # a range of p, not all 1
+    max_sizes = np.array([_max_cluster_size(t, forming, two_sided) for t in resampled])
 
-    n_perm = 3000
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 2^7 < n_perm: draws repeat, as warned
-        result = permutation_test(Y, X, contrast, n_perm=n_perm, seed=4, two_sided=two_sided)
+    def run(n_perm, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 2^7 < n_perm: draws repeat, as warned
+            return permutation_test(Y, X, contrast, np.ones((1, 6, 1), bool), n_perm=n_perm, seed=4,
+                                    two_sided=two_sided, **kwargs)
+
+    def assert_within_sampling_error(logp, exact, n_perm):
+        p = 10.0 ** -logp
+        bound = 4 * np.sqrt(exact * (1 - exact) / n_perm) + 2 / n_perm
+        assert np.all(np.abs(p - exact) <= bound), (p, exact)
+
+    result = run(2000)
     np.testing.assert_allclose(result.t, observed, rtol=1e-9)
     assert result.info["n_possible"] == len(resamplings)
     # every null maximum is the maximum of one of the listed resamplings (float32 products)
     distance = np.abs(result.null["max_t"][:, None] - maxima[None, :]).min(1)
     assert (distance <= 1e-4 * maxima.max()).all()
-    p = 10.0 ** -result.logp_max_t
-    bound = 4 * np.sqrt(exact_p * (1 - exact_p) / n_perm) + 2 / n_perm
-    assert np.all(np.abs(p - exact_p) <= bound), (p, exact_p)
+    assert_within_sampling_error(result.logp_max_t, exact_p, 2000)
+
+    result = run(600, cluster_threshold=1.0)  # labelling every draw: fewer draws
+    assert set(result.null["max_size"]) <= set(max_sizes)
+    # cluster level: each voxel's cluster size, and its exact p (0 outside clusters)
+    labels = [ndimage.label(sign * observed > forming)[0] for sign in ((1, -1) if two_sided else (1,))]
+    size = sum(np.bincount(label)[label] * (label > 0) for label in labels)
+    np.testing.assert_array_equal(result.cluster_size, size)
+    in_cluster = size > 0
+    assert in_cluster.sum() >= 2
+    exact_size_p = (max_sizes[None, :] >= size[in_cluster, None]).mean(1)
+    assert exact_size_p.min() < 0.5  # the largest cluster is not one every resampling has
+    assert_within_sampling_error(result.logp_max_size[in_cluster], exact_size_p, 600)
+    assert (result.logp_max_size[~in_cluster] == 0).all()
 
 
 def test_tfce_caps_extreme_statistics_instead_of_failing(monkeypatch):
