@@ -52,7 +52,8 @@ def app_parser() -> argparse.ArgumentParser:
     p.add_argument("--desc-label", help="desc- label of the preprocessed BOLD to use (default: preproc)")
     p.add_argument("--work-dir", type=Path, help="scratch folder for temporary files (default: the system's)")
     p.add_argument("--n-procs", type=_int_at_least(1), default=1,
-                   help="local worker processes for independent units (runs, GroupBy groups)")
+                   help="local worker processes for independent units (runs, GroupBy groups) and for the "
+                        "permutations of a group")
     p.add_argument("--dask-scheduler", metavar="ADDRESS",
                    help="run units on Dask distributed instead: a scheduler address (tcp://host:8786), or local:N "
                         "for a LocalCluster of N worker processes (needs the [dask] extra; see docs/hpc.md)")

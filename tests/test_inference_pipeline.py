@@ -1,5 +1,6 @@
 """Inference through the CLI: thresholded maps, cluster tables, permutation maps, settings precedence."""
 import json
+from contextlib import contextmanager
 
 import nibabel as nb
 import numpy as np
@@ -79,7 +80,19 @@ def test_model_inference_settings_win_over_cli(tmp_path):
     assert meta["ZThreshold"] == pytest.approx(norm.isf(0.05 / mask.sum()), rel=1e-9)
 
 
-def test_permutation_maps_identical_for_any_n_procs(tmp_path):
+def test_permutation_maps_identical_for_any_n_procs(tmp_path, monkeypatch):
+    import bids_app.graph.inference_step as inference_step
+
+    maps_used = []
+
+    @contextmanager
+    def recorded(n_procs):
+        with block_map(n_procs) as map_blocks:
+            maps_used.append(map_blocks)
+            yield map_blocks
+
+    block_map = inference_step.block_map
+    monkeypatch.setattr(inference_step, "block_map", recorded)
     data = real_data("wager2008_emoreg")
     written = {}
     for n_procs in (1, 2):
@@ -89,3 +102,5 @@ def test_permutation_maps_identical_for_any_n_procs(tmp_path):
         written[n_procs] = {p.name: p.read_bytes() for p in (out / "node-group").glob("*_stat-logp_*")}
     assert len(written[1]) >= 6  # maxT, cluster size and mass of both contrasts (maps and sidecars)
     assert written[1] == written[2]
+    # one group per contrast, run in this process: --n-procs 2 put its permutation blocks on a process pool
+    assert len(maps_used) == 4 and maps_used[:2] == [map, map] and map not in maps_used[2:]

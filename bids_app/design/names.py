@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from bids.modeling import transformations as pbt
-from bids.variables import BIDSRunVariableCollection, SparseRunVariable
 
 from bids_app.design.columns import is_glob
 from bids_app.errors import DesignError
 from bids_app.spec.model import Node
+
+if TYPE_CHECKING:  # pybids (~1 s to import) only for run-level designs, which import it anyway
+    from bids.variables import BIDSRunVariableCollection, SparseRunVariable
 
 
 def level_label(value) -> str:
@@ -80,6 +82,8 @@ def _run_levels(var: SparseRunVariable) -> list[str]:
 
 def _categorical_run(collection: BIDSRunVariableCollection) -> dict[str, SparseRunVariable]:
     """Event variables that can be split into levels (not the amplitude-only numeric ones)."""
+    from bids.variables import SparseRunVariable
+
     out = {}
     for name, var in collection.variables.items():
         if isinstance(var, SparseRunVariable):
@@ -91,6 +95,9 @@ def _categorical_run(collection: BIDSRunVariableCollection) -> dict[str, SparseR
 
 def _factor_run(collection: BIDSRunVariableCollection, column: str) -> list[str]:
     """Add ``column.<level>`` indicators made by pybids' Factor; keep ``column``."""
+    from bids.modeling import transformations as pbt
+    from bids.variables import BIDSRunVariableCollection
+
     work = BIDSRunVariableCollection([collection.variables[column].clone()])
     pbt.Factor(work, column)
     made = []

@@ -163,6 +163,8 @@ class GroupPlan(UnitPlan):
     blocks : ndarray of int, (n_inputs,), or None
         Exchangeability block of each input, for permutations.
     seed : int
+    n_procs : int
+        Processes for the permutations (``--n-procs``).
     """
 
     inputs: list = field(default_factory=list)
@@ -171,6 +173,7 @@ class GroupPlan(UnitPlan):
     inference: dict | None = None
     blocks: np.ndarray | None = None
     seed: int = 0
+    n_procs: int = 1
 
 
 def plan_group(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> GroupPlan | list[StatMap]:
@@ -217,7 +220,7 @@ def plan_group(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> Gr
                "Diagnostics": diagnostics.to_dict(), **space.sidecar, "QC": inputs.qc.to_dict()}
     return GroupPlan(node, entities, record, fp, space, X, contrasts, estimator, est_name, sidecar,
                      [*warnings, *notes], inputs=maps, fwhm=fwhm, diagnostics=diagnostics, inference=inference,
-                     blocks=blocks, seed=ctx.settings.seed)
+                     blocks=blocks, seed=ctx.settings.seed, n_procs=ctx.settings.n_procs)
 
 
 def _fingerprint(ctx: Context, node: Node, maps: list[StatMap], inference) -> str:
@@ -268,7 +271,7 @@ def fit_group(plan: GroupPlan, data: UnitData) -> UnitResult:
             warnings += out.thresholded.warnings
             if applied["NPerm"]:
                 out.permuted = permute_contrast(ents, data.Y, X, c.weights, plan.space, applied, plan.seed,
-                                                plan.blocks)
+                                                plan.blocks, plan.n_procs)
                 warnings += out.permuted.warnings
         fitted.append(out)
     return UnitResult(fit.model_maps() if plan.space.map_inference else {}, fitted, warnings)

@@ -29,6 +29,7 @@ from bids_app.inference.clusters import cluster_table, mesh_cluster_table
 from bids_app.inference.connectivity import VoxelGraph, subgraph
 from bids_app.inference.outside_brain import outside_brain_report
 from bids_app.inference.permutation import permutation_test
+from bids_app.graph.parallel import block_map
 from bids_app.inference.thresholds import threshold_map
 from bids_app.io.atlases import load_atlas
 from bids_app.io.images import template_brain_mask
@@ -266,9 +267,13 @@ def write_thresholded(out: Path, node: Node, entities: dict, thresholded: Thresh
 
 
 def permute_contrast(entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.ndarray, space, settings: dict,
-                     seed: int, blocks) -> Permuted:
+                     seed: int, blocks, n_procs: int = 1) -> Permuted:
     """FWE-corrected permutation inference (maxT or maxF, cluster size/mass, TFCE) for one t or F contrast
     (``weights`` 1-D for t, 2-D for F) of ``Y`` (n_inputs, n_units) on design ``X`` (n_inputs, n_columns).
+
+    ``n_procs`` > 1 spreads the blocks of resamplings over that many
+    processes (:func:`~bids_app.graph.parallel.block_map`); the maps are the
+    same for any ``n_procs``.
 
     On surface data clusters and TFCE use the mesh graph of the space's
     geometry restricted to the fitted units; without a mesh only maxT is
@@ -287,12 +292,13 @@ def permute_contrast(entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.n
         else:
             graph = subgraph(space.geometry.graph, mask)
     # the engine warns when n_perm reaches the distinct resamplings: that belongs in the outputs too
-    with python_warnings.catch_warnings(record=True) as caught:
+    with python_warnings.catch_warnings(record=True) as caught, block_map(n_procs) as map_blocks:
         python_warnings.simplefilter("always")
         result = permutation_test(Y, X, weights, None if is_surface(grid) else mask, n_perm=int(settings["NPerm"]),
                                   seed=seed, two_sided=bool(settings["TwoSided"]), blocks=blocks,
                                   within_block=bool(settings["WithinBlock"]),
-                                  cluster_threshold=cluster_threshold, tfce=tfce, graph=graph)
+                                  cluster_threshold=cluster_threshold, tfce=tfce, graph=graph,
+                                  map_blocks=map_blocks)
     engine_notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     warnings += [f"{build_name(entities, 'statmap', '')}: {n}" for n in engine_notes]
     if engine_notes:

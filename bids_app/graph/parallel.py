@@ -19,11 +19,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import multiprocessing
 import os
 import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 
 from bids_app.errors import UsageError
 
@@ -145,6 +147,29 @@ def _collect(index_of: dict, completed, on_done, n: int) -> list:
     if error is not None:
         raise error
     return results
+
+
+@contextmanager
+def block_map(n_procs: int):
+    """A ``map`` over the independent blocks of one computation (permutations): builtin ``map``, or ``n_procs`` processes.
+
+    Inside a unit worker (``--n-procs`` or Dask spread the units over
+    processes) the blocks stay in that process: the unit workers already fill
+    the cores, and pools inside pools would oversubscribe them. Block workers
+    use one BLAS thread each, for the same reason.
+    """
+    if n_procs <= 1 or multiprocessing.parent_process() is not None:
+        yield map
+        return
+    with ProcessPoolExecutor(max_workers=n_procs, initializer=_block_worker, initargs=(os.getpid(),)) as pool:
+        yield pool.map
+
+
+def _block_worker(parent: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    die_with_parent(parent)
 
 
 def die_with_parent(parent: int) -> None:

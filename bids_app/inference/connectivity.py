@@ -286,6 +286,56 @@ class ClusterLabeller:
             return label, np.zeros(0, dtype=np.int64), np.zeros(0)
         return label, np.concatenate(sizes), np.concatenate(masses)
 
+    def max_measures(self, maps, units, stat, threshold, two_sided, n_maps):
+        """Largest cluster size and mass of each of ``n_maps`` maps, from their candidate units.
+
+        The numbers :meth:`clusters` gives map by map (``sizes.max(initial=0)``,
+        ``masses.max(initial=0.0)``; tested equal), from one connected-components
+        call for all maps: a permutation null needs no labels, and only a few
+        units of each map pass the threshold.
+
+        Parameters
+        ----------
+        maps, units : ndarray of int, (k,)
+            Map and unit of each candidate, sorted by map then unit (the order
+            of ``np.nonzero`` on a (maps, units) array); every unit with
+            ``stat > threshold`` (or ``< -threshold`` if two-sided) is among them.
+        stat : ndarray, (k,)
+            The statistic at the candidates.
+        threshold : float
+        two_sided : bool
+        n_maps : int
+
+        Returns
+        -------
+        max_size : ndarray, int64, (n_maps,)
+        max_mass : ndarray, float64, (n_maps,)
+            0 for a map without clusters.
+        """
+        stat = np.asarray(stat, dtype=np.float64)
+        max_size, max_mass = np.zeros(n_maps, dtype=np.int64), np.zeros(n_maps)
+        n_units = self._position.size - 1
+        for sign in ((1, -1) if two_sided else (1,)):
+            supra = sign * stat > threshold
+            if not supra.any():
+                continue
+            owner, unit = np.asarray(maps)[supra].astype(np.int64), np.asarray(units)[supra].astype(np.int64)
+            key = owner * n_units + unit                        # sorted: maps, then units
+            neighbours = self._neighbours[unit]
+            neighbour_key = owner[:, None] * n_units + neighbours
+            at = np.minimum(np.searchsorted(key, neighbour_key), key.size - 1)
+            rows, cols = np.nonzero((neighbours >= 0) & (key[at] == neighbour_key))
+            graph = sparse.coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, at[rows, cols])),
+                                      shape=(key.size, key.size))
+            n_found, component = connected_components(graph, directed=False)
+            sizes = np.bincount(component, minlength=n_found)
+            masses = np.bincount(component, weights=sign * stat[supra] - threshold, minlength=n_found)
+            of_map = np.empty(n_found, dtype=np.int64)
+            of_map[component] = owner
+            np.maximum.at(max_size, of_map, sizes)
+            np.maximum.at(max_mass, of_map, masses)
+        return max_size, max_mass
+
     def _components(self, supra):
         """Connected components (0-based, by first voxel) of the voxels ``supra`` (sorted indices)."""
         self._position[supra] = np.arange(supra.size)

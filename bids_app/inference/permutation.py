@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,12 @@ from bids_app.inference.connectivity import ClusterLabeller, voxel_graph
 BATCH_BYTES = 2**28
 #: Voxels per block when only the maximum statistic is needed (cache-sized).
 VOXEL_BLOCK = 8192
+#: Relative margin of the cheap test that picks the units whose statistic is formed (float32 errors are ~1e-6).
+_CANDIDATE_MARGIN = 1e-3
+#: Elements of the (maps, units) arrays handled per pass when only a few units are kept (cache-sized).
+_CACHE_ELEMENTS = 2**20
+#: Blocks of resamplings handed to ``map_blocks``: several per worker, so a slow worker does not hold up the rest.
+N_BLOCKS = 8
 
 
 @dataclass
@@ -104,7 +111,7 @@ class PermutationResult:
 
 def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_sided=True,
                      blocks=None, within_block=True, cluster_threshold=None, tfce=False,
-                     tfce_dh=_tfce.DH, batch_size=None, graph=None) -> PermutationResult:
+                     tfce_dh=_tfce.DH, batch_size=None, graph=None, map_blocks: Callable = map) -> PermutationResult:
     """FWE-corrected permutation test of one t or F contrast.
 
     Parameters
@@ -146,6 +153,12 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         Neighbours among ``Y``'s columns for clusters and TFCE, in any space
         (mesh edges of surface vertices: :mod:`bids_app.inference.connectivity`);
         default: face neighbours of ``mask``.
+    map_blocks : callable, optional
+        ``map``-like ``(function, iterable) -> results in input order`` over
+        blocks of resamplings: the builtin ``map`` (serial) or a process
+        pool's ``map`` (several cores); the function and blocks pickle. All
+        resamplings are drawn here from one generator and blocks are whole
+        batches, so results are identical for any ``map_blocks``.
 
     Returns
     -------
@@ -185,30 +198,11 @@ def permutation_test(Y, X, contrast, mask=None, *, n_perm=5000, seed=0, two_side
         graph = voxel_graph(mask)
     labeller = ClusterLabeller(graph) if t_cluster is not None else None
 
-    null = {"max_t": np.empty(n_perm)}
-    if labeller is not None:
-        null["max_size"], null["max_mass"] = np.empty(n_perm), np.empty(n_perm)
-    if tfce:
-        null["max_tfce"] = np.empty(n_perm)
-
-    unit32 = unit.astype(np.float32)
+    task = _NullMaxima(basis=basis, unit32=unit.astype(np.float32), statistic=statistic, batch_size=batch_size,
+                       graph=graph, labeller=labeller, t_cluster=t_cluster, tfce=tfce, tfce_dh=tfce_dh)
     del unit
-    for start in range(0, n_perm, batch_size):
-        batch = slice(start, min(start + batch_size, n_perm))
-        rows = _resampled_rows(basis, None if perms is None else perms[batch], None if signs is None else signs[batch])
-        if labeller is None and not tfce:
-            null["max_t"][batch] = _blockwise_max(rows, unit32, statistic)
-            continue
-        a, b_squared = _projections(rows, unit32, statistic)
-        null["max_t"][batch] = statistic.maxima(a, b_squared)
-        t_perm = statistic.maps(a, b_squared)
-        if labeller is not None:
-            for i, t_map in enumerate(t_perm, start=batch.start):
-                _, sizes, masses = labeller.clusters(t_map, t_cluster, statistic.two_sided)
-                null["max_size"][i] = sizes.max(initial=0)
-                null["max_mass"][i] = masses.max(initial=0.0)
-        if tfce:
-            null["max_tfce"][batch] = _tfce.max_tfce(t_perm, graph, two_sided=statistic.two_sided, dh=tfce_dh)
+    parts = list(map_blocks(task, _blocks_of_batches(perms, signs, n_perm, batch_size)))
+    null = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     result = PermutationResult(
         t=t_obs,
@@ -302,6 +296,60 @@ def draw_resamplings(n_samples, n_perm, rng, *, sign_flip, blocks=None, within_b
     return perm
 
 
+def _blocks_of_batches(perms, signs, n_perm, batch_size) -> list[tuple]:
+    """``(perms, signs)`` of at most :data:`N_BLOCKS` consecutive blocks of whole batches, of near-equal sizes."""
+    starts = np.arange(0, n_perm, batch_size)
+    bounds = [int(part[0]) for part in np.array_split(starts, min(N_BLOCKS, starts.size))] + [n_perm]
+    return [(None if perms is None else perms[lo:hi], None if signs is None else signs[lo:hi])
+            for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass
+class _NullMaxima:
+    """Null maxima of a block of resamplings ``(perms, signs)``: a picklable function for ``map_blocks``.
+
+    Batches of :attr:`batch_size` resamplings start at the block's start and
+    blocks are whole batches, so every batch is the same whichever worker runs it.
+    """
+
+    basis: np.ndarray          # (n, rank + rank Z): tested space, then nuisance basis
+    unit32: np.ndarray         # (n, v) float32 unit-norm residualised data
+    statistic: "_Statistic"
+    batch_size: int
+    graph: object              # VoxelGraph for clusters and TFCE, else None
+    labeller: object           # ClusterLabeller with a cluster-forming threshold, else None
+    t_cluster: float | None
+    tfce: bool
+    tfce_dh: float
+
+    def __call__(self, block) -> dict:
+        perms, signs = block
+        n = len(perms if perms is not None else signs)
+        statistic = self.statistic
+        null = {"max_t": np.empty(n)}
+        if self.labeller is not None:
+            null["max_size"], null["max_mass"] = np.empty(n), np.empty(n)
+        if self.tfce:
+            null["max_tfce"] = np.empty(n)
+        for start in range(0, n, self.batch_size):
+            batch = slice(start, min(start + self.batch_size, n))
+            rows = _resampled_rows(self.basis, None if perms is None else perms[batch],
+                                   None if signs is None else signs[batch])
+            if self.tfce:   # TFCE needs the whole statistic maps
+                a, b_squared = _projections(rows, self.unit32, statistic)
+                null["max_t"][batch] = statistic.maxima(a, b_squared)
+                null["max_tfce"][batch] = _tfce.max_tfce(statistic.maps(a, b_squared), self.graph,
+                                                         two_sided=statistic.two_sided, dh=self.tfce_dh)
+                supra = statistic.supra(a, b_squared, self.t_cluster) if self.labeller is not None else None
+            else:
+                null["max_t"][batch], supra = _blockwise(rows, self.unit32, statistic,
+                                                         None if self.labeller is None else self.t_cluster)
+            if supra is not None:
+                null["max_size"][batch], null["max_mass"][batch] = self.labeller.max_measures(
+                    *supra, self.t_cluster, statistic.two_sided, rows.shape[0])
+        return null
+
+
 @dataclass(frozen=True)
 class _Design:
     """Orthonormal split of the design into tested space and nuisance."""
@@ -371,18 +419,62 @@ class _Statistic:
             return _t_from_projections(a, b_squared, np.asarray(self.dof, dtype=a.dtype))
         return _f_from_projections(a, b_squared, self.dof, self.rank)
 
+    def supra(self, a, b_squared, threshold):
+        """The statistic where it may pass ``threshold`` (t: either sign if two-sided): ``maps, units, values``.
+
+        ``maps, units`` index ``a`` in ``np.nonzero`` order; every unit over the
+        threshold is among them. The statistic is formed only there: ``t^2 > thr^2``
+        iff ``a^2 (dof + thr^2) + thr^2 |b|^2 > thr^2``, and ``F > thr`` iff
+        ``|a|^2 (dof / rank + thr) + thr |b|^2 > thr``, tested with a margin far
+        above float32 rounding, a few maps at a time so that the passes stay in cache.
+        """
+        if self.test == "t":
+            gain, level = self.dof + threshold ** 2, threshold ** 2
+        else:
+            gain, level = self.dof / self.rank + threshold, threshold
+        scalar = np.isscalar(b_squared)
+        step = max(1, _CACHE_ELEMENTS // a.shape[1])
+        maps, units, values = [], [], []
+        # without nuisance the statistic grows with a (t, one-sided), |a| or |a|^2: one pass
+        bound = (level / gain if self.test == "F" else np.sqrt(level / gain)) * (1 - _CANDIDATE_MARGIN)
+        for first in range(0, a.shape[0], step):
+            rows = slice(first, first + step)
+            if scalar and not (self.test == "t" and self.two_sided):
+                passing = a[rows] > bound
+            elif scalar:
+                passing = np.abs(a[rows]) > bound
+            else:
+                q = np.multiply(a[rows], a[rows]) if self.test == "t" else a[rows].copy()
+                q *= gain
+                q += level * b_squared[rows]
+                passing = q > level * (1 - _CANDIDATE_MARGIN)
+                if self.test == "t" and not self.two_sided:
+                    passing &= a[rows] > 0
+            i, j = np.divmod(np.flatnonzero(passing), a.shape[1])   # np.nonzero of 2-D arrays is 10x slower
+            i += first
+            maps.append(i)
+            units.append(j)
+            values.append(self.maps(a[i, j], b_squared if scalar else b_squared[i, j]))
+        return np.concatenate(maps), np.concatenate(units), np.concatenate(values)
+
     def maxima(self, a, b_squared):
         if self.test == "t":
             return _max_t(a, b_squared, self.dof, self.two_sided)
         return _max_f(a, b_squared, self.dof, self.rank)
 
     def threshold(self, z):
-        """The statistic with the upper-tail probability of ``z``."""
-        from scipy import stats  # ~0.5 s to import: only cluster-forming thresholds need it
+        """The statistic with the upper-tail probability of ``z``.
 
+        scipy.stats' ``t.isf(norm.sf(z), dof)`` and ``f.isf(norm.sf(z), rank, dof)``,
+        written with the special functions they evaluate (tested equal): importing
+        scipy.stats costs ~0.5 s of every permutation run.
+        """
+        from scipy import special
+
+        tail = special.ndtr(-z)
         if self.test == "t":
-            return float(stats.t.isf(stats.norm.sf(z), self.dof))
-        return float(stats.f.isf(stats.norm.sf(z), self.rank, self.dof))
+            return float(-special.stdtrit(self.dof, tail))
+        return float(special.fdtri(self.rank, self.dof, 1.0 - tail))
 
 
 def _unit_residuals(Y, nuisance):
@@ -452,21 +544,38 @@ def _projections(rows, unit32, statistic):
     return a, b_squared
 
 
-def _blockwise_max(rows, unit32, statistic):
-    """Per-map maxima of a batch (:meth:`_Statistic.maxima`), over blocks of :data:`VOXEL_BLOCK` voxels.
+def _blockwise(rows, unit32, statistic, threshold=None):
+    """Per-map maxima of a batch (:meth:`_Statistic.maxima`) and, given a ``threshold``, its
+    :meth:`_Statistic.supra` units, over blocks of :data:`VOXEL_BLOCK` voxels.
 
-    The elementwise passes of :func:`_max_t` are memory-bound on whole
-    (batch, voxels) arrays; on blocks their temporaries stay in cache, which
-    halved the CPU time of 1000 Freedman-Lane resamplings of 196k voxels.
+    The elementwise passes are memory-bound on whole (batch, voxels) arrays;
+    on blocks their temporaries stay in cache, which halved the CPU time of
+    1000 Freedman-Lane resamplings of 196k voxels. Each block's product is
+    the same columns of the whole product (BLAS sums over the samples), so
+    results do not depend on the blocks.
+
+    Returns
+    -------
+    best : ndarray, (n_maps,)
+    supra : tuple of (maps, units, values) or None
+        Sorted by map, then unit.
     """
     best = np.full(rows.shape[0], -np.inf)
+    found = []
     # one BLAS thread: on block-sized products, threads cost more in
     # synchronisation than they save (2-core machine, loaded or not)
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, unit32.shape[1], VOXEL_BLOCK):
             a, b_squared = _projections(rows, unit32[:, start:start + VOXEL_BLOCK], statistic)
             np.maximum(best, statistic.maxima(a, b_squared), out=best)
-    return best
+            if threshold is not None:
+                maps, units, values = statistic.supra(a, b_squared, threshold)
+                found.append((maps, units + start, values))
+    if threshold is None:
+        return best, None
+    maps, units, values = (np.concatenate(parts) for parts in zip(*found))
+    order = np.argsort(maps * unit32.shape[1] + units, kind="stable")
+    return best, (maps[order], units[order], values[order])
 
 
 def _max_t(a, b_squared, dof, two_sided):
