@@ -486,6 +486,22 @@ def test_failing_run_removes_only_its_own_files_from_an_existing_folder(tmp_path
     assert not (out / "node-subject" / "sub-02").exists()  # the unfinished one is gone
 
 
+def test_a_bad_group_stops_its_node_before_any_group_writes(tmp_path, capsys):
+    """Every group of a node is planned (read, QC'd, designed) before the first writes: sub-03's maps
+    are all n/a, so nothing of sub-01 or sub-02 (planned before it) is written either."""
+    data, model = _maps(tmp_path), _subject_model(tmp_path)
+    bad = sorted(data.rglob("sub-03_*stat-effect_statmap.nii.gz"))
+    assert len(bad) == 2
+    for path in bad:
+        img = nb.load(path)
+        nb.save(nb.Nifti1Image(np.full(img.shape, np.nan, dtype=np.float32), img.affine), path)
+    out = tmp_path / "out"
+    assert _cli(data, out, "subject", "--model", model) != 0
+    assert "sub-03_task-sim_run-2_space-MNI152NLin2009cAsym_contrast-a_stat-effect_statmap.nii.gz: all values are NaN" \
+        in capsys.readouterr().err
+    assert not list(out.rglob("*_statmap.nii.gz")) and not list(out.rglob("*_unit.json"))
+
+
 # ---------------------------------------------------------------- BOLD data, read in full while planning
 
 def _prov(out):

@@ -31,7 +31,7 @@ from bids_app.graph.plan import plan_graph
 from bids_app.graph.progress import Progress
 from bids_app.graph.runs import (check_variants, collect_runs, exclude_bad_voxels, note_missing_columns, plan_run,
                                  prepare_design)
-from bids_app.graph.units import StatMap, UnitPlan
+from bids_app.graph.units import CheckedRun, StatMap, UnitPlan
 from bids_app.levels import LEVEL_RANK
 from bids_app.io.entities import parse_entities
 from bids_app.io.index import FileIndex, read_json
@@ -150,12 +150,12 @@ def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
             runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
             designs, late = zip(*[prepare_design(run, node, ctx.settings) for run in runs])
             missing = note_missing_columns(runs, designs, ctx.settings.missing_confounds)
-            masks = run_masks(runs)
-            checks = exclude_bad_voxels(runs, masks, ctx.settings.qc_policy)
+            masks, checks = exclude_bad_voxels(runs, run_masks(runs), ctx.settings.qc_policy)
             ctx.log.exclusions += [{**c.exclusion, "node": node.name} for c in checks if c.exclusion]
             checks = [replace(found, warnings=[*a, *b, *found.warnings]) for a, b, found in zip(late, missing, checks)]
             regions = roi.plan_regions(runs, masks)
-            planned[node.name] = [(run, designs[i], masks[i], regions[i], checks[i]) for i, run in enumerate(runs)]
+            planned[node.name] = [CheckedRun(run, designs[i], masks[i], regions[i], checks[i])
+                                  for i, run in enumerate(runs)]
     roi.check_region_nodes(ctx.model, nodes, ctx.settings)
     for note in scope_notes(nodes, ctx.settings.inference):
         ctx.log.warn(note)
@@ -206,10 +206,10 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
     return outputs
 
 
-def _run_node(ctx: Context, backend, progress: Progress, node: Node, planned: list[tuple]) -> list[StatMap]:
+def _run_node(ctx: Context, backend, progress: Progress, node: Node, planned: list[CheckedRun]) -> list[StatMap]:
     """Plan every run of a Run node from its checked inputs, then fit and write the planned ones."""
-    labels = [_label(unit[0].entities) for unit in planned]
-    return _fit_planned(ctx, backend, progress, node, plan_run, _run_unit, [(node, *unit) for unit in planned],
+    labels = [_label(checked.run.entities) for checked in planned]
+    return _fit_planned(ctx, backend, progress, node, plan_run, _run_unit, [(node, checked) for checked in planned],
                         labels, keep_index=False)
 
 

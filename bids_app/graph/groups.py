@@ -292,7 +292,7 @@ def write_group(ctx: Context, plan: GroupPlan, result: UnitResult) -> list[StatM
         ents = {**entities, "contrast": c.name}
         sidecar = contrast_sidecar(node, c, plan.estimator_name,
                                    {**extra, **({"InferenceNotes": fitted.notes} if fitted.notes else {})})
-        written, effect, variance = space.write_contrast(ctx, node, ents, res, sidecar)
+        written, effect, variance = space.write_contrast(ctx.out, node.name, ents, res, sidecar)
         files += written
         if fitted.thresholded is not None:
             files += write_thresholded(ctx.out, node, ents, fitted.thresholded, space.grid)

@@ -158,9 +158,9 @@ def check_group_by(node: Node, maps: list[StatMap], participants) -> None:
 
 def _run_node(node: Node, units: list) -> tuple[NodePlan, list[StatMap]]:
     plan, flows, found = NodePlan(node), [], {}
-    designs = [design for _run, design, *_ in units]
+    designs = [checked.design for checked in units]
     _check_run_names(node, designs)
-    for run, design, *_ in units:
+    for run, design in ((checked.run, checked.design) for checked in units):
         columns = list(design.matrix.columns)
         contrasts, warnings = plan_contrasts(node, columns, design.info.x_columns or columns,
                                              incoming=None)
@@ -207,7 +207,7 @@ def plan_graph(ctx, nodes: list[Node], planned: dict) -> dict[str, NodePlan]:
     nodes : list of Node
         The nodes to run, parents before children.
     planned : dict
-        The root node's units: ``(run, design, mask, regions)`` tuples for a
+        The root node's units: :class:`~bids_app.graph.units.CheckedRun` of a
         Run root, or the existing :class:`StatMap` inputs of a higher root.
 
     Returns

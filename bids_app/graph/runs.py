@@ -29,8 +29,8 @@ from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.space import RegionSpace, SurfaceSpace, VoxelSpace
 from bids_app.graph.unit_files import contrast_sidecar, ref
-from bids_app.graph.units import (ContrastFit, RunChecks, RunInputs, Settings, StatMap, UnitData, UnitPlan,
-                                  UnitResult)
+from bids_app.graph.units import (CheckedRun, ContrastFit, RunChecks, RunInputs, Settings, StatMap, UnitData,
+                                  UnitPlan, UnitResult)
 from bids_app.io.bold import scan_bold
 from bids_app.io.confounds import read_confounds
 from bids_app.io.entities import ENTITY_KEYS, LONG_TO_SHORT
@@ -185,13 +185,14 @@ def binary_mask(img: nb.Nifti1Image) -> tuple[np.ndarray, str | None]:
     return data != 0, "non-binary mask: every non-zero voxel is in the mask"
 
 
-def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[RunChecks]:
+def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> tuple[dict, list[RunChecks]]:
     """Drop each run's unusable voxels (NaN/inf in a volume, constant over time) from its mask.
-
-    ``masks`` is updated in place with binary masks on each BOLD's grid.
 
     Returns
     -------
+    dict
+        ``masks`` (position in ``runs`` -> image, None for surface series)
+        as binary masks of the usable voxels, on each BOLD's grid.
     list of RunChecks
         One per run: the mask rule applied, the voxels excluded (their count
         is a warning: it reaches provenance and the report) and provenance's
@@ -203,9 +204,9 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[
         ``policy == "fail"`` and a run has unusable voxels in its mask, or a
         run has no usable voxel at all.
     """
-    checks = []
+    usable_masks, checks = dict(masks), []
     for i, run in enumerate(runs):
-        if run.scan is None:  # surface series: vertices are chosen when loaded (io.surface.load_series)
+        if run.scan is None:  # surface series: vertices are chosen from the data (io.surface.load_series)
             checks.append(RunChecks())
             continue
         scan = run.scan
@@ -231,9 +232,9 @@ def exclude_bad_voxels(runs: list[RunInputs], masks: dict, policy: str) -> list[
                              "excluded_constant": constant}
             check.exclusion = {"node": None, "file": str(run.bold), "run": run_label(run),
                                "reasons": [what], "voxels": nonfinite + constant}
-        masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
+        usable_masks[i] = nb.Nifti1Image(usable.astype(np.uint8), scan.affine)
         checks.append(check)
-    return checks
+    return usable_masks, checks
 
 
 #: entities a run's companion files (events, confounds, masks) may name; each must then equal the run's
@@ -450,17 +451,9 @@ class RunPlan(UnitPlan):
     timeseries_sidecar: dict | None = None
 
 
-def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_img, regions,
-             checks: RunChecks) -> RunPlan | list[StatMap]:
+def plan_run(ctx: Context, node: Node, checked: CheckedRun) -> RunPlan | list[StatMap]:
     """One run's unit from what :func:`~bids_app.graph.executor.plan_inputs` checked: its space,
     estimator, contrasts, sidecars and fingerprint.
-
-    Parameters
-    ----------
-    mask_img : Nifti1Image or None
-        The run's usable voxels (None for surface series).
-    regions : Regions or None
-        The run's regions when the node aggregates.
 
     Returns
     -------
@@ -468,6 +461,7 @@ def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_i
         The plan; or the unit's maps when its record says it is finished
         with these inputs and settings.
     """
+    run, design, mask_img, regions = checked.run, checked.design, checked.mask, checked.regions
     rel = functools.partial(ref, ctx)
     inputs = [p for p in (run.bold, run.events, run.confounds, run.mask, *label_inputs(run.regions),
                           *(Path(r["path"]) for r in design.info.recordings)) if p]
@@ -485,7 +479,7 @@ def plan_run(ctx: Context, node: Node, run: RunInputs, design: RunDesign, mask_i
     columns = list(design.matrix.columns)
     contrasts, warnings = plan_contrasts(node, columns, design.info.x_columns or expand_x(node.model.x, columns),
                                          incoming=None)
-    info = checks.sidecar(design.info)
+    info = checked.checks.sidecar(design.info)
     fwhm = ctx.settings.smoothing_at("Run")
     sidecar = {"Node": node.name, "Level": node.level, "Sources": [rel(p) for p in inputs], **space.sidecar,
                "RepetitionTime": run.tr, "SliceTimeRef": run.slice_time_ref, "NoiseModel": noise,
@@ -557,7 +551,7 @@ def write_run(ctx: Context, plan: RunPlan, result: UnitResult) -> list[StatMap]:
         c, res = fitted.contrast, fitted.result
         ents = {**entities, "contrast": c.name}
         written, effect, variance = space.write_contrast(
-            ctx, node, ents, res, contrast_sidecar(node, c, plan.estimator_name, plan.contrast_sidecar))
+            ctx.out, node.name, ents, res, contrast_sidecar(node, c, plan.estimator_name, plan.contrast_sidecar))
         files += written
         if c.flows:
             maps.append(StatMap(ents, effect, variance, float(res.dof), node.name))

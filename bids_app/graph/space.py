@@ -25,10 +25,10 @@ import numpy as np
 import nibabel as nb
 
 from bids_app.derivatives.naming import build_name
-from bids_app.derivatives.statmaps import unmask
+from bids_app.derivatives.roistats import write_roi_contrast
+from bids_app.derivatives.statmaps import unmask, write_contrast
 from bids_app.design.regions import region_timeseries
 from bids_app.errors import InputDataError
-from bids_app.graph.unit_files import write_result
 from bids_app.io.images import load_run_data
 from bids_app.io.maps import load_maps, write_map
 from bids_app.io.regions import read_tables
@@ -85,9 +85,12 @@ class _MapSpace:
                                unmask(values, self.mask), self.grid)
         return files
 
-    def write_contrast(self, ctx, node, entities: dict, result, sidecar: dict) -> tuple[list[Path], Path, Path]:
-        """One contrast's maps; returns the files and the effect and variance files that flow on."""
-        return write_result(ctx, node, entities, result, sidecar, self.grid, self.mask, None)
+    def write_contrast(self, out: Path, node_name: str, entities: dict, result,
+                       sidecar: dict) -> tuple[list[Path], Path, Path]:
+        """One contrast's maps under ``out``; returns the files written and the effect and variance
+        files that flow on."""
+        paths, files = write_contrast(out, node_name, entities, result, self.mask, self.grid, sidecar)
+        return files, paths["effect"], paths["variance"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,8 +200,11 @@ class RegionSpace:
     def write_maps(self, folder: Path, entities: dict, maps: dict) -> list[Path]:
         return []
 
-    def write_contrast(self, ctx, node, entities: dict, result, sidecar: dict) -> tuple[list[Path], Path, Path]:
-        return write_result(ctx, node, entities, result, sidecar, None, self.fitted, self.names)
+    def write_contrast(self, out: Path, node_name: str, entities: dict, result,
+                       sidecar: dict) -> tuple[list[Path], Path, Path]:
+        """One contrast's region table under ``out``: it holds both the effect and the variance that flow on."""
+        written = write_roi_contrast(out, node_name, entities, result, self.names, self.fitted, sidecar)
+        return written, written[0], written[0]
 
 
 def smooth(data: np.ndarray, affine: np.ndarray, fwhm: float) -> np.ndarray:

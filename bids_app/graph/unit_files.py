@@ -1,4 +1,4 @@
-"""What both kinds of unit write the same way: paths in sidecars, contrast sidecars, one contrast's files."""
+"""What both kinds of unit write the same way: paths in sidecars, contrast sidecars."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from bids_app.derivatives.dataset import bids_uri
-from bids_app.derivatives.roistats import write_roi_contrast
-from bids_app.derivatives.statmaps import write_contrast
 from bids_app.graph.context import Context
 from bids_app.spec.model import Node
 
@@ -28,19 +26,3 @@ def contrast_sidecar(node: Node, contrast, estimator: str, extra: dict) -> dict:
         **({"DesignColumns": list(contrast.columns)} if resolved and contrast.columns else {}),
         "Estimator": estimator, **extra,
     }
-
-
-def write_result(ctx: Context, node: Node, entities: dict, result, sidecar: dict, grid, fitted,
-                 regions) -> tuple[list[Path], Path, Path]:
-    """Write one evaluated contrast: maps over the ``fitted`` units of a grid (affine
-    or surface, :mod:`bids_app.io.maps`), or,
-    when ``regions`` names the columns of the fit, a region table.
-
-    Returns the files written and the effect and variance files that flow on
-    (one table holds both for regions).
-    """
-    if regions is not None:
-        written = write_roi_contrast(ctx.out, node.name, entities, result, regions, fitted, sidecar)
-        return written, written[0], written[0]
-    paths, files = write_contrast(ctx.out, node.name, entities, result, fitted, grid, sidecar)
-    return files, paths["effect"], paths["variance"]

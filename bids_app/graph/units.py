@@ -112,6 +112,28 @@ class RunChecks:
 
 
 @dataclass
+class CheckedRun:
+    """A run of the root node as planning checked it (:func:`~bids_app.graph.executor.plan_inputs`).
+
+    Attributes
+    ----------
+    run : RunInputs
+    design : RunDesign
+    mask : Nifti1Image or None
+        The usable voxels on the BOLD's grid; None for surface series.
+    regions : Regions or None
+        The run's regions when the node aggregates.
+    checks : RunChecks
+    """
+
+    run: RunInputs
+    design: object
+    mask: object
+    regions: object
+    checks: RunChecks
+
+
+@dataclass
 class UnitPlan:
     """One unit of work, read and checked: all its fit and its files need but the data.
 
