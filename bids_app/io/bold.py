@@ -59,7 +59,8 @@ def scan_bold(path) -> BoldScan:
         header = img.header
         offset = int(img.dataobj.offset)
         dtype = header.get_data_dtype()
-        slope, inter = header.get_slope_inter()
+        # nibabel moves the header's scl_slope/scl_inter to the array proxy when it loads
+        slope, inter = img.dataobj.slope, img.dataobj.inter
     except Exception as exc:  # nibabel raises several types for broken files
         raise InputDataError(f"cannot read BOLD image {path}: {exc}") from exc
     shape = tuple(int(d) for d in img.shape)
@@ -69,9 +70,13 @@ def scan_bold(path) -> BoldScan:
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     space, n_vols = shape[:3], shape[3]
     vol_bytes = int(np.prod(space)) * dtype.itemsize
+    # finiteness and constancy do not change under the header's scaling (slope != 0), so the
+    # stored values are summarised as they are: one pass per volume, no float64 copy
+    work = dtype if dtype.kind in "iuf" else np.dtype(np.float64)  # complex or RGB: as float64, as nibabel
+    floating = work.kind == "f"
     nonfinite = np.zeros(space, dtype=bool)
-    low = np.full(space, np.inf)
-    high = np.full(space, -np.inf)
+    low = np.full(space, np.inf if floating else np.iinfo(work).max, dtype=work)
+    high = np.full(space, -np.inf if floating else np.iinfo(work).min, dtype=work)
     bad_volumes = []
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
@@ -83,18 +88,21 @@ def scan_bold(path) -> BoldScan:
                     raise InputDataError(
                         f"cannot read BOLD image {path}: file is truncated (volume {t + 1} of {n_vols} is "
                         "incomplete); copy or preprocess the run again")
-                vol = np.frombuffer(raw, dtype=dtype).reshape(space, order="F").astype(np.float64)
-                vol = vol * slope + inter
-                finite = np.isfinite(vol)
-                nonfinite |= ~finite
-                np.fmin(low, np.where(finite, vol, np.inf), out=low)
-                np.fmax(high, np.where(finite, vol, -np.inf), out=high)
-                if not finite.any():
-                    bad_volumes.append((t, "no finite value (all NaN/inf)"))
+                vol = np.frombuffer(raw, dtype=dtype).reshape(space, order="F").astype(work, copy=False)
+                finite = np.isfinite(vol) if floating else None
+                if finite is None or finite.all():
+                    np.minimum(low, vol, out=low)
+                    np.maximum(high, vol, out=high)
+                    values = vol
                 else:
+                    nonfinite |= ~finite
                     values = vol[finite]
-                    if values.min() == values.max():
-                        bad_volumes.append((t, f"every voxel is {values.flat[0]:g}"))
+                    np.fmin(low, np.where(finite, vol, low), out=low)
+                    np.fmax(high, np.where(finite, vol, high), out=high)
+                if not values.size:
+                    bad_volumes.append((t, "no finite value (all NaN/inf)"))
+                elif values.min() == values.max():
+                    bad_volumes.append((t, f"every voxel is {float(values.flat[0]) * slope + inter:g}"))
             while fh.read(1 << 20):  # to the end: gzip checks its CRC-32 and length there
                 pass
     except (OSError, EOFError, zlib.error) as exc:
@@ -102,3 +110,4 @@ def scan_bold(path) -> BoldScan:
                              "copy or preprocess the run again") from exc
     constant = ~nonfinite & (low == high)
     return BoldScan(shape, img.affine, nonfinite, constant, bad_volumes)
+

@@ -1,0 +1,51 @@
+"""io.bold.scan_bold against the same summaries computed from nibabel's scaled float64 array."""
+import numpy as np
+import nibabel as nb
+import pytest
+
+from bids_app.io.bold import scan_bold
+
+
+def _reference(path):
+    data = nb.load(path).get_fdata()
+    finite = np.isfinite(data)
+    nonfinite = ~finite.all(axis=3)
+    constant = ~nonfinite & (data.min(axis=3) == data.max(axis=3))
+    bad = []
+    for t in range(data.shape[3]):
+        values = data[..., t][finite[..., t]]
+        if not values.size:
+            bad.append((t, "no finite value (all NaN/inf)"))
+        elif values.min() == values.max():
+            bad.append((t, f"every voxel is {values[0]:g}"))
+    return nonfinite, constant, bad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8, ">f4"])
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_scan_equals_the_summaries_of_the_scaled_array(tmp_path, dtype, scaled, ext):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(5, 6, 4, 8)) * 40 + 60).astype(dtype)
+    x[..., 2] = 7                          # a volume of one value
+    x[1, 2, 3, :] = 7                      # a voxel constant over time
+    if np.dtype(dtype).kind == "f":
+        x[0, 0, 0, 3] = np.nan
+        x[2, 2, 2, 1] = np.inf
+        x[..., 5] = np.nan                 # a volume without finite values
+        x[..., 6] = 3
+        x[0, 1, 1, 6] = -np.inf            # one value, and one infinite voxel
+    img = nb.Nifti1Image(x, np.eye(4))
+    if scaled:
+        img.header.set_slope_inter(2.5, -1.0)
+    path = tmp_path / f"bold{ext}"
+    nb.save(img, path)
+    nonfinite, constant, bad = _reference(path)
+    scan = scan_bold(path)
+    assert scan.shape == x.shape
+    np.testing.assert_array_equal(scan.nonfinite, nonfinite)
+    np.testing.assert_array_equal(scan.constant, constant)
+    assert scan.bad_volumes == bad
+    # the cases occur: a bad volume, and a constant voxel where no volume is all NaN
+    assert (2, f"every voxel is {7 * (2.5 if scaled else 1) - (1 if scaled else 0):g}") in bad
+    assert constant[1, 2, 3] == (np.dtype(dtype).kind != "f")
