@@ -49,3 +49,29 @@ def test_scan_equals_the_summaries_of_the_scaled_array(tmp_path, dtype, scaled, 
     # the cases occur: a bad volume, and a constant voxel where no volume is all NaN
     assert (2, f"every voxel is {7 * (2.5 if scaled else 1) - (1 if scaled else 0):g}") in bad
     assert constant[1, 2, 3] == (np.dtype(dtype).kind != "f")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint32, np.float32, np.float64, ">f4"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_masked_series_equal_nilearns_apply_mask(tmp_path, dtype, scaled):
+    from nilearn.masking import apply_mask
+
+    from bids_app.io.images import load_run_data
+
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(7, 8, 6, 9)) * 1e3 + 2e3).astype(dtype)
+    if dtype == np.uint32:
+        x = x * 5000 + 16777217            # above 2**24: float32 rounds, as in nilearn
+    if np.dtype(dtype).kind == "f":
+        x[1, 1, 1, 3], x[2, 3, 1, 0] = np.nan, np.inf
+    img = nb.Nifti1Image(x, np.diag([2.0, 2.0, 2.0, 1.0]))
+    if scaled:
+        img.header.set_slope_inter(0.37, 5.0)
+    nb.save(img, tmp_path / "bold.nii.gz")
+    mask = rng.random((7, 8, 6)) > 0.4
+    mask[1, 1, 1] = mask[2, 3, 1] = True
+    mask_img = nb.Nifti1Image(mask.astype(np.uint8), img.affine)
+    ours, _ = load_run_data(tmp_path / "bold.nii.gz", mask_img, None)
+    reference = apply_mask(nb.load(tmp_path / "bold.nii.gz"), mask_img).astype(np.float64)
+    assert ours.dtype == np.float64 and ours.shape == (9, mask.sum())
+    np.testing.assert_array_equal(ours, reference)

@@ -79,19 +79,39 @@ def run_masks(runs) -> dict[int, nb.Nifti1Image | None]:
 
 
 def load_run_data(bold: Path, mask_img: nb.Nifti1Image, smoothing_fwhm: float | None):
-    """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid."""
+    """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid.
+
+    Voxels in C order of the mask (as :func:`nilearn.masking.apply_mask`
+    gives them, and as :func:`~bids_app.derivatives.statmaps.unmask` puts
+    them back). Values are nilearn's too: non-float data through float32,
+    non-finite values as 0. Unsmoothed, the masked voxels are taken straight
+    from the array nibabel reads (Fortran order: each volume contiguous),
+    without nilearn's C-ordered float copy of the whole series (~4 s and
+    ~0.9 GB for 200 volumes at 2 mm).
+    """
     from nilearn.image import smooth_img
     from nilearn.masking import apply_mask
 
     try:
         img = nb.load(bold)
-        if smoothing_fwhm:
-            img = smooth_img(img, smoothing_fwhm)
         mask_img = on_grid(mask_img, img)
-        data = apply_mask(img, mask_img).astype(np.float64)
+        if smoothing_fwhm:
+            data = apply_mask(smooth_img(img, smoothing_fwhm), mask_img).astype(np.float64)
+        else:
+            data = _masked_series(np.asanyarray(img.dataobj), np.asarray(mask_img.dataobj) != 0)
     except Exception as exc:
         raise InputDataError(f"cannot read BOLD image {bold}: {exc}") from exc
     return data, mask_img
+
+
+def _masked_series(series: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n_vols, n_voxels) float64 of a 4-D ``series`` inside the 3-D boolean ``mask``."""
+    volumes = series.reshape(-1, series.shape[3], order="F").T  # a view when Fortran-ordered
+    columns = np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+    via = series.dtype if series.dtype.kind == "f" else np.float32
+    data = volumes[:, columns].astype(via, copy=False).astype(np.float64)
+    data[~np.isfinite(data)] = 0.0
+    return data
 
 
 def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:
