@@ -154,8 +154,10 @@ class GroupPlan(UnitPlan):
     ----------
     inputs : list of StatMap
         The incoming maps QC kept, one per row of ``design``.
-    fwhm : float or None
-        Smoothing (mm) of the incoming maps before the fit.
+    Y, V : ndarray, (n_inputs, n_units)
+        The kept inputs' effects and variances over the fitted units, as
+        planning read them (smoothed when asked): kept so that the fit reads
+        and smooths nothing again. ``V`` is None unless every input has one.
     diagnostics : Diagnostics
         Of the design and contrasts; its warnings come last.
     inference : dict or None
@@ -168,7 +170,8 @@ class GroupPlan(UnitPlan):
     """
 
     inputs: list = field(default_factory=list)
-    fwhm: float | None = None
+    Y: np.ndarray | None = None
+    V: np.ndarray | None = None
     diagnostics: object = None
     inference: dict | None = None
     blocks: np.ndarray | None = None
@@ -210,7 +213,7 @@ def plan_group(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> Gr
     diagnostics = check_design(X, [(c.name, c.weights) for c in contrasts],
                                require_residual_dof=node.model.type != "meta")
     fwhm = ctx.settings.smoothing_at(node.level)
-    space, notes = inputs.space(ctx, node, list(inputs.qc.kept), entities, fwhm)
+    space, notes, Y, V = inputs.fitted(ctx, node, list(inputs.qc.kept), entities, fwhm)
     estimator, est_name = make_estimator(node, ctx.settings, np.array([m.dof if m.dof is not None else np.inf
                                                                        for m in maps]))
     if node.model.type == "meta" and not all(m.variance for m in maps):
@@ -219,7 +222,7 @@ def plan_group(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> Gr
                "Inputs": [ref(ctx, m.effect) for m in maps], "Design": design_info,
                "Diagnostics": diagnostics.to_dict(), **space.sidecar, "QC": inputs.qc.to_dict()}
     return GroupPlan(node, entities, record, fp, space, X, contrasts, estimator, est_name, sidecar,
-                     [*warnings, *notes], inputs=maps, fwhm=fwhm, diagnostics=diagnostics, inference=inference,
+                     [*warnings, *notes], inputs=maps, Y=Y, V=V, diagnostics=diagnostics, inference=inference,
                      blocks=blocks, seed=ctx.settings.seed, n_procs=ctx.settings.n_procs)
 
 
@@ -245,10 +248,9 @@ def _kept(ctx: Context, node: Node, group: dict, maps: list[StatMap], qc) -> lis
 
 
 def load_group(plan: GroupPlan) -> UnitData:
-    """The kept inputs' values over the plan's units (smoothed as planned), and what inference reads."""
-    Y, V = plan.space.load(plan.inputs, plan.fwhm)
+    """The kept inputs' values over the plan's units (read while planning), and what inference reads."""
     reference = inference_reference(plan.space) if plan.inference is not None and plan.space.map_inference else {}
-    return UnitData(Y, V, reference)
+    return UnitData(plan.Y, plan.V, reference)
 
 
 def fit_group(plan: GroupPlan, data: UnitData) -> UnitResult:
@@ -353,8 +355,10 @@ class GroupInputs:
     surface: object = None
     tables: object = None
 
-    def space(self, ctx: Context, node: Node, keep: list[int], entities: dict, fwhm):
-        """The units the kept inputs are fitted on, and warnings (regions left out).
+    def fitted(self, ctx: Context, node: Node, keep: list[int], entities: dict, fwhm):
+        """The units the kept inputs are fitted on, warnings (regions left out), and the kept
+        inputs' effects ``Y`` and variances ``V`` (None unless every input has one) over those
+        units, (n_kept, n_units), smoothed to ``fwhm`` mm when asked.
 
         Units must be valid in every kept input: variances, where given,
         finite and positive (fixed and mixed effects divide by them).
@@ -362,11 +366,15 @@ class GroupInputs:
         data = np.stack([self.effects[i] for i in keep])
         var = np.stack([self.variances[i] for i in keep]) if all(self.variances[i] is not None for i in keep) \
             else None
+        notes = []
         if self.tables is not None:
-            return _region_space(ctx, node, self.tables, data, var)
-        if self.surface is not None:
-            return _surface_space(ctx, node, self.surface, data, var, fwhm), []
-        return _voxel_space(ctx, node, self.affine, data, var, fwhm, entities), []
+            space, notes = _region_space(ctx, node, self.tables, data, var)
+        elif self.surface is not None:
+            space = _surface_space(ctx, node, self.surface, data, var, fwhm)
+        else:
+            space, data = _voxel_space(ctx, node, self.affine, data, var, fwhm, entities)
+        units = space.fitted if self.tables is not None else space.mask
+        return space, notes, data[:, units], None if var is None else var[:, units]
 
 
 def read_group_inputs(maps: list[StatMap], names: list[str], policy: str) -> GroupInputs:
@@ -413,8 +421,9 @@ def _surface_space(ctx: Context, node: Node, surface, data, var, fwhm) -> Surfac
                         surface=surface, geometry=surfaces.geometry(surface, ctx.settings.surface_mesh))
 
 
-def _voxel_space(ctx: Context, node: Node, affine, data, var, fwhm, entities: dict) -> VoxelSpace:
-    """Smooth the incoming maps if asked, and choose the voxels to fit (:func:`group_mask`)."""
+def _voxel_space(ctx: Context, node: Node, affine, data, var, fwhm, entities: dict) -> tuple[VoxelSpace, np.ndarray]:
+    """Smooth the incoming maps if asked, and choose the voxels to fit (:func:`group_mask`); returns
+    the space and the maps (n_inputs, x, y, z), smoothed when asked."""
     in_mni = "MNI" in str(entities.get("space", "")).upper()
     if fwhm:
         if var is not None:
@@ -427,7 +436,7 @@ def _voxel_space(ctx: Context, node: Node, affine, data, var, fwhm, entities: di
                                  explicit_mask=None if explicit is None else mask_on_grid(explicit, affine, data.shape[1:]),
                                  brain_mask="auto" if in_mni else False,
                                  template=lambda: template_brain_mask(affine, data.shape[1:]))
-    return VoxelSpace(_usable(mask, var), {"Mask": mask_info}, affine=affine, in_mni=in_mni)
+    return VoxelSpace(_usable(mask, var), {"Mask": mask_info}, affine=affine, in_mni=in_mni), data
 
 
 def _one_surface(grids, names):

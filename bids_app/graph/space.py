@@ -30,8 +30,7 @@ from bids_app.derivatives.statmaps import unmask, write_contrast
 from bids_app.design.regions import region_timeseries
 from bids_app.errors import InputDataError
 from bids_app.io.images import load_run_data
-from bids_app.io.maps import load_maps, write_map
-from bids_app.io.regions import read_tables
+from bids_app.io.maps import write_map
 from bids_app.io.surface import load_series
 
 
@@ -60,18 +59,6 @@ class _MapSpace:
     def inherited(self) -> dict:
         """Entries the contrasts' sidecars take from the inputs' (none for maps)."""
         return {}
-
-    def load(self, maps, fwhm: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """``Y`` and ``V`` (n_maps, n_units): the incoming maps (:class:`~bids_app.graph.units.StatMap`)
-        over the fitted units, smoothed to ``fwhm`` mm first if given (volumes); ``V`` is None unless
-        every map has a variance."""
-        effects, variances, _, _ = load_maps([m.effect for m in maps], [m.variance for m in maps],
-                                             [m.entities.get("space") for m in maps])
-        data = np.stack(effects)
-        if fwhm:
-            data = smooth(data, self.grid, fwhm)
-        V = np.stack(variances)[:, self.mask] if all(v is not None for v in variances) else None
-        return data[:, self.mask], V
 
     def write_mask(self, folder: Path, entities: dict) -> list[Path]:
         """The fitted units as a 0/1 map."""
@@ -182,12 +169,6 @@ class RegionSpace:
     @property
     def n_units(self) -> int:
         return int(self.fitted.sum())
-
-    def load(self, maps, fwhm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``Y`` and ``V`` (n_tables, n_fitted): the incoming region tables' fitted regions."""
-        tables = read_tables([m.effect for m in maps])
-        columns = [tables.names.index(name) for name, fitted in zip(self.names, self.fitted) if fitted]
-        return tables.effects[:, columns], tables.variances[:, columns]
 
     def load_run(self, run, fwhm: float | None = None) -> np.ndarray:
         """A run's region time series: (n_vols, n_regions), n/a for regions without voxels."""
