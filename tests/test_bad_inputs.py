@@ -558,25 +558,28 @@ def test_unusable_volumes_stop_before_writing(tmp_path, capsys, spoil, phrase):
            "sub-02_task-loc_bold.nii.gz (sub-02 task-loc)", phrase, "check the preprocessing")
 
 
-def test_damaged_gzip_stream_is_found(tmp_path, capsys):
-    """Bytes flipped in the middle of the compressed stream; the header still reads."""
-    bids = _bold_dataset(tmp_path)
+@pytest.mark.parametrize("procs", [[], ["--n-procs", "2"]], ids=["serial", "procs"])
+def test_damaged_gzip_stream_is_found(tmp_path, capsys, procs):
+    """Bytes flipped in the middle of the compressed stream; the header still reads. With --n-procs
+    the scans run in worker processes: the same error, and still nothing written."""
+    bids = _bold_dataset(tmp_path, subjects=("01", "02", "03"))
     path = _bold(bids, "02")
     raw = bytearray(path.read_bytes())
     middle = len(raw) // 2
     raw[middle:middle + 16] = bytes(b ^ 0x5A for b in raw[middle:middle + 16])
     path.write_bytes(bytes(raw))
     nb.load(path).shape  # the header is fine
-    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path), *procs], 19,
            f"cannot read BOLD image {path}", "damaged")
 
 
-def test_truncated_gzip_is_found(tmp_path, capsys):
-    bids = _bold_dataset(tmp_path)
+@pytest.mark.parametrize("procs", [[], ["--n-procs", "2"]], ids=["serial", "procs"])
+def test_truncated_gzip_is_found(tmp_path, capsys, procs):
+    bids = _bold_dataset(tmp_path, subjects=("01", "02", "03"))
     path = _bold(bids, "02")
     path.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
-    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path)], 19,
-           f"cannot read BOLD image {path}")
+    _fails(tmp_path, capsys, [bids, tmp_path / "out", "run", "--model", _bold_model(tmp_path), *procs], 19,
+           f"cannot read BOLD image {path}", "truncated")
 
 
 def test_too_few_volumes_for_the_design(tmp_path, capsys):

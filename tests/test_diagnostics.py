@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bids_app.design.diagnostics import (CONDITION_WARN, VIF_WARN, check_design, diagnose,
-                                         describe_dependencies)
+                                         describe_dependencies, variance_inflation)
 from bids_app.design.group import build_group_design
 from bids_app.errors import DesignError
 from bids_app.spec.model import model_from_dict
@@ -151,6 +151,57 @@ def test_cell_means_coding_has_no_collinearity_warning():
     diag = check_design(X, [("diff", [-1, 1])])
     assert diag.vif == {"sex.0": 1.0, "sex.1": 1.0}  # orthogonal columns
     assert diag.warnings == []
+
+
+def _vif_designs():
+    """Designs whose VIF differ in kind: explicit, implicit (cell means) and no constant; a zero
+    column; near and exact collinearity; a paired design with subject columns; real covariates."""
+    r = _random(n=24, seed=11)
+    group = (np.arange(24) % 2).astype(float)
+    ds005 = participants("events_only/ds005")
+    age = ds005["age"].to_numpy(float)
+    return {
+        "intercept + covariates": np.column_stack([np.ones(24), r[:, 0], r[:, 1] + 0.5 * r[:, 0]]),
+        "cell means + covariate": np.column_stack([group, 1 - group, r[:, 2]]),
+        "no constant": np.column_stack([r[:, 0] + 3, r[:, 1] - 2, r[:, 2]]),
+        "zero column": np.column_stack([np.zeros(24), r[:, 0], r[:, 1]]),
+        "nearly collinear": np.column_stack([np.ones(24), r[:, 0], r[:, 0] + 1e-4 * r[:, 1]]),
+        "exactly collinear": np.column_stack([np.ones(24), r[:, 0], 2 * r[:, 0]]),
+        "uncentred year": np.column_stack([np.ones(24), 2000 + r[:, 2]]),
+        # word column and 13 subject columns (the intercept dropped: it is their sum)
+        "paired": _paired([1, "contrast.word", "subject.*"]).to_numpy(float)[:, 1:],
+        "ds005 age x sex": np.column_stack([np.ones(len(age)), age, ds005["sex"].astype(float),
+                                            age * ds005["sex"]]),
+    }
+
+
+@pytest.mark.parametrize("name", ["intercept + covariates", "cell means + covariate", "no constant",
+                                  "zero column", "nearly collinear", "exactly collinear", "uncentred year",
+                                  "paired", "ds005 age x sex"])
+def test_variance_inflation_equals_statsmodels(name):
+    """Our 1 / (1 - R^2) against statsmodels' variance_inflation_factor (standardize=False),
+    which the diagnostics used before (its import cost ~1 s of every covariate run)."""
+    import inspect
+    import warnings
+
+    from statsmodels.stats.outliers_influence import variance_inflation_factor
+
+    # statsmodels 0.15 standardizes by default; 0.14 has no such option and does not
+    raw = {"standardize": False} if "standardize" in inspect.signature(variance_inflation_factor).parameters else {}
+
+    X = _vif_designs()[name]
+    for j in range(X.shape[1]):
+        if np.ptp(X[:, j]) == 0:
+            continue
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            expected = variance_inflation_factor(X, j, **raw)
+        ours = variance_inflation(X, j)
+        assert ours >= 1.0
+        if expected >= 1e10:   # a column in the span of the others: both reach the clip (1e15)
+            assert ours >= 1e10, (name, j, ours, expected)
+        else:
+            assert ours == pytest.approx(expected, rel=1e-7), (name, j)
 
 
 @pytest.mark.parametrize("X, contrasts, kwargs, message", [

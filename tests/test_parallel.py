@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 import runpy
 
+import numpy as np
 import pytest
 
 import bids_app.graph.pipeline as pipeline
@@ -93,6 +94,48 @@ def test_backends_raise_the_failure_after_reporting_finished_items(make, started
         backend.close()
     assert all(i == r != 3 for i, r in seen) and len(seen) == len(set(seen))
     assert started_before <= {i for i, _ in seen}
+
+
+def _mapped_name(fn) -> str:
+    """The unit or scan function a backend's ``map`` was given (map_units wraps units in a partial)."""
+    return fn.__name__ if hasattr(fn, "__name__") else fn.args[0].__name__
+
+
+def test_bold_scans_run_on_the_backend_before_any_unit(tmp_path, monkeypatch):
+    """--n-procs 2: every BOLD series is read in full (the input scan) in one map of the process
+    backend, the first of the run, so the scans finish before any unit plans or writes; each scan
+    equals the serial one."""
+    from bids_app.io.bold import scan_bold
+    from test_bad_inputs import _bold, _bold_dataset, _bold_model, _rewrite_bold
+
+    bids = _bold_dataset(tmp_path, subjects=("01", "02", "03"))
+
+    def spoil(data):  # one voxel with a NaN, one constant: what a scan finds
+        data[2, 2, 2, 5] = np.nan
+        data[3, 3, 3, :] = 7.0
+
+    _rewrite_bold(_bold(bids, "03"), spoil)
+    calls, original = [], ProcessBackend.map
+
+    def recording(self, fn, items, on_done=None):
+        items = list(items)
+        results = original(self, fn, items, on_done)
+        calls.append((_mapped_name(fn), items, results))
+        return results
+
+    monkeypatch.setattr(ProcessBackend, "map", recording)
+    assert main([str(bids), str(tmp_path / "out"), "run", "--model", str(_bold_model(tmp_path)),
+                 "--n-procs", "2", "--quiet"]) == 0
+    assert [name for name, _, _ in calls] == ["scan_input", "plan_run", "_run_unit"]
+    name, paths, scans = calls[0]
+    assert [Path(p).name for p in paths] == [_bold(bids, s).name for s in ("01", "02", "03")]
+    for path, scan in zip(paths, scans):
+        serial = scan_bold(path)
+        assert scan.shape == serial.shape and scan.bad_volumes == serial.bad_volumes == []
+        assert (scan.nonfinite == serial.nonfinite).all() and (scan.constant == serial.constant).all()
+        assert (scan.affine == serial.affine).all()
+    assert [(int(s.nonfinite.sum()), int(s.constant.sum())) for s in scans] == [(0, 0), (0, 0), (1, 1)]
+    assert scans[2].nonfinite[2, 2, 2] and scans[2].constant[3, 3, 3]
 
 
 def test_open_backend_choice_and_bad_local_worker_count():

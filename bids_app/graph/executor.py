@@ -137,17 +137,18 @@ def edge_inputs(ctx: Context, node: Node, outputs: dict[str, list[StatMap]]) -> 
 
 # ---------------------------------------------------------------- driver
 
-def plan_inputs(ctx: Context, nodes: list[Node]) -> dict:
+def plan_inputs(ctx: Context, nodes: list[Node], backend=None) -> dict:
     """The root node's units, checked: every run's design (Run root) or the existing maps.
 
     Every design is built (cheap) before any fit, so bad events, TRs or
-    confounds stop the run before anything is written.
+    confounds stop the run before anything is written. Every BOLD series is
+    read in full on ``backend`` (default serial), all before the first fit.
     """
     root = ctx.model.root
     planned = {}
     for node in nodes:
         if node.level == "Run" and node.name == root.name:
-            runs = collect_runs(ctx.index, ctx.model, node, ctx.settings)
+            runs = collect_runs(ctx.index, ctx.model, node, ctx.settings, backend)
             designs, late = zip(*[prepare_design(run, node, ctx.settings) for run in runs])
             missing = note_missing_columns(runs, designs, ctx.settings.missing_confounds)
             masks, checks = exclude_bad_voxels(runs, run_masks(runs), ctx.settings.qc_policy)
@@ -189,7 +190,7 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
     nodes = nodes_to_run(ctx.model, ctx.settings.analysis_level)
     outputs: dict[str, list[StatMap]] = {}
     root = ctx.model.root
-    planned = plan_inputs(ctx, nodes)
+    planned = plan_inputs(ctx, nodes, backend)
     # every node's designs and contrasts, from the entities that would flow: names that match
     # nothing anywhere stop the run here, before the first file is written
     plan_graph(ctx, nodes, planned)

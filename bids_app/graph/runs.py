@@ -26,12 +26,13 @@ from bids_app.estimation.first_level import FirstLevelEstimator, scale_timeserie
 from bids_app.graph import roi
 from bids_app.graph.context import Context
 from bids_app.graph.filters import ENTITY_ALIASES, match_frame, value_matches
+from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.records import fingerprint, record_path, reuse, save
 from bids_app.graph.space import RegionSpace, SurfaceSpace, VoxelSpace
 from bids_app.graph.unit_files import contrast_sidecar, ref
 from bids_app.graph.units import (CheckedRun, ContrastFit, RunChecks, RunInputs, Settings, StatMap, UnitData,
                                   UnitPlan, UnitResult)
-from bids_app.io.bold import scan_bold
+from bids_app.io.bold import BoldScan, scan_bold
 from bids_app.io.confounds import read_confounds
 from bids_app.io.entities import ENTITY_KEYS, LONG_TO_SHORT
 from bids_app.io.events import read_events
@@ -49,16 +50,17 @@ log = logging.getLogger(__name__)
 _RUN_KEYS = ("subject", "session", "task", "acquisition", "run")
 
 
-def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Settings) -> list[RunInputs]:
+def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Settings,
+                 backend=None) -> list[RunInputs]:
     """One :class:`RunInputs` per BOLD series selected by ``Input``, labels and space.
 
     Preprocessed BOLD (``desc-preproc``, or ``--desc-label``; surface series
     without ``desc-``, as fMRIPrep names them) from derivatives is preferred;
     raw BOLD is used only when no derivatives provide any, with a warning.
-    Every selected image is read in full once
-    (:func:`~bids_app.io.bold.scan_bold`; surface series:
-    :func:`~bids_app.io.surface.check_series`), so a broken file or an
-    unusable volume stops the run before anything is written.
+    Every selected image is read in full once (:func:`scan_input`, on
+    ``backend``, a :mod:`bids_app.graph.parallel` backend; default serial),
+    so a broken file or an unusable volume stops the run before anything is
+    written.
     """
     bold = index.select(suffix="bold", extension=MAP_EXTENSIONS)
     # a GIFTI series is its pair of hemisphere files, named by the left one
@@ -94,16 +96,30 @@ def collect_runs(index: FileIndex, model: StatsModel, node: Node, settings: Sett
             + (f", space={settings.space}" if settings.space else "")
         )
     check_variants(bold)
-    runs = []
-    for _, row in bold.sort_values("path").iterrows():
-        run = _run_inputs(index, node, row)
-        if is_surface_file(run.bold):
-            check_series(run.bold)
-        else:
-            run.scan = scan_bold(run.bold)
+    runs = [_run_inputs(index, node, row) for _, row in bold.sort_values("path").iterrows()]
+    # each scan reads a whole series (seconds at 2 mm, mostly gzip): on the backend's workers, in
+    # parallel; every scan has finished when this returns, before anything is written
+    scans = (backend or SerialBackend()).map(scan_input, [run.bold for run in runs])
+    for run, scan in zip(runs, scans):
+        run.scan = scan
+        if scan is not None:
             check_volumes(run)
-        runs.append(run)
     return runs
+
+
+def scan_input(path: Path) -> BoldScan | None:
+    """Read one selected series in full: a volume's :class:`~bids_app.io.bold.BoldScan`; a surface
+    series is checked (:func:`~bids_app.io.surface.check_series`) and gives None.
+
+    Raises
+    ------
+    InputDataError
+        Naming the file, when it cannot be read in full.
+    """
+    if is_surface_file(path):
+        check_series(path)
+        return None
+    return scan_bold(path)
 
 
 #: entities that tell versions of one acquisition apart: fitting two of them fits one run twice
