@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bids_app.io.entities import parse_entities
@@ -92,16 +93,25 @@ class FileIndex:
 
     def select(self, **filters) -> pd.DataFrame:
         """Rows whose entities match; a value may be a scalar, a list, or None (absent)."""
-        mask = pd.Series(True, index=self.files.index)
+        # on the columns' arrays: pandas' Series arithmetic per filter cost ~10x more (called per run)
+        mask = np.ones(len(self.files), dtype=bool)
         for key, value in filters.items():
-            col = self.files[key] if key in self.files else pd.Series(None, index=self.files.index)
+            if key not in self.files:  # every file lacks the entity
+                mask &= value is None
+                continue
+            col = self.files[key].to_numpy()
             if value is None:
-                mask &= col.isna()
+                mask &= pd.isna(col)
             elif isinstance(value, (list, tuple, set)):
-                mask &= col.isin([str(v) for v in value] if key != "is_raw" else list(value))
+                allowed = {str(v) for v in value} if key != "is_raw" else set(value)
+                mask &= np.fromiter((c in allowed for c in col), dtype=bool, count=len(col))
             else:
                 mask &= col == (value if key == "is_raw" else str(value))
         return self.files[mask]
+
+    def __getstate__(self) -> dict:
+        # worker processes get the file table, not the sidecars read so far (rebuilt if asked)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sidecars", "_json_names")}
 
     @cached_property
     def participants(self) -> pd.DataFrame:
