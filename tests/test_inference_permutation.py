@@ -457,3 +457,34 @@ def test_tfce_caps_extreme_statistics_instead_of_failing(monkeypatch):
         result = permutation_test(np.stack([t, -t * 0.5, t * 0.25]), np.ones((3, 1)), np.array([1.0]), mask,
                                   n_perm=8, seed=0, tfce=True)
     assert np.isfinite(result.null["max_tfce"]).all()
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_fused_maxima_and_candidates_equal_the_separate_passes(two_sided):
+    """A cluster permutation with nuisance takes the maxima and the candidate units from one
+    ratio map: the maxima must be :meth:`maxima`'s, bit for bit, and the candidates must hold
+    every unit whose t (from the projections, in float64) passes the threshold, with the
+    statistic values :meth:`maps` gives there."""
+    from bids_app.inference.permutation import _Design, _Statistic
+
+    rng = np.random.default_rng(5)
+    n_maps, n_units, dof, threshold = 40, 5000, 13, 2.3
+    # unit-norm data: a^2 + |b|^2 <= 1; some units near the threshold, a few nearly explained
+    direction = rng.standard_normal((n_maps, n_units, 3))
+    direction /= np.linalg.norm(direction, axis=2, keepdims=True)
+    length = np.sqrt(rng.uniform(0.0, 1.0, (n_maps, n_units)))
+    a = (direction[..., 0] * length).astype(np.float32)
+    b_squared = ((direction[..., 1] ** 2 + direction[..., 2] ** 2) * length ** 2).astype(np.float32)
+    design = _Design(np.zeros((16, 1)), np.zeros((16, 2)), True, False, dof, "t")
+    statistic = _Statistic(design, two_sided)
+
+    maxima, (maps, units, values) = statistic.maxima_and_supra(a, b_squared, threshold)
+    np.testing.assert_array_equal(maxima, statistic.maxima(a, b_squared))
+    t = a * np.sqrt(dof / np.maximum(1.0 - a.astype(float) ** 2 - b_squared, 1e-30))
+    exact = np.abs(t) > threshold if two_sided else t > threshold
+    candidate = np.zeros_like(exact)
+    candidate[maps, units] = True
+    assert exact.sum() > 1000 and not (exact & ~candidate).any()
+    assert (candidate & ~exact).sum() < 0.01 * exact.sum()   # the margin adds few
+    np.testing.assert_array_equal(values, statistic.maps(a[maps, units], b_squared[maps, units]))
+    np.testing.assert_array_equal(maps * n_units + units, np.sort(maps * n_units + units))

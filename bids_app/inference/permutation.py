@@ -462,6 +462,23 @@ class _Statistic:
             return _max_t(a, b_squared, self.dof, self.two_sided)
         return _max_f(a, b_squared, self.dof, self.rank)
 
+    def maxima_and_supra(self, a, b_squared, threshold):
+        """:meth:`maxima` and :meth:`supra` of the same maps.
+
+        A t with nuisance takes both from one :func:`_t_ratio` map (the
+        candidates: ratio over ``threshold^2 / dof``, less the margin), which
+        halves the elementwise passes of a cluster permutation; the maxima are
+        :meth:`maxima`'s and the candidates hold every unit over the threshold,
+        so the null distributions do not change.
+        """
+        if self.test != "t" or np.isscalar(b_squared):
+            return self.maxima(a, b_squared), self.supra(a, b_squared, threshold)
+        ratio = _t_ratio(a, b_squared, self.two_sided)
+        passing = ratio > threshold ** 2 / self.dof * (1 - _CANDIDATE_MARGIN)
+        i, j = np.divmod(np.flatnonzero(passing), a.shape[1])
+        return (_t_from_ratio(ratio.max(axis=1), self.dof),
+                (i, j, self.maps(a[i, j], b_squared[i, j])))
+
     def threshold(self, z):
         """The statistic with the upper-tail probability of ``z``.
 
@@ -567,10 +584,12 @@ def _blockwise(rows, unit32, statistic, threshold=None):
     with threadpool_limits(1, user_api="blas"):
         for start in range(0, unit32.shape[1], VOXEL_BLOCK):
             a, b_squared = _projections(rows, unit32[:, start:start + VOXEL_BLOCK], statistic)
-            np.maximum(best, statistic.maxima(a, b_squared), out=best)
-            if threshold is not None:
-                maps, units, values = statistic.supra(a, b_squared, threshold)
-                found.append((maps, units + start, values))
+            if threshold is None:
+                np.maximum(best, statistic.maxima(a, b_squared), out=best)
+                continue
+            maxima, (maps, units, values) = statistic.maxima_and_supra(a, b_squared, threshold)
+            np.maximum(best, maxima, out=best)
+            found.append((maps, units + start, values))
     if threshold is None:
         return best, None
     maps, units, values = (np.concatenate(parts) for parts in zip(*found))
@@ -581,16 +600,23 @@ def _blockwise(rows, unit32, statistic, threshold=None):
 def _max_t(a, b_squared, dof, two_sided):
     """Largest t (|t| if two-sided) of each map, without forming the t maps.
 
-    ``t^2 / dof = a^2 / (1 - a^2 - |b|^2)``: two-sided, only the largest of
-    that ratio is converted; one-sided, the largest of ``a |a| / (...)``
-    (t's sign); with no nuisance, t increases with ``a`` itself. Each step
-    is one in-place pass: these (batch, voxels) passes are the maxT time.
+    Two-sided, only the largest of ``t^2 / dof`` (:func:`_t_ratio`) is
+    converted; one-sided, the largest of its signed form; with no nuisance,
+    t increases with ``a`` itself.
     """
     if np.isscalar(b_squared):
         extreme = a.max(axis=1).astype(np.float64)
         if two_sided:
             extreme = np.maximum(extreme, -a.min(axis=1))
         return _t_from_projections(extreme, 0.0, dof)
+    return _t_from_ratio(_t_ratio(a, b_squared, two_sided).max(axis=1), dof)
+
+
+def _t_ratio(a, b_squared, two_sided):
+    """``t^2 / dof = a^2 / (1 - a^2 - |b|^2)`` per map and unit, with t's sign unless two-sided.
+
+    Each step is one in-place pass: these (batch, voxels) passes are the maxT time.
+    """
     ratio = np.multiply(a, a)
     denominator = np.subtract(1.0, ratio)
     denominator -= b_squared
@@ -598,7 +624,11 @@ def _max_t(a, b_squared, dof, two_sided):
     if not two_sided:
         np.copysign(ratio, a, out=ratio)
     ratio /= denominator
-    extreme = ratio.max(axis=1).astype(np.float64)
+    return ratio
+
+
+def _t_from_ratio(extreme, dof):
+    extreme = extreme.astype(np.float64)
     return np.sign(extreme) * np.sqrt(dof * np.abs(extreme))
 
 
