@@ -149,3 +149,32 @@ def test_malformed_sidecar_named(tricky):
     (tricky / "task-b_bold.json").write_text("{not json")
     with pytest.raises(InputDataError, match="cannot read JSON sidecar .*task-b_bold.json"):
         FileIndex.build(tricky).metadata(tricky / "sub-02/func/sub-02_task-a_bold.nii")
+
+
+def test_select_rules(tricky):
+    """FileIndex.select: scalar, list, None (absent) and a column no file has."""
+    (tricky / "derivatives" / "fmriprep" / "sub-02" / "func").mkdir(parents=True)
+    preproc = tricky / "derivatives/fmriprep/sub-02/func/sub-02_task-a_desc-preproc_bold.nii.gz"
+    preproc.touch()
+    index = FileIndex.build(tricky)
+
+    def names(**filters):
+        return sorted(p.name for p in index.select(**filters)["path"])
+
+    assert names(subject="02", suffix="bold", extension=[".nii.gz", ".nii"]) == [
+        "sub-02_task-a_bold.nii", "sub-02_task-a_desc-preproc_bold.nii.gz", "sub-02_task-a_run-1_bold.nii.gz"]
+    assert names(subject="02", is_raw=False) == [preproc.name]
+    assert names(subject=["02"], run=None, desc=None, extension=".nii") == ["sub-02_task-a_bold.nii"]
+    assert names(run=1, suffix="bold") == ["sub-02_task-a_run-1_bold.nii.gz", "task-a_run-1_bold.json"]  # as text
+    assert names(session="2", extension=(".nii.gz",)) == ["sub-01_ses-2_task-b_bold.nii.gz"]
+    assert names(echo="1") == [] and len(names(echo=None)) == len(index.files)
+
+
+def test_index_sent_to_workers_without_sidecars(tricky):
+    import pickle
+
+    index = FileIndex.build(tricky)
+    meta = index.metadata(tricky / "sub-02/func/sub-02_task-a_bold.nii")
+    copy = pickle.loads(pickle.dumps(index))
+    assert "_sidecars" in index.__dict__ and "_sidecars" not in copy.__dict__
+    assert copy.metadata(tricky / "sub-02/func/sub-02_task-a_bold.nii") == meta
