@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from nilearn.glm.first_level import FirstLevelModel, make_first_level_design_matrix, mean_scaling
-from nilearn.masking import compute_epi_mask
+from nilearn.masking import apply_mask, compute_epi_mask
 from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_limits
 
@@ -372,3 +372,51 @@ def test_arp_is_deterministic_for_a_seed_and_independent_of_chunking():
     # AR(1) written as ar1 is the existing binned model: a second lag changes the filters
     ar1 = fit_ours(img, design, mask, noise_model="ar1")
     assert ar1.ar_coef.shape == (1, 600) and whole.ar_coef.shape == (2, 600)
+
+
+@pytest.mark.parametrize("fwhm", [None, 6.0], ids=["unsmoothed", "smoothed"])
+def test_int16_bold_falls_in_nilearns_ar1_bins(tmp_path, fwhm):
+    """An int16 image (as scanners and fMRIPrep write them), read by io.images.load_run_data and scaled
+    by scale_timeseries: float32, as nilearn's masker and mean_scaling, so every voxel's AR(1)
+    coefficient falls in nilearn FirstLevelModel's bin and the maps agree to rounding. The same data
+    scaled in float64 (what we did before) put voxels into other bins: small noise about a large
+    mean (0.025 %) makes float32 rounding matter in many voxels."""
+    from bids_app.io.images import load_run_data
+
+    rng = np.random.default_rng(7)
+    n_scans, shape, t_r = 100, (24, 24, 22), 2.0
+    events = pd.DataFrame({"onset": np.arange(10.0, 180.0, 30.0), "duration": 10.0, "trial_type": "task"})
+    box = ((np.arange(n_scans)[:, None] * t_r >= events.onset.values)
+           & (np.arange(n_scans)[:, None] * t_r < events.onset.values + 10)).any(axis=1)
+    noise = rng.standard_normal((*shape, n_scans))
+    noise[..., 1:] += 0.3 * noise[..., :-1]
+    data = np.round(20000 + 5 * noise + 3 * box).astype(np.int16)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "bold.nii.gz")
+    mask = nib.Nifti1Image(np.ones(shape, dtype=np.uint8), affine)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = FirstLevelModel(t_r=t_r, mask_img=mask, smoothing_fwhm=fwhm, noise_model="ar1",
+                                    minimize_memory=False).fit(str(tmp_path / "bold.nii.gz"), events=events)
+    design = reference.design_matrices_[0]
+    reference_bins = np.round(reference.labels_[0].astype(float) * 100)
+    c = weights(design, "task")
+    # not nilearn_contrast: the model's masker would smooth the maps again
+    expected = {key: apply_mask(img, mask) for key, img in reference.compute_contrast(c, output_type="all").items()}
+
+    Y, _ = load_run_data(tmp_path / "bold.nii.gz", mask, fwhm)
+    assert Y.dtype == np.float32 and Y.flags.c_contiguous and Y.shape == (n_scans, data[..., 0].size)
+    scaled, mean = scale_timeseries(Y)
+    assert scaled.dtype == mean.dtype == np.float32
+    fit = FirstLevelEstimator().fit(scaled, design.values)
+    assert np.count_nonzero(np.round(fit.ar_coef[0] * 100) != reference_bins) == 0
+    assert len(np.unique(reference_bins)) > 10
+    result = fit.contrast(c, "t")
+    for ours, key in ((result.stat, "stat"), (result.effect, "effect_size"), (result.z, "z_score")):
+        assert np.abs(ours - expected[key]).max() < 1e-9 * max(1.0, np.abs(expected[key]).max()), key
+    assert np.abs(result.stat).max() > 3  # the task is seen
+
+    # float64 scaling of the same values misses nilearn's bins: what this test guards against
+    fit64 = FirstLevelEstimator().fit(scale_timeseries(Y.astype(np.float64))[0], design.values)
+    assert np.count_nonzero(np.round(fit64.ar_coef[0] * 100) != reference_bins) > 0

@@ -72,6 +72,10 @@ def test_masked_series_equal_nilearns_apply_mask(tmp_path, dtype, scaled):
     mask[1, 1, 1] = mask[2, 3, 1] = True
     mask_img = nb.Nifti1Image(mask.astype(np.uint8), img.affine)
     ours, _ = load_run_data(tmp_path / "bold.nii.gz", mask_img, None)
-    reference = apply_mask(nb.load(tmp_path / "bold.nii.gz"), mask_img).astype(np.float64)
-    assert ours.dtype == np.float64 and ours.shape == (9, mask.sum())
+    reference = apply_mask(nb.load(tmp_path / "bold.nii.gz"), mask_img)
+    # nilearn's dtype (float32 for integers, so the scaling is nilearn's float32 arithmetic), native byte order
+    assert ours.dtype == reference.dtype.newbyteorder("=") and ours.dtype.isnative
+    if np.dtype(dtype).kind in "iu" and not scaled:  # scaled: nibabel's float64
+        assert ours.dtype == np.float32
+    assert ours.shape == (9, mask.sum()) and ours.flags.c_contiguous
     np.testing.assert_array_equal(ours, reference)

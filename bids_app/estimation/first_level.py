@@ -47,23 +47,31 @@ def scale_timeseries(Y):
 
     Exactly nilearn's ``mean_scaling`` (``FirstLevelModel(signal_scaling=0)``):
     ``100 * (Y / mean - 1)``, with means below 1 replaced by 1 so that
-    background or demeaned voxels are not blown up.
+    background or demeaned voxels are not blown up. Computed in the
+    precision of ``Y``, as nilearn computes it on what its masker gives
+    (float32 for integer images): AR(1) coefficients are truncated onto a
+    grid of 1/100, so float32 rounding that nilearn has and float64 has not
+    would move voxels into other bins (differences of 1e-2 in t).
 
     Parameters
     ----------
     Y : array_like, (n_scans, n_voxels)
-        BOLD signal in scanner units.
+        BOLD signal in scanner units; float32 or float64 (other types as
+        float64). C-ordered, as nilearn's masker gives it, for nilearn's
+        float32 means: numpy sums axis 0 of a C-ordered array row after row.
 
     Returns
     -------
-    Y_psc : ndarray, (n_scans, n_voxels), float64
+    Y_psc : ndarray, (n_scans, n_voxels), dtype of ``Y``
         Signal in percent of the voxel mean, with zero temporal mean.
-    mean : ndarray, (n_voxels,), float64
+    mean : ndarray, (n_voxels,), dtype of ``Y``
         The temporal mean used (after the floor at 1).
     """
-    Y = np.asarray(Y, dtype=np.float64)
-    mean = np.maximum(Y.mean(axis=0), 1.0)
-    return 100.0 * (Y / mean - 1.0), mean
+    Y = np.asarray(Y)
+    if Y.dtype not in (np.float32, np.float64):
+        Y = Y.astype(np.float64)
+    mean = np.maximum(Y.mean(axis=0), Y.dtype.type(1))
+    return Y.dtype.type(100) * (Y / mean - Y.dtype.type(1)), mean
 
 
 @dataclass(frozen=True)

@@ -79,15 +79,16 @@ def run_masks(runs) -> dict[int, nb.Nifti1Image | None]:
 
 
 def load_run_data(bold: Path, mask_img: nb.Nifti1Image, smoothing_fwhm: float | None):
-    """BOLD inside the mask as (n_vols, n_voxels) float64, plus the mask on the BOLD grid.
+    """BOLD inside the mask as a C-ordered (n_vols, n_voxels) float array, plus the mask on the BOLD grid.
 
     Voxels in C order of the mask (as :func:`nilearn.masking.apply_mask`
     gives them, and as :func:`~bids_app.derivatives.statmaps.unmask` puts
-    them back). Values are nilearn's too: non-float data through float32,
-    non-finite values as 0. Unsmoothed, the masked voxels are taken straight
-    from the array nibabel reads (Fortran order: each volume contiguous),
-    without nilearn's C-ordered float copy of the whole series (~4 s and
-    ~0.9 GB for 200 volumes at 2 mm).
+    them back). Values and dtype are nilearn's too (``NiftiMasker``, so
+    ``FirstLevelModel``): float images keep their float dtype, other data
+    (e.g. int16) become float32; non-finite values are 0. Unsmoothed, the
+    masked voxels are taken straight from the array nibabel reads (Fortran
+    order: each volume contiguous), without nilearn's C-ordered float copy
+    of the whole series (~4 s and ~0.9 GB for 200 volumes at 2 mm).
     """
     try:
         img = nb.load(bold)
@@ -97,7 +98,8 @@ def load_run_data(bold: Path, mask_img: nb.Nifti1Image, smoothing_fwhm: float | 
             from nilearn.image import smooth_img
             from nilearn.masking import apply_mask
 
-            data = apply_mask(smooth_img(img, smoothing_fwhm), mask_img).astype(np.float64)
+            # C order, as nilearn's masker returns it (apply_mask's is Fortran): the scaling's sums follow it
+            data = np.ascontiguousarray(apply_mask(smooth_img(img, smoothing_fwhm), mask_img))
         else:
             data = _masked_series(np.asanyarray(img.dataobj), np.asarray(mask_img.dataobj) != 0)
     except Exception as exc:
@@ -106,12 +108,18 @@ def load_run_data(bold: Path, mask_img: nb.Nifti1Image, smoothing_fwhm: float | 
 
 
 def _masked_series(series: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(n_vols, n_voxels) float64 of a 4-D ``series`` inside the 3-D boolean ``mask``."""
+    """(n_vols, n_voxels) of a 4-D ``series`` inside the 3-D boolean ``mask``, in nilearn's dtype.
+
+    float32 for non-float data, as nilearn: the percent-signal-change scaling
+    then does nilearn's float32 arithmetic, and the AR(1) coefficients,
+    truncated onto a grid of 1/100, fall in nilearn's bins.
+    """
     volumes = series.reshape(-1, series.shape[3], order="F").T  # a view when Fortran-ordered
     columns = np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
-    via = series.dtype if series.dtype.kind == "f" else np.float32
-    data = volumes[:, columns].astype(via, copy=False).astype(np.float64)
-    data[~np.isfinite(data)] = 0.0
+    dtype = series.dtype.newbyteorder("=") if series.dtype.kind == "f" else np.dtype(np.float32)
+    # take gives C order (nilearn's, so the scaling sums as nilearn's; volumes[:, columns] is Fortran), and faster
+    data = np.take(volumes, columns, axis=1).astype(dtype, copy=False)
+    data[~np.isfinite(data)] = 0
     return data
 
 
