@@ -209,3 +209,16 @@ def test_lag_and_resample_on_a_confound():
     x = table["trans_x"].to_numpy(float)
     np.testing.assert_allclose(d.matrix["trans_x_lag"], np.r_[x[0], x[:-1]], atol=1e-12)
     np.testing.assert_allclose(d.matrix["trans_y_tr"], table["trans_y"].to_numpy(float), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [
+    "/d/sub-01/ses-2/func/sub-01_ses-2_task-x_acq-y_run-03_echo-1_space-MNI_desc-preproc_bold.nii.gz",
+    "/d/sub-1/func/sub-1_task-objectviewing_run-01_events.tsv",
+    "/d/sub-01/func/sub-01_task-a_res-2_den-91k_hemi-L_bold.func.gii"])
+def test_run_entities_are_pybids_defaults(name):
+    from bids.layout import parse_file_entities
+
+    from bids_app.design.first_level import _entities
+
+    expected = {k: str(v) for k, v in parse_file_entities(name).items() if k not in ("suffix", "extension", "datatype")}
+    assert _entities(name) == expected and expected["task"]

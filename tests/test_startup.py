@@ -88,3 +88,26 @@ def test_cached_schema_equals_generated(tmp_path, monkeypatch):
         schema._cached_schema.cache_clear()
     assert stored == first == schema._build_schema()
     assert len(list((tmp_path / "bids-stats").glob("schema-*.json"))) == 1
+
+
+_UNIT_WORKER = """
+import sys
+import nibabel as nb
+import numpy as np
+from bids_app.io.images import load_run_data
+folder = sys.argv[1]
+rng = np.random.default_rng(0)
+nb.save(nb.Nifti1Image(rng.normal(100, 1, (4, 5, 6, 20)).astype(np.float32), np.eye(4)), folder + "/bold.nii.gz")
+mask = np.zeros((4, 5, 6), np.uint8)
+mask[1:3, 1:4, 2:5] = 1
+data, _ = load_run_data(folder + "/bold.nii.gz", nb.Nifti1Image(mask, np.eye(4)), None)
+print(data.shape, "nilearn" in sys.modules)
+"""
+
+
+def test_unsmoothed_run_load_imports_no_nilearn(tmp_path):
+    # a unit worker process loads each run's BOLD: importing nilearn there (~1 s per worker) is only
+    # needed to smooth or to move a mask onto another grid
+    done = subprocess.run([sys.executable, "-c", _UNIT_WORKER, str(tmp_path)], capture_output=True, text=True,
+                          cwd=REPO, check=True)
+    assert done.stdout.split() == ["(20,", "18)", "False"]

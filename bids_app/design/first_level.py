@@ -27,6 +27,7 @@ Sampling at the frame times ``tr * (arange(n_vols) + slice_time_ref)``:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -164,12 +165,24 @@ def _inventory(events: pd.DataFrame, confounds, recordings, entities: dict) -> d
             "entities": dict(entities)}
 
 
+@functools.cache
+def _pybids_entities() -> tuple:
+    """pybids' entities of raw and derivative names (``parse_file_entities``' default), loaded once:
+    pybids rebuilds them from its configuration files on every call otherwise."""
+    from bids.layout.models import Config  # pybids (~1 s): imported only when a design is built
+
+    entities = {}
+    for name in ("bids", "derivatives"):
+        entities.update(Config.load(name).entities)
+    return tuple(entities.values())
+
+
 def _entities(source: str) -> dict:
     if not source:
         return {}
-    from bids.layout import parse_file_entities  # pybids (~1 s): imported only when a design is built
+    from bids.layout import parse_file_entities
 
-    ents = parse_file_entities(source)
+    ents = parse_file_entities(source, entities=_pybids_entities())
     return {k: str(v) for k, v in ents.items() if k not in ("suffix", "extension", "datatype")}
 
 
@@ -510,8 +523,9 @@ def build_run_design(
     recorded = _cut_recordings(recordings, node, taken=taken, duration=n_vols * tr)
     from bids_app.design.transforms import apply_transformations, make_collection  # pybids: ~1 s
 
+    entities = _entities(source)
     collection = make_collection(events, prepared.table if prepared else None, tr=tr,
-                                 n_vols=n_vols, entities=_entities(source),
+                                 n_vols=n_vols, entities=entities,
                                  source=events_source, recordings=recorded)
     outcome = apply_transformations(collection, node.transformations, times=times, tr=tr)
     resolved = outcome.resolved + resolve_run_names(outcome.collection, node_names(node), where=events_source)
@@ -562,4 +576,4 @@ def build_run_design(
         resolved=resolved, hrf=hrf_record, x_columns=[x for c in selected for x in fir.get(c, [c])],
         high_pass=high_pass, low_pass=low_pass, columns=names)
     matrix = pd.DataFrame(values, columns=names, index=pd.Index(times, name="frame_time"))
-    return RunDesign(matrix, record, _inventory(events, confounds, recordings, _entities(source)))
+    return RunDesign(matrix, record, _inventory(events, confounds, recordings, entities))

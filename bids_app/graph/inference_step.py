@@ -28,10 +28,8 @@ from bids_app.inference.atlas import CLUSTER_ATLASES, label_coordinates
 from bids_app.inference.clusters import cluster_table, mesh_cluster_table
 from bids_app.inference.connectivity import VoxelGraph, subgraph
 from bids_app.inference.outside_brain import outside_brain_report
-from bids_app.inference.permutation import permutation_test
 from bids_app.graph.parallel import block_map
 from bids_app.inference.thresholds import threshold_map
-from bids_app.io.atlases import load_atlas
 from bids_app.io.images import template_brain_mask
 from bids_app.io.maps import is_surface, sidecar_path, write_map
 from bids_app.spec.model import Node
@@ -245,6 +243,8 @@ def threshold_contrast(entities: dict, z: np.ndarray, space, settings: dict, ref
 def inference_reference(space) -> dict:
     """What thresholding reads besides the maps: the MNI brain mask on a volume's grid (MNI spaces),
     and the atlases that label cluster peaks (MNI volumes; fsaverage surfaces)."""
+    from bids_app.io.atlases import load_atlas  # only spaces with atlases (MNI, fsaverage) read them
+
     if space.in_mni:
         return {"template": template_brain_mask(space.grid, space.mask.shape),
                 "atlases": tuple(map(load_atlas, CLUSTER_ATLASES))}
@@ -291,6 +291,8 @@ def permute_contrast(entities: dict, Y: np.ndarray, X: np.ndarray, weights: np.n
             cluster_threshold, tfce = None, False
         else:
             graph = subgraph(space.geometry.graph, mask)
+    from bids_app.inference.permutation import permutation_test  # imported by runs that permute only
+
     # the engine warns when n_perm reaches the distinct resamplings: that belongs in the outputs too
     with python_warnings.catch_warnings(record=True) as caught, block_map(n_procs) as map_blocks:
         python_warnings.simplefilter("always")

@@ -93,14 +93,15 @@ def load_run_data(bold: Path, mask_img: nb.Nifti1Image, smoothing_fwhm: float | 
     of the whole series (~4 s and ~0.9 GB for 200 volumes at 2 mm). Gzipped
     files are decompressed with ISA-L (:func:`_series_array`).
     """
-    from nilearn.image import smooth_img
-    from nilearn.masking import apply_mask
-
     try:
         img = nb.load(bold)
         mask_img = on_grid(mask_img, img)
         series = _series_array(img, Path(bold))
         if smoothing_fwhm:
+            # nilearn (~1 s to import) only for smoothed runs: a unit worker process would import it for each run
+            from nilearn.image import smooth_img
+            from nilearn.masking import apply_mask
+
             smoothed = smooth_img(nb.Nifti1Image(series, img.affine, img.header), smoothing_fwhm)
             # C order, as nilearn's masker returns it (apply_mask's is Fortran): the scaling's sums follow it
             data = np.ascontiguousarray(apply_mask(smoothed, mask_img))
@@ -143,10 +144,10 @@ def on_grid(img: nb.Nifti1Image, reference: nb.Nifti1Image) -> nb.Nifti1Image:
 
     Nearest neighbour keeps mask and label values as they are.
     """
-    from nilearn.image import resample_to_img
-
     if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-3):
         return img
+    from nilearn.image import resample_to_img  # ~1 s to import: only when a grid differs
+
     return resample_to_img(img, reference, interpolation="nearest")
 
 
