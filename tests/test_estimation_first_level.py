@@ -420,3 +420,28 @@ def test_int16_bold_falls_in_nilearns_ar1_bins(tmp_path, fwhm):
     # float64 scaling of the same values misses nilearn's bins: what this test guards against
     fit64 = FirstLevelEstimator().fit(scale_timeseries(Y.astype(np.float64))[0], design.values)
     assert np.count_nonzero(np.round(fit64.ar_coef[0] * 100) != reference_bins) > 0
+
+
+def test_fit_uses_one_blas_thread(monkeypatch):
+    """The per-AR-value products are small: the fit runs them on one BLAS thread whatever the
+    caller's setting (a second thread only synchronised, 3x slower on a busy 2-core machine)."""
+    from threadpoolctl import threadpool_info
+
+    import bids_app.estimation.first_level as first_level
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen, original = [], first_level._least_squares
+
+    def recording(Y, design):
+        seen.append(blas_threads())
+        return original(Y, design)
+
+    monkeypatch.setattr(first_level, "_least_squares", recording)
+    img, design, mask = haxby_run(1)
+    with threadpool_limits(2, user_api="blas"):
+        assert blas_threads() == {2}
+        fit = fit_ours(img, design, mask)
+        assert blas_threads() == {2}  # restored
+    assert len(seen) == len(np.unique(fit.ar_coef[0])) > 5 and all(s == {1} for s in seen)
