@@ -178,3 +178,56 @@ def test_index_sent_to_workers_without_sidecars(tricky):
     copy = pickle.loads(pickle.dumps(index))
     assert "_sidecars" in index.__dict__ and "_sidecars" not in copy.__dict__
     assert copy.metadata(tricky / "sub-02/func/sub-02_task-a_bold.nii") == meta
+
+
+def test_entity_tables_are_pybids_configuration():
+    """The entities (short keys), their pybids names and the derivative extras written in
+    io/sidecars.py are those of pybids' 'bids' and 'derivatives' configurations, so that a
+    pybids release adding or renaming an entity fails here instead of matching differently."""
+    import re
+
+    from bids.layout.models import Config
+
+    from bids_app.io.sidecars import _PYBIDS_NAMES, PYBIDS_DERIVATIVE_ENTITIES, PYBIDS_ENTITIES
+
+    def entities(config):
+        found = {}
+        for entity in Config.load(config).entities.values():
+            key = re.search(r"([a-zA-Z]+)-\(", entity.pattern or "")
+            if key:  # suffix, extension, datatype and the like have no key-value pattern
+                found[key.group(1)] = entity.name
+        return found
+
+    raw, derivative = entities("bids"), entities("derivatives")
+    assert set(raw) == PYBIDS_ENTITIES and len(raw) > 20
+    assert set(derivative) == PYBIDS_DERIVATIVE_ENTITIES
+    assert {short: _PYBIDS_NAMES.get(short, short) for short in {**raw, **derivative}} == {**raw, **derivative}
+
+
+def test_an_unreadable_folder_stops_the_run_naming_it(tmp_path, monkeypatch):
+    """A folder above a BOLD file that cannot be listed would silently drop its sidecars
+    (the TR, the slice timing): an InputDataError names it instead."""
+    import os
+
+    from bids_app.io import sidecars
+
+    func = tmp_path / "sub-01" / "func"
+    func.mkdir(parents=True)
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    (tmp_path / "task-x_bold.json").write_text('{"RepetitionTime": 2.0}')
+    bold = func / "sub-01_task-x_bold.nii.gz"
+    bold.write_bytes(b"")
+    index = FileIndex.build(tmp_path)
+    assert index.metadata(bold) == {"RepetitionTime": 2.0}
+
+    scandir = os.scandir
+
+    def refuse(folder):
+        if os.fspath(folder) == os.fspath(func):
+            raise PermissionError(13, "Permission denied", os.fspath(folder))
+        return scandir(folder)
+
+    fresh = FileIndex.build(tmp_path)  # nothing listed yet: the first look-up lists the folders
+    monkeypatch.setattr(sidecars.os, "scandir", refuse)
+    with pytest.raises(InputDataError, match=r"cannot list the JSON sidecars in .*func.*Permission denied"):
+        fresh.metadata(bold)

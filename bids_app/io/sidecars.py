@@ -75,8 +75,9 @@ def json_names(folder: Path) -> list[str]:
         with os.scandir(folder) as entries:
             names = [e.name for e in entries if e.name.endswith(".json") and not e.name.startswith(".")
                      and e.is_file()]
-    except OSError:
-        return []
+    except OSError as exc:  # a folder above a file that was found: unreadable, not absent
+        raise InputDataError(f"cannot list the JSON sidecars in {folder} ({exc}): the metadata of the files "
+                             "below it (RepetitionTime, SliceTiming...) would be incomplete; make it readable") from exc
     return sorted(names, key=natural_key)
 
 
