@@ -231,3 +231,4 @@ def test_an_unreadable_folder_stops_the_run_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(sidecars.os, "scandir", refuse)
     with pytest.raises(InputDataError, match=r"cannot list the JSON sidecars in .*func.*Permission denied"):
         fresh.metadata(bold)
+

@@ -203,20 +203,24 @@ def _walk(root: Path, skip: list[Path]) -> list[Path]:
     """Files under ``root``, sorted, following symbolic links to files and folders
     (a DataLad dataset is a tree of links) but never a folder twice (link loops),
     and never into a folder of ``skip``."""
-    found, seen, broken = [], set(), []
-    for folder, dirs, files in os.walk(root, followlinks=True):
+    found, seen, broken, unreadable = [], set(), [], []
+    # os.walk passes over a folder it cannot list unless told: a subject's data would vanish silently
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=unreadable.append):
         real = Path(folder).resolve()
         if real in seen or any(real == s or real.is_relative_to(s) for s in skip):
             dirs[:] = []
             continue
         seen.add(real)
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # hidden folders are never indexed
         for name in files:
             path = Path(folder) / name
             if path.is_file():
                 found.append(path)
             elif path.is_symlink() and name.endswith(_INDEXED):
                 broken.append(path)
+    if unreadable:
+        raise InputDataError(f"cannot list {len(unreadable)} folder(s) under {root}, so their files would be "
+                             f"left out: {'; '.join(str(e) for e in unreadable[:3])}; make them readable")
     if broken:
         log.warning("%d file(s) under %s are links to missing content and are not used (a DataLad dataset "
                     "whose content was not retrieved? run `datalad get` on them), e.g. %s",
