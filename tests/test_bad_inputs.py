@@ -513,6 +513,24 @@ def _z(out, subject):
                       .dataobj, dtype=np.float64)
 
 
+def test_a_run_whose_file_is_a_link_to_missing_content_is_a_warning_in_provenance(tmp_path):
+    """A DataLad dataset whose content was not all retrieved: sub-03's BOLD is a link to nothing.
+    The other runs are fitted, and the run left out is a warning in provenance (so in the report),
+    not only a line on stderr."""
+    bids = _bold_dataset(tmp_path, subjects=("01", "02"))
+    missing = bids / "sub-03" / "func" / "sub-03_task-loc_bold.nii.gz"
+    missing.parent.mkdir(parents=True)
+    missing.symlink_to(tmp_path / "annex" / "MD5E-s1234--abc.nii.gz")
+    out = tmp_path / "out"
+    assert _cli(bids, out, "run", "--model", _bold_model(tmp_path)) == 0
+    [warning] = [w for w in _prov(out)["Warnings"] if "links to missing content" in w]
+    assert warning.startswith("inputs: 1 file(s) under") and "sub-03_task-loc_bold.nii.gz" in warning
+    assert "datalad get" in warning
+    assert "sub-03_task-loc_bold.nii.gz are links to missing content" not in warning  # the count leads
+    assert sorted(p.name.split("_")[0] for p in (out / "node-run").rglob("*_stat-z_statmap.nii.gz")) == \
+        ["sub-01", "sub-02"]
+
+
 @pytest.mark.parametrize("value, count, kind", [(np.nan, 8, "8 with NaN/inf values"),
                                                 (np.inf, 8, "8 with NaN/inf values"),
                                                 (0.0, 8, "0 with NaN/inf values, 8 constant over time")])

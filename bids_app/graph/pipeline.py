@@ -59,6 +59,8 @@ def run_app(bids_dir, out_dir, model_path, settings: Settings, derivatives=(), a
                   links=dataset_links(index.bids_dir, index.derivatives, exclude=[out_dir]), command=argv)
     for note in model.notes:
         ctx.log.warn(f"model: {note}")
+    for note in index.notes:
+        ctx.log.warn(f"inputs: {note}")
     backend = open_backend(settings.n_procs, settings.dask_scheduler)
     with journal() as written:
         try:

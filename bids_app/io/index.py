@@ -10,7 +10,6 @@ without building a ``BIDSLayout``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,8 +23,6 @@ from bids_app.errors import InputDataError, InvalidDatasetError
 from bids_app.io.maps import sidecar_path
 from bids_app.io.sidecars import inherited_metadata, json_names
 from bids_app.io.tsv import read_tsv
-
-log = logging.getLogger(__name__)
 
 _INDEXED = (".nii.gz", ".nii", ".func.gii", ".tsv", ".tsv.gz", ".json")
 
@@ -41,11 +38,15 @@ class FileIndex:
     files : DataFrame
         One row per file: ``path``, ``root`` (which folder it came from),
         ``is_raw`` and one column per entity (``subject``, ``task``, ...).
+    notes : list of str
+        What the index left out and the user must hear of (links to missing
+        content): warnings for provenance and the report.
     """
 
     bids_dir: Path
     derivatives: list[Path]
     files: pd.DataFrame = field(repr=False)
+    notes: list = field(default_factory=list)
 
     @classmethod
     def build(cls, bids_dir, derivatives=(), exclude=()) -> "FileIndex":
@@ -66,8 +67,14 @@ class FileIndex:
         if nested.is_dir() and not any(_same(nested, d) or _inside(d, nested) for d in derivatives):
             roots.append((nested, False))
         skip = [Path(e).resolve() for e in exclude]
+        notes = []
         for root, is_raw in roots:
-            for path in _walk(root, skip):
+            found, broken = _walk(root, skip)
+            if broken:
+                notes.append(f"{len(broken)} file(s) under {root} are links to missing content and are not used "
+                             "(a DataLad dataset whose content was not retrieved? run `datalad get` on them), "
+                             f"e.g. {broken[0]}")
+            for path in found:
                 if not path.name.endswith(_INDEXED):
                     continue
                 rel_parts = path.relative_to(root).parts
@@ -89,7 +96,7 @@ class FileIndex:
                 + (f" or {', '.join(map(str, derivatives))}" if derivatives else "")
             )
         files = files.astype(object).where(files.notna(), None)
-        return cls(bids_dir, derivatives, files)
+        return cls(bids_dir, derivatives, files, notes)
 
     def select(self, **filters) -> pd.DataFrame:
         """Rows whose entities match; a value may be a scalar, a list, or None (absent)."""
@@ -199,10 +206,11 @@ def read_json(path) -> dict:
     return value
 
 
-def _walk(root: Path, skip: list[Path]) -> list[Path]:
+def _walk(root: Path, skip: list[Path]) -> tuple[list[Path], list[Path]]:
     """Files under ``root``, sorted, following symbolic links to files and folders
     (a DataLad dataset is a tree of links) but never a folder twice (link loops),
-    and never into a folder of ``skip``."""
+    and never into a folder of ``skip``; and the links to indexable files whose
+    target is missing."""
     found, seen, broken, unreadable = [], set(), [], []
     # os.walk passes over a folder it cannot list unless told: a subject's data would vanish silently
     for folder, dirs, files in os.walk(root, followlinks=True, onerror=unreadable.append):
@@ -221,11 +229,7 @@ def _walk(root: Path, skip: list[Path]) -> list[Path]:
     if unreadable:
         raise InputDataError(f"cannot list {len(unreadable)} folder(s) under {root}, so their files would be "
                              f"left out: {'; '.join(str(e) for e in unreadable[:3])}; make them readable")
-    if broken:
-        log.warning("%d file(s) under %s are links to missing content and are not used (a DataLad dataset "
-                    "whose content was not retrieved? run `datalad get` on them), e.g. %s",
-                    len(broken), root, broken[0])
-    return sorted(found)
+    return sorted(found), broken
 
 
 def _inside(path: Path, parent: Path) -> bool:
