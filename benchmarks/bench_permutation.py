@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_permutation.py            # full: 1000 permutations, N = 16 and 94
     python benchmarks/bench_permutation.py --quick    # 100 permutations, N = 16 only
+    python benchmarks/bench_permutation.py --n-procs 2 --sizes 16 --configs "maxT 2 covariates"
 
 Data (real maps, MNI 2 mm grid 91 x 109 x 91): the pain21 effect maps, and the
 wager2008 effect maps resampled (linear) to that grid. N = 16 is the first 16
@@ -15,8 +16,9 @@ the voxels non-zero in every map.
 Configurations, all two-sided: maxT one-sample (sign flips); maxT with two
 covariates (random, seeded; Freedman-Lane permutations); cluster size and
 mass (cluster-forming p < 0.001); TFCE. nilearn runs with ``n_jobs=1`` (its
-default); both sides use the BLAS threads. nilearn's time includes masking
-its in-memory images (~1 s). With ``--nilearn-perm`` nilearn runs fewer
+default; ``--nilearn-jobs``), ours in one process (``--n-procs`` spreads the
+blocks of resamplings as the CLI does, pool start-up timed); both sides use
+the BLAS threads. nilearn's time includes masking its in-memory images (~1 s). With ``--nilearn-perm`` nilearn runs fewer
 permutations and its time is scaled to ``--n-perm`` (its cost is one loop
 iteration per permutation); such rows are marked "scaled".
 """
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bids_app.graph.parallel import block_map
 from bids_app.inference.permutation import permutation_test
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -89,13 +92,15 @@ def group_data(n_maps, seed=0):
     return volumes, brain_mask(volumes, affine), affine
 
 
-def run_ours(Y, X, contrast, mask, n_perm, **kwargs):
+def run_ours(Y, X, contrast, mask, n_perm, n_procs=1, **kwargs):
     start = time.perf_counter()
-    result = permutation_test(Y, X, contrast, mask, n_perm=n_perm, seed=0, **kwargs)
+    # the pool's start-up is timed: --n-procs pays it on every run
+    with block_map(n_procs) as map_blocks:
+        result = permutation_test(Y, X, contrast, mask, n_perm=n_perm, seed=0, map_blocks=map_blocks, **kwargs)
     return time.perf_counter() - start, result
 
 
-def run_nilearn(volumes, affine, mask, design, column, n_perm, **kwargs):
+def run_nilearn(volumes, affine, mask, design, column, n_perm, n_jobs=1, **kwargs):
     from nilearn.glm.second_level import non_parametric_inference
 
     images = [nib.Nifti1Image(v.astype(np.float32), affine) for v in volumes]
@@ -106,7 +111,7 @@ def run_nilearn(volumes, affine, mask, design, column, n_perm, **kwargs):
         out = non_parametric_inference(images, design_matrix=design,
                                        second_level_contrast=column, mask=mask_img,
                                        n_perm=n_perm, two_sided_test=True, random_state=0,
-                                       n_jobs=1, **kwargs)
+                                       n_jobs=n_jobs, **kwargs)
     return time.perf_counter() - start, out
 
 
@@ -134,6 +139,10 @@ def main(argv=None):
     parser.add_argument("--nilearn-perm", type=int, nargs="*", default=None, metavar="N",
                         help="permutations for nilearn per configuration, in order "
                              "(default: --n-perm); times are scaled to --n-perm")
+    parser.add_argument("--n-procs", type=int, default=1,
+                        help="our processes for the blocks of resamplings, as the CLI's --n-procs "
+                             "(its pool start-up is timed)")
+    parser.add_argument("--nilearn-jobs", type=int, default=1, help="n_jobs of non_parametric_inference")
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 94])
     parser.add_argument("--configs", nargs="+", default=None,
                         help="subset of: 'maxT one-sample', 'maxT 2 covariates', "
@@ -154,13 +163,14 @@ def main(argv=None):
             n_nilearn = args.n_perm
             if args.nilearn_perm:
                 n_nilearn = args.nilearn_perm[min(i, len(args.nilearn_perm) - 1)]
-            ours_s, ours = run_ours(Y, X, contrast, mask, args.n_perm, **ours_kw)
-            theirs_s, theirs = run_nilearn(volumes, affine, mask, design, column, n_nilearn,
+            ours_s, ours = run_ours(Y, X, contrast, mask, args.n_perm, args.n_procs, **ours_kw)
+            theirs_s, theirs = run_nilearn(volumes, affine, mask, design, column, n_nilearn, args.nilearn_jobs,
                                            **nilearn_kw)
             scaled = theirs_s * args.n_perm / n_nilearn
             logp = theirs if not isinstance(theirs, dict) else theirs["logp_max_t"]
             agree = np.corrcoef(ours.logp_max_t, logp.get_fdata()[mask])[0, 1]
-            rows.append({"N": n, "configuration": name, "n_perm": args.n_perm,
+            rows.append({"N": n, "configuration": name, "n_perm": args.n_perm, "n_procs": args.n_procs,
+                         "n_jobs": args.nilearn_jobs,
                          "ours_s": round(ours_s, 2), "nilearn_s": round(scaled, 1),
                          "nilearn": "measured" if n_nilearn == args.n_perm
                          else f"scaled from {n_nilearn}",
