@@ -27,9 +27,12 @@ Rows (``--rows`` selects):
   ``--n-perm 1000 --n-procs N`` against ``non_parametric_inference``
   (target: at least 20x).
 * ``haxby``: Haxby subject 1, 12 real runs -> subject fixed effects, against
-  FirstLevelModel per run + compute_fixed_effects (FitLins is not installed
-  here; the row says so when it is missing); ``haxby-procs``: the same with
-  our ``--n-procs N``.
+  FirstLevelModel per run + compute_fixed_effects, and against FitLins with
+  the same model when ``--fitlins`` (or ``fitlins`` on PATH) is given: FitLins
+  0.11 pins pybids 0.15, nilearn 0.9, numpy < 2 and pandas < 2.2, so it lives
+  in its own venv (``pip install fitlins 'matplotlib<3.9' 'numpy<2'
+  'pandas<2.2'``); it reads the runs from an fMRIPrep-style copy of links.
+  ``haxby-procs``: the same with our ``--n-procs N`` (FitLins ``--n-cpus N``).
 * ``fullsize``: simulated BOLD at real size (nilearn's 2 mm MNI grid, 200
   volumes, TR 2 s, 10 subjects x 2 runs, real ds000003 events, int16 like a
   scanner) through run -> subject -> dataset with ``--n-procs 2``, against
@@ -352,13 +355,11 @@ for name in effects:
 """
 
 
-def haxby_row(work: Path, repeat, n_procs=1):
+def haxby_row(work: Path, repeat, n_procs=1, fitlins=None):
     src = DATA / "haxby2001_sub1"
     if not src.exists():
         print("haxby: data not found, skipped")
         return
-    if shutil.which("fitlins") is None:
-        print("haxby: FitLins is not installed here: compared with nilearn only")
     # the default 6x10x10 runs only (the folder also holds a 1-slice variant), as links
     bids = work / "haxby"
     if not bids.exists():
@@ -370,14 +371,68 @@ def haxby_row(work: Path, repeat, n_procs=1):
     src = bids
     script = _write_script(work, "nilearn_haxby", NILEARN_HAXBY)
     out_ours, out_nl = work / "haxby-ours", work / "haxby-nilearn"
+    model = ROOT / "models" / "haxby_run_subject.json"
 
     def prepare(side):
         _fresh(out_ours if side == "ours" else out_nl)
 
-    side_by_side(f"Haxby 12 runs -> subject, n-procs {n_procs}",
-                 [*APP, src, out_ours, "subject", "--model", ROOT / "models" / "haxby_run_subject.json",
-                  "--n-procs", str(n_procs)],
-                 [PY, script, src, out_nl], repeat, prepare=prepare)
+    t_ours, *_ = side_by_side(f"Haxby 12 runs -> subject, n-procs {n_procs}",
+                              [*APP, src, out_ours, "subject", "--model", model, "--n-procs", str(n_procs)],
+                              [PY, script, src, out_nl], repeat, prepare=prepare)
+    if fitlins is None:
+        print("haxby: FitLins not given (--fitlins): compared with nilearn only")
+        return
+    # FitLins reads fMRIPrep-style derivatives only: the same runs, named as preprocessed BOLD
+    fl_bids = fitlins_layout(src, work / "haxby-fitlins-bids")
+    out_fl = work / "haxby-fitlins"
+    measured = []
+    for _ in range(repeat):
+        _fresh(out_fl)
+        _fresh(work / "haxby-fitlins-work")
+        measured.append(run([fitlins, fl_bids, out_fl, "participant", "--model", model,
+                             "--derivatives", fl_bids / "derivatives" / "fmriprep", "--space", FITLINS_SPACE,
+                             "--estimator", "nilearn", "--drift-model", "cosine", "--n-cpus", str(n_procs),
+                             "--work-dir", work / "haxby-fitlins-work"]))
+    t_fl = statistics.median(m[0] for m in measured)
+    print(f"{'  FitLins, the same runs and model':<34} load {os.getloadavg()[0]:.1f} | wall {t_fl:7.2f} s, "
+          f"CPU {statistics.median(m[2] for m in measured):6.2f} s, peak {max(m[1] for m in measured) / 2**30:.2f} GB"
+          f" | FitLins/ours {t_fl / t_ours:5.1f}x   (wall runs {_fmt(m[0] for m in measured)})", flush=True)
+
+
+FITLINS_SPACE = "MNI152NLin2009cAsym"
+
+
+def fitlins_layout(src: Path, root: Path) -> Path:
+    """``src`` (raw BOLD, confounds in derivatives/motion) as FitLins reads it: an fMRIPrep-style
+    derivatives folder with each BOLD linked as ``desc-preproc``, its sidecar, the confounds and
+    a brain mask (voxels of non-zero mean signal, as the nilearn script)."""
+    import nibabel as nib
+    import numpy as np
+
+    if root.exists():
+        return root
+    func = root / "derivatives" / "fmriprep" / "sub-1" / "func"
+    func.mkdir(parents=True)
+    for path in src.rglob("*"):
+        if path.is_file() and "derivatives" not in path.parts:
+            target = root / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+    (root / "derivatives" / "fmriprep" / "dataset_description.json").write_text(json.dumps(
+        {"Name": "Haxby runs as fMRIPrep outputs", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    sidecar = (src / "task-objectviewing_bold.json").read_text()
+    for bold in sorted((src / "sub-1" / "func").glob("*_bold.nii.gz")):
+        stem = bold.name.removesuffix("_bold.nii.gz")
+        prefix = func / f"{stem}_space-{FITLINS_SPACE}"
+        Path(f"{prefix}_desc-preproc_bold.nii.gz").symlink_to(bold.resolve())
+        Path(f"{prefix}_desc-preproc_bold.json").write_text(sidecar)
+        img = nib.load(bold)
+        mask = (np.asarray(img.dataobj).mean(axis=3) > 0).astype(np.uint8)
+        nib.save(nib.Nifti1Image(mask, img.affine), f"{prefix}_desc-brain_mask.nii.gz")
+        confounds = src / "derivatives" / "motion" / "sub-1" / "func" / f"{stem}_desc-confounds_timeseries.tsv"
+        (func / confounds.name).symlink_to(confounds.resolve())
+    return root
 
 
 # --- full size ------------------------------------------------------------------------------------
@@ -564,6 +619,9 @@ def main():
     parser.add_argument("--nilearn-jobs", type=int, default=1, help="n_jobs of non_parametric_inference")
     parser.add_argument("--n-procs", type=int, default=2,
                         help="our --n-procs in the permutation and Haxby rows (fullsize always uses 2)")
+    parser.add_argument("--fitlins", default=shutil.which("fitlins"),
+                        help="FitLins executable for the Haxby rows (e.g. from its own venv: it pins old "
+                             "pybids, nilearn, numpy and pandas); default: fitlins on PATH")
     parser.add_argument("--fullsize-subjects", type=int, default=N_SUBJECTS,
                         help="subjects of the simulated dataset to run (all 10 are written)")
     args = parser.parse_args()
@@ -588,9 +646,9 @@ def main():
             print(f"{'':<34} 16-map run under 3 s: wall {'holds' if t < 3 else 'MISSED'} ({t:.2f} s), "
                   f"CPU {'holds' if cpu < 3 else 'MISSED'} ({cpu:.2f} s)", flush=True)
     if "haxby" in args.rows:
-        haxby_row(args.work, args.repeat)
+        haxby_row(args.work, args.repeat, fitlins=args.fitlins)
     if "haxby-procs" in args.rows:
-        haxby_row(args.work, args.repeat, args.n_procs)
+        haxby_row(args.work, args.repeat, args.n_procs, fitlins=args.fitlins)
     if "fullsize" in args.rows:
         fullsize_row(args.work, args.repeat, args.fullsize_subjects)
 
