@@ -11,6 +11,7 @@ not statistics.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
 import re
 from pathlib import Path
@@ -122,7 +123,7 @@ def _run_variables(node: dict, events: dict, confounds: list):
             del events[col]
 
 
-def dataset_spec(model: dict, facts: dict | None = None) -> dict:
+def dataset_spec(model: dict, facts: dict | None = None, *, replicated: bool = False) -> dict:
     """What a dataset must hold for ``model``: tasks, subjects, sessions, runs, columns.
 
     Parameters
@@ -133,6 +134,12 @@ def dataset_spec(model: dict, facts: dict | None = None) -> dict:
         Published facts of the dataset (``Tasks`` -> ``column_names``,
         ``column_data_types``, ``trial_type_values``, ``task_runs``,
         ``task_sessions``), as the OpenNeuro FitLins specs record them.
+    replicated : bool
+        Enough data for every higher-level design to keep residual degrees
+        of freedom, as a real study would: two runs per subject or more
+        (unless ``Input`` names the runs), and per cell of the participants
+        factors two subjects, plus two per numeric covariate. Otherwise one
+        run (or the published ones, up to three) and at least three subjects.
     """
     inp = model.get("Input") or {}
     tasks = [str(t) for t in _listify(inp.get("task"))] or list((facts or {}).get("Tasks") or {})[:1] or ["task"]
@@ -154,7 +161,7 @@ def dataset_spec(model: dict, facts: dict | None = None) -> dict:
         if not sessions and task_facts.get("task_sessions"):
             sessions = [str(s) for s in task_facts["task_sessions"]][:2]
         if not runs and task_facts.get("task_runs"):
-            runs = list(task_facts["task_runs"])[:1]
+            runs = list(task_facts["task_runs"])[:3 if replicated else 1]
     for node in model.get("Nodes") or []:
         if not isinstance(node, dict):
             continue
@@ -207,9 +214,14 @@ def dataset_spec(model: dict, facts: dict | None = None) -> dict:
     for col, values in list(participants.items()):
         if isinstance(values, set) and not values:
             participants[col] = {"a", "b"}
-    most = max([len(v) for v in participants.values() if isinstance(v, set)] + [0])
+    cells = int(np.prod([len(v) for v in participants.values() if isinstance(v, set)] or [1]))
+    numeric = sum(v == "numeric" for v in participants.values())
+    most = min(2 * cells + 2 * numeric, 32) if replicated else max(
+        [len(v) for v in participants.values() if isinstance(v, set)] + [0])
     while len(subjects) < most:
         subjects.append(f"{len(subjects) + 90}")
+    if replicated and not runs:
+        runs = [1, 2]
     for col, values in list(events.items()):
         if isinstance(values, set) and not values:
             events[col] = {"a", "b"}
@@ -264,11 +276,13 @@ def write_dataset(root: Path, spec: dict, seed: int = 0, n_vols: int = N_VOLS,
         {"Name": "fMRIPrep (simulated)", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
          "GeneratedBy": [{"Name": "fMRIPrep"}]}))
     rows = {"participant_id": [f"sub-{s}" for s in spec["subjects"]]}
+    factors = {col: sorted(map(str, values)) for col, values in spec["participants"].items() if isinstance(values, set)}
+    # subject i in cell i of the factors' crossing: every combination of levels is filled
+    cells = list(itertools.product(*factors.values())) or [()]
+    for k, col in enumerate(factors):
+        rows[col] = [cells[i % len(cells)][k] for i in range(len(spec["subjects"]))]
     for col, values in spec["participants"].items():
-        if isinstance(values, set):
-            levels = sorted(map(str, values))
-            rows[col] = [levels[i % len(levels)] for i in range(len(spec["subjects"]))]
-        else:
+        if not isinstance(values, set):
             rows[col] = np.round(rng.normal(30, 5, len(spec["subjects"])), 2)
     pd.DataFrame(rows).to_csv(bids / "participants.tsv", sep="\t", index=False)
     affine = np.diag([4.0, 4.0, 4.0, 1.0])

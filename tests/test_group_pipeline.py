@@ -135,6 +135,23 @@ def test_one_sample(tmp_path):
                                stats.ttest_1samp(y, 0).statistic, **TOL)
 
 
+def test_a_group_left_without_residual_by_quality_control_names_itself(tmp_path, capsys):
+    """Planned on both maps the design is estimable; QC then drops one (all NaN) and the fit's refusal
+    names the node, the group and the maps QC kept."""
+    data = tmp_path / "maps"
+    maps = simulate_maps(data, task="emoreg", subjects=_subjects(2), contrasts=["reappNegVsLookNeg"],
+                         with_variance=False, dof=None, seed=1)
+    nib.save(nib.Nifti1Image(np.full(BRAIN.shape, np.nan, np.float32), AFFINE), maps[1].path)
+    path = MODELS / "group_one_sample.json"
+    code = main([str(data), str(tmp_path / "out"), "dataset", "--model", str(path)])
+    err = capsys.readouterr().err
+    assert code == 20, err
+    node = json.loads(path.read_text())["Nodes"][0]["Name"]
+    assert (f"node '{node}', group contrast-reappNegVsLookNeg (1 map(s) after quality control): the design "
+            "cannot be estimated") in err
+    assert "no residual degrees of freedom: 1 maps for 1 independent columns" in err
+
+
 def test_covariate(tmp_path):
     subjects = _subjects(12)
     rng = np.random.default_rng(2)

@@ -259,6 +259,33 @@ def test_names_matching_nothing_stop_before_anything_is_written(tmp_path, capsys
     assert not out.exists()
 
 
+def test_a_design_no_data_can_estimate_stops_before_anything_is_written(tmp_path, capsys):
+    """A Subject glm over single-run subjects has no residual: refused when planning, not after the
+    run level has been fitted and written; the message names the node, its groups and the fix,
+    and the fix it names (fixed effects) runs."""
+    model = json.loads(json.dumps(BIDSPM_STYLE))
+    model["Nodes"][1]["Model"]["Type"] = "glm"
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model))
+    bids, deriv = _dataset(tmp_path, BIDSPM_STYLE)  # one run per subject
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "dataset", "--model", str(path), "--derivatives", str(deriv)])
+    err = capsys.readouterr().err
+    assert code == 20, err
+    assert "node 'subject': the design cannot be estimated in 9 of its 9 group(s)" in err
+    assert "no residual degrees of freedom: 1 maps for 1 independent columns" in err
+    assert "subject-01_contrast-faces_gt_houses" in err
+    assert 'use "Type": "meta"' in err
+    assert not out.exists()
+    # validate --bids-dir says the same without fitting
+    assert main(["validate", str(path), "--bids-dir", str(bids), "--derivatives", str(deriv)]) == 20
+    assert "node 'subject': the design cannot be estimated" in capsys.readouterr().err
+    # the fix named: fixed effects pass each single run on, and the same data run through
+    path.write_text(json.dumps(BIDSPM_STYLE))
+    assert main([str(bids), str(out), "dataset", "--model", str(path), "--derivatives", str(deriv)]) == 0
+    assert len(list((out / "node-dataset").rglob("*_stat-t_statmap.nii.gz"))) == 1
+
+
 def test_bidspm_style_model_runs_end_to_end(tmp_path, capsys):
     """Fit, not just plan: every named condition reaches the dataset level."""
     path = tmp_path / "model.json"

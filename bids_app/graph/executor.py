@@ -24,7 +24,7 @@ from bids_app.graph.context import Context
 from bids_app.graph.dispatch import map_units
 from bids_app.graph.filters import match_frame, value_matches
 from bids_app.graph import runs
-from bids_app.graph.groups import group_maps, plan_group, run_group, tag_group
+from bids_app.graph.groups import group_label, group_maps, plan_group, run_group, tag_group
 from bids_app.graph.inference_step import scope_notes
 from bids_app.graph.parallel import SerialBackend
 from bids_app.graph.plan import plan_graph
@@ -209,7 +209,7 @@ def execute(ctx: Context, backend=None, progress: Progress | None = None,
 
 def _run_node(ctx: Context, backend, progress: Progress, node: Node, planned: list[CheckedRun]) -> list[StatMap]:
     """Plan every run of a Run node from its checked inputs, then fit and write the planned ones."""
-    labels = [_label(checked.run.entities) for checked in planned]
+    labels = [group_label(checked.run.entities) for checked in planned]
     return _fit_planned(ctx, backend, progress, node, plan_run, _run_unit, [(node, checked) for checked in planned],
                         labels, keep_index=False)
 
@@ -222,7 +222,7 @@ def _group_node(ctx: Context, backend, progress: Progress, node: Node, incoming:
     groups = group_maps(incoming, node.group_by, ctx.index.participants)
     return _fit_planned(ctx, backend, progress, node, plan_group, run_group,
                         [(node, group, tag_group(group, members)) for group, members in groups],
-                        [_label(group) for group, _ in groups], keep_index=True)
+                        [group_label(group) for group, _ in groups], keep_index=True)
 
 
 def _fit_planned(ctx: Context, backend, progress: Progress, node: Node, plan, run, units: list[tuple],
@@ -245,6 +245,3 @@ def _run_unit(ctx: Context, plan) -> list[StatMap]:
     # looked up when called, so a worker process runs the run_unit its module holds (tests replace it)
     return runs.run_unit(ctx, plan)
 
-
-def _label(entities: dict) -> str:
-    return "_".join(f"{k}-{v}" for k, v in entities.items() if k != "datatype") or "all inputs"

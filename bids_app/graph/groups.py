@@ -88,6 +88,11 @@ def tag_group(group: dict, members: list[StatMap]) -> list[StatMap]:
     return [replace(m, entities={**m.entities, "desc": desc}) for m in members]
 
 
+def group_label(entities: dict) -> str:
+    """``subject-01_contrast-face``: a unit's entities as progress lines and messages name it."""
+    return "_".join(f"{k}-{v}" for k, v in entities.items() if k != "datatype") or "all inputs"
+
+
 def common_entities(maps: list[StatMap]) -> dict:
     """Entities with the same value in every map of a group."""
     first = maps[0].entities
@@ -210,8 +215,13 @@ def plan_group(ctx: Context, node: Node, group: dict, maps: list[StatMap]) -> Gr
     X, design_info = design_for(node, table)
     columns = list(X.columns)
     contrasts, warnings = plan_contrasts(node, columns, design_info.get("x") or columns, incoming)
-    diagnostics = check_design(X, [(c.name, c.weights) for c in contrasts],
-                               require_residual_dof=node.model.type != "meta")
+    try:
+        diagnostics = check_design(X, [(c.name, c.weights) for c in contrasts],
+                                   require_residual_dof=node.model.type != "meta")
+    except DesignError as exc:
+        # the plan refused every design the full inputs could not estimate: this one lost inputs to QC
+        raise DesignError(f"node {node.name!r}, group {group_label(group)} ({len(maps)} map(s) after quality "
+                          f"control): {exc}") from None
     fwhm = ctx.settings.smoothing_at(node.level)
     space, notes, Y, V = inputs.fitted(ctx, node, list(inputs.qc.kept), entities, fwhm)
     estimator, est_name = make_estimator(node, ctx.settings, np.array([m.dof if m.dof is not None else np.inf

@@ -11,6 +11,13 @@ unit of its node, or a ``GroupBy`` entry that is neither an entity, a
 participants column nor ``contrast``, is a :class:`DesignError` naming the
 node, the entry, what does exist and the fix. Absent in some units only is
 a warning (written beside those units' outputs).
+
+It is also where a higher-level design that cannot be estimated stops the
+run (no residual degrees of freedom, a redundant intercept, a contrast that
+is not estimable): the fit would refuse the same design, but only after the
+nodes before it had run. A group's maps at fit time are the planned ones
+less those quality control excludes, and fewer rows never make a design
+estimable, so the plan refuses only what the fit would refuse.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from pathlib import Path
 
 from bids_app.design.columns import is_glob
 from bids_app.design.contrasts import plan_contrasts
+from bids_app.design.diagnostics import diagnose
 from bids_app.errors import DesignError, did_you_mean
 from bids_app.graph import groups
 from bids_app.graph.units import StatMap
@@ -177,6 +185,9 @@ def _group_node(node: Node, incoming: list[StatMap], participants) -> tuple[Node
     check_group_by(node, incoming, participants)
     plan, flows, found = NodePlan(node), [], {}
     names_in = sorted({str(m.entities.get("contrast")) for m in incoming})
+    # groups often share one design (X = [1] over each subject's runs): diagnosed once
+    problems_of: dict[tuple, list[str]] = {}
+    unestimable = []
     for group, members in groups.group_maps(incoming, node.group_by, participants):
         members = groups.tag_group(group, members)
         entities = groups.common_entities(members)
@@ -192,10 +203,36 @@ def _group_node(node: Node, incoming: list[StatMap], participants) -> tuple[Node
                                    [*warnings, *info.get("warnings", [])]))
         flows += [StatMap({**entities, "contrast": c.name}, _PLANNED, _PLANNED, None, node.name)
                   for c in contrasts if c.flows]
+        key = (tuple(columns), X.shape, X.to_numpy(dtype=float).tobytes(),
+               tuple((c.name, c.weights.tobytes()) for c in contrasts))
+        if key not in problems_of:
+            problems_of[key] = diagnose(X, [(c.name, c.weights) for c in contrasts],
+                                        require_residual_dof=node.model.type != "meta").problems
+        if problems_of[key]:
+            unestimable.append((group, len(members), problems_of[key]))
     cols = [c for c in (participants.columns if participants is not None else []) if c != "subject"]
     _check_conditions(node, plan.units, found,
                       f"Incoming contrasts: {_shown(names_in)}; participants columns: {_shown(cols)}. ")
+    if unestimable:
+        raise DesignError(_unestimable(node, unestimable, len(plan.units)))
     return plan, flows
+
+
+def _unestimable(node: Node, failed: list[tuple[dict, int, list[str]]], n_groups: int) -> str:
+    """The error for groups whose design the fit would refuse: each problem, its groups, the fix."""
+    by_problem: dict[str, list[str]] = {}
+    for group, n, problems in failed:
+        for problem in problems:
+            by_problem.setdefault(problem, []).append(groups.group_label(group))
+    text = (f"node {node.name!r}: the design cannot be estimated in {len(failed)} of its {n_groups} group(s) "
+            "(stopped before fitting anything):" + "".join(f"\n  - {problem}, in group(s) {_shown(labels)}"
+                                                            for problem, labels in by_problem.items()))
+    if node.model.type != "meta" and any(n == 1 for _, n, _ in failed):
+        text += ("\nFix: a group with a single incoming map (a subject with one run, for instance) gives a "
+                 "\"glm\" node no residual to estimate a variance from. For fixed effects across runs use "
+                 "\"Type\": \"meta\" (a single map then passes on with its own variance); or send those maps "
+                 "past this node with Edges, or leave those subjects out (--participant-label)")
+    return text
 
 
 def plan_graph(ctx, nodes: list[Node], planned: dict) -> dict[str, NodePlan]:
