@@ -282,6 +282,13 @@ def test_a_design_no_data_can_estimate_stops_before_anything_is_written(tmp_path
     assert "node 'subject': the design cannot be estimated" in capsys.readouterr().err
     # the fix named: fixed effects pass each single run on, and the same data run through
     path.write_text(json.dumps(BIDSPM_STYLE))
+    # a dataset-level glm over one participant: the fix is more participants
+    assert main([str(bids), str(out), "dataset", "--model", str(path), "--derivatives", str(deriv),
+                 "--participant-label", "01"]) == 20
+    err = capsys.readouterr().err
+    assert "node 'dataset': the design cannot be estimated in 3 of its 3 group(s)" in err
+    assert "select more participants (--participant-label), or run up to the subject level only" in err
+    assert not out.exists()
     assert main([str(bids), str(out), "dataset", "--model", str(path), "--derivatives", str(deriv)]) == 0
     assert len(list((out / "node-dataset").rglob("*_stat-t_statmap.nii.gz"))) == 1
 

@@ -228,10 +228,15 @@ def _unestimable(node: Node, failed: list[tuple[dict, int, list[str]]], n_groups
             "(stopped before fitting anything):" + "".join(f"\n  - {problem}, in group(s) {_shown(labels)}"
                                                             for problem, labels in by_problem.items()))
     if node.model.type != "meta" and any(n == 1 for _, n, _ in failed):
-        text += ("\nFix: a group with a single incoming map (a subject with one run, for instance) gives a "
-                 "\"glm\" node no residual to estimate a variance from. For fixed effects across runs use "
-                 "\"Type\": \"meta\" (a single map then passes on with its own variance); or send those maps "
-                 "past this node with Edges, or leave those subjects out (--participant-label)")
+        if node.level == "Dataset":
+            text += ("\nFix: a group with a single incoming map (one participant) gives a \"glm\" node no "
+                     "residual to estimate a variance from: select more participants (--participant-label), "
+                     "or run up to the subject level only (analysis level 'subject')")
+        else:
+            text += ("\nFix: a group with a single incoming map (a subject with one run, for instance) gives a "
+                     "\"glm\" node no residual to estimate a variance from. For fixed effects across runs use "
+                     "\"Type\": \"meta\" (a single map then passes on with its own variance); or send those "
+                     "maps past this node with Edges, or leave those subjects out (--participant-label)")
     return text
 
 
