@@ -137,9 +137,10 @@ def dataset_spec(model: dict, facts: dict | None = None, *, replicated: bool = F
     replicated : bool
         Enough data for every higher-level design to keep residual degrees
         of freedom, as a real study would: two runs per subject or more
-        (unless ``Input`` names the runs), and per cell of the participants
-        factors two subjects, plus two per numeric covariate. Otherwise one
-        run (or the published ones, up to three) and at least three subjects.
+        (up to three published ones; unless ``Input`` names the runs), and
+        two subjects per cell of the participants factors plus two per
+        numeric covariate. Otherwise one run (the first published one, if
+        any) and one subject per level of the largest factor, three at least.
     """
     inp = model.get("Input") or {}
     tasks = [str(t) for t in _listify(inp.get("task"))] or list((facts or {}).get("Tasks") or {})[:1] or ["task"]
