@@ -293,6 +293,29 @@ def test_a_design_no_data_can_estimate_stops_before_anything_is_written(tmp_path
     assert len(list((out / "node-dataset").rglob("*_stat-t_statmap.nii.gz"))) == 1
 
 
+def test_a_run_without_events_file_is_named_as_the_cause(tmp_path, capsys):
+    """A BOLD run whose events file is missing: its dropped conditions (a warning in provenance) and a
+    transformation's missing input (an error) say that the run has no events file."""
+    bids, deriv = _dataset(tmp_path, BIDSPM_STYLE)
+    events = sorted(bids.rglob("sub-01_*_events.tsv"))[0]
+    events.unlink()
+    path, out = tmp_path / "model.json", tmp_path / "out"
+    path.write_text(json.dumps(BIDSPM_STYLE))
+    assert main([str(bids), str(out), "dataset", "--model", str(path), "--derivatives", str(deriv)]) == 0
+    warnings = json.loads((out / "provenance.json").read_text())["Warnings"]
+    assert any("sub-01" in w and "this run has no events file (no *_events.tsv with its entities in BIDS_DIR), so "
+               "its event conditions ('trial_type.faces', 'trial_type.houses') are absent" in w for w in warnings)
+    capsys.readouterr()
+    model = json.loads(json.dumps(BIDSPM_STYLE))
+    model["Nodes"][0]["Transformations"] = {"Transformer": "pybids-transforms-v1",
+                                            "Instructions": [{"Name": "Factor", "Input": ["trial_type"]}]}
+    path.write_text(json.dumps(model))
+    assert main([str(bids), str(tmp_path / "out2"), "dataset", "--model", str(path), "--derivatives",
+                 str(deriv)]) == 20
+    err = capsys.readouterr().err
+    assert "Input names column 'trial_type', which is not in this run; this run has no events file" in err
+
+
 def test_bidspm_style_model_runs_end_to_end(tmp_path, capsys):
     """Fit, not just plan: every named condition reaches the dataset level."""
     path = tmp_path / "model.json"

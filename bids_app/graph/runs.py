@@ -168,6 +168,10 @@ def check_variants(bold: pd.DataFrame) -> None:
             f"e.g. \"Input\": {{{example}}}" + (", or with --space" if "space" in differ else ""))
 
 
+#: why a run's event columns are missing when it has no events file
+NO_EVENTS = "this run has no events file (no *_events.tsv with its entities in BIDS_DIR)"
+
+
 def run_label(run: RunInputs) -> str:
     """``sub-01 ses-2 task-x run-1``: the run as messages name it, with its file."""
     short = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run"}
@@ -398,13 +402,21 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> tuple[RunD
                                 missing_confounds=settings.missing_confounds,
                                 recordings=read_used(run.recordings, functools.partial(uses_recording, node)))
     except (DesignError, InputDataError) as exc:
+        # a column that "is not in this run" is most often an events file that is not there
+        cause = f"; {NO_EVENTS}" if run.events is None else ""
         # some design errors (transformations, HRF, X) name the column but not the run
         named = (run.bold, run.events, run.confounds, *(r.path for r in run.recordings))
         if any(p.name in str(exc) for p in named if p):
-            raise
-        raise type(exc)(f"{source}: {exc}") from exc
+            if not cause:
+                raise
+            raise type(exc)(f"{exc}{cause}") from exc
+        raise type(exc)(f"{source}: {exc}{cause}") from exc
     notes = [f"{n_late} event(s) start after the run ends ({duration:g} s): they do not enter the design"
              ] if n_late else []
+    absent = [d["entry"] for d in design.info.dropped if d["kind"] == "event"]
+    if run.events is None and absent:
+        notes.append(f"{NO_EVENTS}, so its event conditions ({', '.join(map(repr, absent))}) are absent from "
+                     "its design")
     n_columns = design.matrix.shape[1]
     if n_vols <= n_columns:
         raise DesignError(
