@@ -56,9 +56,9 @@ import pandas as pd
 from nilearn import datasets, image
 from nilearn.glm.first_level import compute_regressor
 from scipy import signal, sparse
-from threadpoolctl import threadpool_limits
 
 from bids_app import __version__
+from bids_app.blas import one_blas_thread
 
 TASK = "localizer"
 SPACE = "MNI152NLin2009cAsym"
@@ -468,7 +468,7 @@ def simulate_dataset(root: Path, n_subjects: int = 6, n_runs: int = 2, seed: int
 
     # Every product here is small (100 volumes x 30k voxels): threaded BLAS only
     # adds synchronisation cost, which explodes on a busy machine (3x measured).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         subject_effects = _simulate_subjects(root, fmriprep, grid, participants, n_runs, seed)
     truth = _truth(grid, seed, subject_effects)
     _write_json(root / "code" / "simulation_truth.json", truth)

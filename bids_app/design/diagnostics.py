@@ -29,7 +29,6 @@ multiple of 'a' ('b' = 2*'a')", or generically "'a' = 0.5*'b' + 'c'".
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -37,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import scipy.linalg
-from threadpoolctl import ThreadpoolController
 
+from bids_app.blas import one_blas_thread
 from bids_app.design.columns import INTERCEPT
 from bids_app.errors import DesignError
 
@@ -120,14 +119,8 @@ def diagnose(matrix: pd.DataFrame, contrasts=(), *, require_residual_dof: bool =
     # one BLAS thread: on matrices this small, a second thread only adds synchronisation (a 121 x 19
     # run design took 0.06-0.26 s with two threads on a busy 2-core machine, 0.02-0.04 s with one;
     # the same numbers either way)
-    with _blas().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _diagnose(diag, X, names, contrasts, require_residual_dof)
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    """threadpoolctl's handle on the BLAS libraries loaded (numpy's, scipy's): finding them takes ~10 ms."""
-    return ThreadpoolController()
 
 
 def _diagnose(diag: Diagnostics, X: np.ndarray, names: list[str], contrasts, require_residual_dof: bool

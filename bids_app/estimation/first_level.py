@@ -34,6 +34,7 @@ import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
+from bids_app.blas import one_blas_thread
 from bids_app.errors import DesignError, InputDataError
 from bids_app.estimation.base import ContrastResult
 from bids_app.estimation.contrasts import check_estimable, contrast_matrix, f_result, row_space
@@ -148,7 +149,7 @@ class FirstLevelEstimator:
         # value, a few hundred), and a second thread only synchronises; 40k voxels x 200 scans on a
         # busy 2-core machine: 0.45 s with one thread, 1.35 s with two (and --n-procs workers would
         # each start their own)
-        with threadpool_limits(1, user_api="blas"):
+        with one_blas_thread():
             return self._fit(Y, X)
 
     def _fit(self, Y, X) -> FirstLevelFit:

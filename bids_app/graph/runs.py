@@ -406,11 +406,10 @@ def prepare_design(run: RunInputs, node: Node, settings: Settings) -> tuple[RunD
         cause = f"; {NO_EVENTS}" if run.events is None else ""
         # some design errors (transformations, HRF, X) name the column but not the run
         named = (run.bold, run.events, run.confounds, *(r.path for r in run.recordings))
-        if any(p.name in str(exc) for p in named if p):
-            if not cause:
-                raise
-            raise type(exc)(f"{exc}{cause}") from exc
-        raise type(exc)(f"{source}: {exc}{cause}") from exc
+        prefix = "" if any(p.name in str(exc) for p in named if p) else f"{source}: "
+        if not (prefix or cause):
+            raise
+        raise type(exc)(f"{prefix}{exc}{cause}") from exc
     notes = [f"{n_late} event(s) start after the run ends ({duration:g} s): they do not enter the design"
              ] if n_late else []
     absent = [d["entry"] for d in design.info.dropped if d["kind"] == "event"]

@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import linalg
-from threadpoolctl import threadpool_limits
 
+from bids_app.blas import one_blas_thread
 from bids_app.errors import DesignError
 from bids_app.inference import tfce as _tfce
 from bids_app.inference.connectivity import ClusterLabeller, voxel_graph
@@ -581,7 +581,7 @@ def _blockwise(rows, unit32, statistic, threshold=None):
     found = []
     # one BLAS thread: on block-sized products, threads cost more in
     # synchronisation than they save (2-core machine, loaded or not)
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         for start in range(0, unit32.shape[1], VOXEL_BLOCK):
             a, b_squared = _projections(rows, unit32[:, start:start + VOXEL_BLOCK], statistic)
             if threshold is None:
